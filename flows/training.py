@@ -1,0 +1,174 @@
+"""The training flow: ingest → validate → split → fit preprocessing → tune → final fit → evaluate → package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from schemas import PipelineConfig, resolve_schema, schema_fingerprint
+from tasks.bundle import collect_lineage, predict_raw, save_bundle
+from tasks.evaluate import evaluate_predictions
+from tasks.ingest import RawData, read_source
+from tasks.paths import mlcycle_home
+from tasks.prepare import Splits, encode_target, feature_columns, split_frame
+from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
+from tasks.train import TrainingData, fit_booster, xgb_params
+from tasks.tune import TuneResult, tune_xgboost
+from tasks.validate import Validated, reasons_by_row, validate_frame
+
+# DataFrames and boosters are poor cache keys: no task here caches on its inputs.
+_pure = {"cache_policy": NO_CACHE}
+
+
+class TrainResult(BaseModel):
+    """What a training run produced: the model's tag and its test metrics next to the baseline's."""
+
+    tag: str
+    task: str
+    primary_metric: str
+    test: dict[str, float]
+    baseline: dict[str, float]
+    rows: dict[str, int]
+    tuning_seconds: float
+
+
+@task(name="read_source", retries=2, retry_delay_seconds=5, **_pure)
+def read_source_task(config: PipelineConfig) -> RawData:
+    return read_source(config.source, mlcycle_home() / "cache" / "wheels", config.seed)
+
+
+@task(name="validate_rows", **_pure)
+def validate_task(raw: RawData, config: PipelineConfig) -> Validated:
+    return validate_frame(raw.frame, resolve_schema(config.schema_ref), what=config.name)
+
+
+@task(name="write_quarantine", retries=2, **_pure)
+def write_quarantine_task(validated: Validated, raw: RawData, config: PipelineConfig) -> Path | None:
+    """Keep every rejected row with where it came from and why, so nothing is dropped silently."""
+    if validated.quarantine.empty:
+        return None
+    reasons = reasons_by_row(validated.quarantine).set_index("row")
+    rows = raw.frame.loc[reasons.index].astype("string")
+    ledger = raw.origin.loc[reasons.index].join(reasons).join(rows.add_prefix("value_"))
+    target = mlcycle_home() / "quarantine" / config.name / f"{flow_run.id or 'local'}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ledger.reset_index(names="input_row").to_parquet(target)
+    return target
+
+
+@task(name="split_rows", **_pure)
+def split_task(validated: Validated, raw: RawData, config: PipelineConfig) -> Splits:
+    return split_frame(validated.valid, raw.origin["part"], config)
+
+
+@task(name="fit_preprocessor", **_pure)
+def fit_preprocessor_task(splits: Splits, config: PipelineConfig) -> PreprocessorSpec:
+    features = feature_columns(list(splits.train.columns), config)
+    return fit_preprocessor(splits.train, features, config.preprocess)
+
+
+@task(name="prepare_training_data", **_pure)
+def prepare_task(splits: Splits, preprocessor: PreprocessorSpec, config: PipelineConfig) -> TrainingData:
+    return TrainingData(
+        x_train=apply_preprocessor(preprocessor, splits.train),
+        y_train=encode_target(splits.train[config.target], config),
+        x_valid=apply_preprocessor(preprocessor, splits.valid),
+        y_valid=encode_target(splits.valid[config.target], config),
+    )
+
+
+@task(name="tune_xgboost", **_pure)
+def tune_task(data: TrainingData, config: PipelineConfig) -> TuneResult:
+    run_name = f"{config.name}-{flow_run.id or 'local'}"
+    return tune_xgboost(data, config.task, config.tune, config.seed, mlcycle_home() / "ray_results", run_name)
+
+
+@task(name="fit_final_model", **_pure)
+def fit_final_task(data: TrainingData, tuned: TuneResult, config: PipelineConfig) -> Any:
+    # The best trial's configuration, boosted again on the training split with the same early stopping;
+    # the seed makes it the same booster the trial grew.
+    params = xgb_params(config.task, tuned.best_config, nthread=0, seed=config.seed)
+    return fit_booster(data, params, config.tune.max_rounds, config.tune.early_stopping_rounds)
+
+
+@task(name="evaluate_model", **_pure)
+def evaluate_task(booster: Any, preprocessor: PreprocessorSpec, splits: Splits, data: TrainingData,
+                  config: PipelineConfig) -> dict[str, Any]:  # fmt: skip
+    y_test = encode_target(splits.test[config.target], config)
+    predictions = predict_raw(booster, preprocessor, splits.test, nthread=0)
+    return evaluate_predictions(config.task, y_test, predictions, data.y_train, splits.test[config.slices])
+
+
+@task(name="save_bundle", retries=2, **_pure)
+def save_bundle_task(booster: Any, preprocessor: PreprocessorSpec, config: PipelineConfig, classes: list[str],
+                     metrics: dict[str, Any], lineage: dict[str, Any]) -> str:  # fmt: skip
+    return save_bundle(booster, preprocessor, config, classes, metrics, lineage)
+
+
+@task(name="publish_reports", **_pure)
+def publish_task(tag: str, metrics: dict[str, Any], tuned: TuneResult, splits: Splits, validated: Validated) -> None:
+    """The run's results where an operator looks: Prefect artifacts."""
+    rows = [f"| {name} | {value:.5f} | {metrics['baseline'][name]:.5f} |" for name, value in metrics["test"].items()]
+    create_markdown_artifact(
+        key="test-metrics",
+        markdown="\n".join([
+            f"# {tag}", "",
+            f"rows: {splits.sizes()}, quarantined: {validated.rows_quarantined} of {validated.rows_in}", "",
+            "| metric | model | trivial baseline |", "|---|---|---|", *rows,
+        ]),  # fmt: skip
+        description=f"Test metrics of {tag}",
+    )
+    create_table_artifact(key="tuning-leaderboard", table=tuned.trials[:10], description="Top trials by validation score")
+
+
+@flow(name="train", log_prints=True)
+def train_flow(config: PipelineConfig) -> TrainResult:
+    """Train, evaluate and package a model for one dataset config."""
+    raw = read_source_task(config)
+    validated = validate_task(raw, config)
+    write_quarantine_task(validated, raw, config)
+    splits = split_task(validated, raw, config)
+    preprocessor = fit_preprocessor_task(splits, config)
+    data = prepare_task(splits, preprocessor, config)
+    tuned = tune_task(data, config)
+    booster = fit_final_task(data, tuned, config)
+    metrics = evaluate_task(booster, preprocessor, splits, data, config)
+    lineage = collect_lineage(
+        raw.content_hash,
+        schema_fingerprint(resolve_schema(config.schema_ref)),
+        config,
+        {"flow_run_id": flow_run.id, "best_trial_id": tuned.best_trial_id, "best_config": tuned.best_config,
+         "best_rounds": tuned.best_rounds, "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined},
+    )  # fmt: skip
+    tag = save_bundle_task(booster, preprocessor, config, class_names(config), metrics, lineage)
+    publish_task(tag, metrics, tuned, splits, validated)
+    primary = metrics["primary"]
+    print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (baseline {metrics['baseline'][primary]:.4f})")
+    return TrainResult(
+        tag=tag,
+        task=config.task,
+        primary_metric=primary,
+        test=metrics["test"],
+        baseline=metrics["baseline"],
+        rows=splits.sizes(),
+        tuning_seconds=tuned.elapsed_s,
+    )
+
+
+def class_names(config: PipelineConfig) -> list[str]:
+    """[negative, positive] labels of a binary task, read from the schema's allowed target values."""
+    if config.task != "binary":
+        return []
+    column = resolve_schema(config.schema_ref).to_schema().columns[config.target]
+    allowed = next((c.statistics["allowed_values"] for c in column.checks if "allowed_values" in c.statistics), None)
+    negatives = [v for v in allowed or [] if v != config.positive_label]
+    negative = negatives[0] if len(negatives) == 1 else f"not {config.positive_label}"
+    return [negative, str(config.positive_label)]
+
+

@@ -1,0 +1,164 @@
+"""The pipeline config: one pydantic model that owns every default.
+
+A dataset's YAML file, CLI options and deployment parameters all load into `PipelineConfig`;
+no other module decides a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TaskType = Literal["binary", "regression"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CsvOptions(_Strict):
+    """How to read one delimited text file; the names mirror `pandas.read_csv`."""
+
+    header: bool = True
+    names: list[str] | None = None
+    sep: str = ","
+    na_values: list[str] = Field(default_factory=list)
+    skiprows: int = 0
+    skipinitialspace: bool = False
+
+
+class SourceFile(_Strict):
+    """One file of a source, optionally pinned to a split part (`test` keeps an official test set)."""
+
+    path: str
+    part: Literal["train", "test"] | None = None
+    skiprows: int | None = None
+
+
+class SourceConfig(_Strict):
+    """Where the rows come from: files on disk, or files inside a pinned wheel from the package registry."""
+
+    kind: Literal["files", "wheel"] = "files"
+    package: str | None = None
+    version: str | None = None
+    sha256: str | None = None
+    files: list[SourceFile]
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    replace: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Per-column value rewrites applied on read, e.g. label spellings."
+    )
+    sample_rows: int | None = Field(
+        default=None, ge=10, description="Read a seeded random sample of this many rows per file (tests, demos)."
+    )
+
+    @model_validator(mode="after")
+    def _wheel_is_pinned(self) -> SourceConfig:
+        if self.kind == "wheel" and not (self.package and self.version and self.sha256):
+            raise ValueError("a wheel source needs package, version and sha256")
+        return self
+
+
+class DerivedFeature(_Strict):
+    """A feature computed from raw columns by the same code at training and at serving."""
+
+    name: str
+    source: str
+    kind: Literal["clock_hour", "year", "month", "dayofweek", "dayofyear"]
+
+
+class SplitConfig(_Strict):
+    strategy: Literal["stratified", "random", "time"] = "stratified"
+    valid_size: float = Field(default=0.15, gt=0, lt=0.5)
+    test_size: float = Field(default=0.15, gt=0, lt=0.5, description="Ignored when the source pins a test part.")
+    time_columns: list[str] = Field(default_factory=list, description="Columns that order rows in time.")
+
+
+class PreprocessConfig(_Strict):
+    impute: Literal["none", "median"] = "none"
+    scale: Literal["none", "standard", "minmax", "robust"] = "none"
+    derived: list[DerivedFeature] = Field(default_factory=list)
+
+
+class TuneConfig(_Strict):
+    num_samples: int = Field(default=16, ge=1, description="Trials to run.")
+    time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting trials after this long.")
+    cpus_per_trial: int = Field(default=1, ge=1)
+    max_rounds: int = Field(default=1000, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    report_every: int = Field(default=10, ge=1, description="Boosting rounds between reports to the scheduler.")
+    grace_period: int = Field(default=10, ge=1, description="ASHA: reports a trial gets before it may be stopped.")
+    reduction_factor: int = Field(default=3, ge=2)
+    ray_address: str | None = Field(default=None, description="An existing Ray cluster; RAY_ADDRESS also works.")
+    space: dict[str, list[float]] = Field(
+        default_factory=lambda: {
+            "eta": [0.02, 0.3],
+            "max_depth": [3, 10],
+            "min_child_weight": [1, 20],
+            "subsample": [0.5, 1.0],
+            "colsample_bytree": [0.5, 1.0],
+            "lambda": [1e-3, 10.0],
+            "alpha": [1e-3, 10.0],
+        },
+        description="Bounds per XGBoost parameter; eta, lambda and alpha are sampled log-uniformly.",
+    )
+
+
+class ServingConfig(_Strict):
+    max_records: int = Field(default=1000, ge=1)
+
+
+class PipelineConfig(_Strict):
+    """Everything one training run needs to know about a dataset."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    schema_ref: str = Field(description="`module:Class` of the pandera DataFrameModel for the training frame.")
+    features_schema_ref: str = Field(description="`module:Class` of the pandera model for serving requests.")
+    target: str
+    task: TaskType
+    positive_label: str | None = Field(default=None, description="Binary tasks: the class predicted as 1.")
+    drop: list[str] = Field(default_factory=list, description="Columns never used as features (ids, leaks).")
+    slices: list[str] = Field(default_factory=list)
+    seed: int = 42
+    source: SourceConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="after")
+    def _task_rules(self) -> PipelineConfig:
+        if self.task == "binary" and self.positive_label is None:
+            raise ValueError("a binary task needs positive_label")
+        if self.split.strategy == "time" and not self.split.time_columns:
+            raise ValueError("a time split needs split.time_columns")
+        if self.split.strategy == "stratified" and self.task != "binary":
+            raise ValueError("a stratified split needs a classification task")
+        return self
+
+    def fingerprint(self) -> str:
+        """A short, stable hash of the config, recorded in the model's lineage."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a dataset's YAML config and apply dotted-key overrides (`tune.num_samples=4`)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return PipelineConfig.model_validate(raw)

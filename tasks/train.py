@@ -1,0 +1,73 @@
+"""Train: XGBoost parameters for a task, and the fit of one booster with early stopping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from schemas.config import TaskType
+
+# What the booster optimises and what early stopping watches, per task (lower is better for both).
+OBJECTIVE = {"binary": "binary:logistic", "regression": "reg:squarederror"}
+STOPPING_METRIC = {"binary": "logloss", "regression": "rmse"}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Model-ready inputs (the output of `apply_preprocessor`) and encoded labels."""
+
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_valid: pd.DataFrame
+    y_valid: np.ndarray
+
+
+def xgb_params(task: TaskType, sampled: dict[str, Any], nthread: int, seed: int) -> dict[str, Any]:
+    """Full XGBoost parameters from a sampled configuration."""
+    params = {
+        "objective": OBJECTIVE[task],
+        "eval_metric": STOPPING_METRIC[task],
+        "tree_method": "hist",
+        "nthread": nthread,
+        "seed": seed,
+        "verbosity": 0,
+        **sampled,
+    }
+    if "max_depth" in params:
+        params["max_depth"] = int(params["max_depth"])
+    return params
+
+
+def dmatrix(x: pd.DataFrame, y: np.ndarray | None, nthread: int) -> xgb.DMatrix:
+    return xgb.DMatrix(x, label=y, enable_categorical=True, nthread=nthread)
+
+
+def fit_booster(
+    data: TrainingData,
+    params: dict[str, Any],
+    max_rounds: int,
+    early_stopping_rounds: int,
+    callbacks: list[xgb.callback.TrainingCallback] | None = None,
+) -> xgb.Booster:
+    """Boost on the training split, stopping when the validation metric has not improved for a while.
+
+    The returned booster keeps only the best rounds, so `predict` needs no iteration range.
+    """
+    nthread = int(params.get("nthread", 1))
+    dtrain = dmatrix(data.x_train, data.y_train, nthread)
+    dvalid = dmatrix(data.x_valid, data.y_valid, nthread)
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=max_rounds,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=early_stopping_rounds,
+        callbacks=callbacks,
+        verbose_eval=False,
+    )
+    best = booster.best_iteration
+    return booster[: best + 1] if best + 1 < booster.num_boosted_rounds() else booster
