@@ -18,7 +18,7 @@ from tasks.ingest import RawData, read_source
 from tasks.paths import mlcycle_home
 from tasks.prepare import Splits, encode_target, feature_columns, split_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.train import TrainingData, fit_booster, xgb_params
+from tasks.train import TrainingData, fit_final_model
 from tasks.tune import TuneResult, tune_xgboost
 from tasks.validate import Validated, reasons_by_row, validate_frame
 
@@ -91,10 +91,7 @@ def tune_task(data: TrainingData, config: PipelineConfig) -> TuneResult:
 
 @task(name="fit_final_model", **_pure)
 def fit_final_task(data: TrainingData, tuned: TuneResult, config: PipelineConfig) -> Any:
-    # The best trial's configuration, boosted again on the training split with the same early stopping;
-    # the seed makes it the same booster the trial grew.
-    params = xgb_params(config.task, tuned.best_config, nthread=0, seed=config.seed)
-    return fit_booster(data, params, config.tune.max_rounds, config.tune.early_stopping_rounds)
+    return fit_final_model(data, tuned.best_config, tuned.best_rounds, config)
 
 
 @task(name="evaluate_model", **_pure)

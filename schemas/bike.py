@@ -28,9 +28,9 @@ class BikeFeatures(pa.DataFrameModel):
     hum: Series[float] = pa.Field(ge=0, le=100, description="relative humidity, percent")
     windspeed: Series[float] = pa.Field(ge=0, le=120, description="km/h")
 
-    @pa.check("dteday", name="is_calendar_date")
+    @pa.check("dteday")
     @classmethod
-    def _is_calendar_date(cls, series: Series[str]) -> Series[bool]:
+    def is_calendar_date(cls, series: Series[str]) -> Series[bool]:
         return pd.to_datetime(series, format="%Y-%m-%d", errors="coerce").notna()
 
     class Config:

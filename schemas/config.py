@@ -88,15 +88,26 @@ class TuneConfig(_Strict):
     num_samples: int = Field(default=16, ge=1, description="Trials to run.")
     time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting trials after this long.")
     cpus_per_trial: int = Field(default=1, ge=1)
-    max_rounds: int = Field(default=1000, ge=1)
+    max_rounds: int = Field(default=2000, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
     report_every: int = Field(default=10, ge=1, description="Boosting rounds between reports to the scheduler.")
-    grace_period: int = Field(default=10, ge=1, description="ASHA: reports a trial gets before it may be stopped.")
+    grace_period: int = Field(
+        default=30,
+        ge=1,
+        description="ASHA: reports a trial gets before it may be stopped; long enough that slow learning rates "
+        "are not cut before they have converged.",
+    )
     reduction_factor: int = Field(default=3, ge=2)
+    final_fit: Literal["train", "train_valid"] = Field(
+        default="train",
+        description="`train`: the best configuration boosted on the training split with early stopping, the model "
+        "the search measured; `train_valid`: refit on training + validation rows with the best number of rounds "
+        "scaled by the larger data.",
+    )
     ray_address: str | None = Field(default=None, description="An existing Ray cluster; RAY_ADDRESS also works.")
     space: dict[str, list[float]] = Field(
         default_factory=lambda: {
-            "eta": [0.02, 0.3],
+            "eta": [0.01, 0.2],
             "max_depth": [3, 10],
             "min_child_weight": [1, 20],
             "subsample": [0.5, 1.0],

@@ -25,5 +25,7 @@ def configure_environment() -> Path:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # mlcycle's own loggers go to the terminal and, inside a run, to the Prefect UI.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mlcycle")
+    # ...and outside a run (the service, a notebook) they only go to the terminal.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     logging.getLogger("mlcycle").setLevel(logging.INFO)
     return home

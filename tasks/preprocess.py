@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from schemas.config import DerivedFeature, PreprocessConfig
 
+_DATE_PARTS = {"year": "year", "month": "month", "dayofweek": "day_of_week", "dayofyear": "day_of_year"}
 _CLOCK = re.compile(r"^\s*(\d{1,2})\s*(am|pm)\s*$", re.IGNORECASE)
 
 
@@ -41,7 +42,8 @@ def clock_hour(values: pd.Series) -> pd.Series:
     """'12am' → 0, '6am' → 6, '12pm' → 12, '11pm' → 23; anything else → missing."""
     parts = values.astype("string").str.extract(_CLOCK)
     hour = pd.to_numeric(parts[0], errors="coerce") % 12
-    return (hour + np.where(parts[1].str.lower() == "pm", 12, 0)).astype("float64")
+    afternoon = (parts[1].str.lower() == "pm").fillna(False).to_numpy(dtype=bool)
+    return (hour + np.where(afternoon, 12, 0)).astype("float64")
 
 
 def derive_features(frame: pd.DataFrame, derived: list[DerivedFeature]) -> pd.DataFrame:
@@ -53,9 +55,7 @@ def derive_features(frame: pd.DataFrame, derived: list[DerivedFeature]) -> pd.Da
             new[spec.name] = clock_hour(column)
             continue
         when = pd.to_datetime(column, errors="coerce")
-        part = {"year": when.dt.year, "month": when.dt.month, "dayofweek": when.dt.dayofweek,
-                "dayofyear": when.dt.dayofyear}[spec.kind]  # fmt: skip
-        new[spec.name] = part.astype("float64")
+        new[spec.name] = getattr(when.dt, _DATE_PARTS[spec.kind]).astype("float64")
     return frame.assign(**new)
 
 
@@ -102,6 +102,7 @@ def apply_preprocessor(spec: PreprocessorSpec, frame: pd.DataFrame) -> pd.DataFr
             columns[feature.name] = (values - feature.center) / feature.scale
         else:
             text = column.astype("object").where(column.notna(), None).map(lambda v: v if v is None else str(v))
+            text = text.where(text.isin(feature.categories or []), None)
             columns[feature.name] = pd.Series(
                 pd.Categorical(text, categories=feature.categories), index=frame.index, name=feature.name
             )

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from schemas.config import TaskType
+from schemas.config import PipelineConfig, TaskType
 
 # What the booster optimises and what early stopping watches, per task (lower is better for both).
 OBJECTIVE = {"binary": "binary:logistic", "regression": "reg:squarederror"}
@@ -46,6 +46,11 @@ def dmatrix(x: pd.DataFrame, y: np.ndarray | None, nthread: int) -> xgb.DMatrix:
     return xgb.DMatrix(x, label=y, enable_categorical=True, nthread=nthread)
 
 
+def fit_rounds(x: pd.DataFrame, y: np.ndarray, params: dict[str, Any], rounds: int) -> xgb.Booster:
+    """Boost a fixed number of rounds, with no validation set to stop on."""
+    return xgb.train(params, dmatrix(x, y, int(params.get("nthread", 1))), num_boost_round=rounds, verbose_eval=False)
+
+
 def fit_booster(
     data: TrainingData,
     params: dict[str, Any],
@@ -71,3 +76,14 @@ def fit_booster(
     )
     best = booster.best_iteration
     return booster[: best + 1] if best + 1 < booster.num_boosted_rounds() else booster
+
+
+def fit_final_model(data: TrainingData, best_config: dict[str, Any], best_rounds: int, config: PipelineConfig) -> xgb.Booster:
+    """The model to ship, by the config's `tune.final_fit` rule (see `schemas.config.TuneConfig.final_fit`)."""
+    params = xgb_params(config.task, best_config, nthread=0, seed=config.seed)
+    if config.tune.final_fit == "train":
+        return fit_booster(data, params, config.tune.max_rounds, config.tune.early_stopping_rounds)
+    x = pd.concat([data.x_train, data.x_valid])
+    y = np.concatenate([data.y_train, data.y_valid])
+    rounds = max(1, round(best_rounds * len(x) / len(data.x_train)))
+    return fit_rounds(x, y, params, rounds)

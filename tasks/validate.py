@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
@@ -51,8 +52,9 @@ def validate_frame(
         SchemaContractError: a column is missing, unexpected, duplicated or unusable as a whole.
     """
     _check_columns(frame, schema, what)
-    remaining = frame
-    failures: list[pd.DataFrame] = []
+    lossy = _lossy_integer_cases(frame, schema)
+    failures: list[pd.DataFrame] = [lossy] if not lossy.empty else []
+    remaining = frame.drop(index=pd.Index(lossy["row"].unique()))
     for _ in range(_MAX_PASSES):
         try:
             valid = schema.validate(remaining, lazy=True)
@@ -78,6 +80,22 @@ def validate_frame(
             log.warning("%s: quarantined %d of %d rows", what, quarantine["row"].nunique(), len(frame))
         return Validated(valid=valid, quarantine=quarantine, rows_in=len(frame))
     raise SchemaContractError(f"{what}: still failing after {_MAX_PASSES} passes of row quarantine")
+
+
+def _lossy_integer_cases(frame: pd.DataFrame, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
+    """Rows whose value for an integer column is a fraction or a boolean: pandera's coercion would silently
+    turn 39.5 into 39 and true into 1."""
+    found = []
+    for name, column in schema.to_schema().columns.items():
+        if "int" not in str(column.dtype).lower() or pd.api.types.is_integer_dtype(frame[name]):
+            continue
+        values = frame[name]
+        numbers = pd.to_numeric(values.where(~values.map(lambda v: isinstance(v, bool)), None), errors="coerce")
+        finite = numbers.notna() & np.isfinite(numbers)
+        bad = (finite & (numbers % 1 != 0)) | values.map(lambda v: isinstance(v, bool))
+        for row in values.index[bad.to_numpy()]:
+            found.append({"row": row, "column": name, "check": "is_integer", "value": _as_text(values[row])})
+    return pd.DataFrame(found, columns=QUARANTINE_COLUMNS)
 
 
 def _row_cases(failure_cases: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,37 @@
+# mlcycle: every target creates .venv and installs the pinned dependencies first, if needed.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/adult.yaml
+
+.PHONY: install run test test-fast serve lock bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+run: install           ## train on the embedded defaults (Adult census income)
+	$(BIN)/mlcycle train --config $(CONFIG)
+
+test: install          ## the whole suite: unit tests and real Prefect, Ray Tune and bentoml serve
+	$(BIN)/python -m pytest
+
+test-fast: install     ## unit tests only
+	$(BIN)/python -m pytest -m "not integration"
+
+serve: install         ## serve the newest Adult model on http://127.0.0.1:3000
+	$(BIN)/mlcycle serve adult
+
+bench: install
+	$(BIN)/python benchmarks/bench_predict.py
+
+lock:                  ## re-pin requirements.lock from requirements.in (records no download addresses)
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header --no-annotate -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mlcycle
