@@ -17,7 +17,6 @@ import bentoml
 from schemas import resolve_schema
 from serving.requests import check_records
 from tasks.bundle import load_bundle
-from tasks.preprocess import apply_preprocessor, unseen_categories
 from tasks.validate import SchemaContractError
 
 log = logging.getLogger("mlcycle.serving")
@@ -48,8 +47,7 @@ class MLCycleService:
             ctx.response.status_code = 422
             return {"error": message, "errors": [e.as_dict() for e in errors], "model": self.bundle.tag,
                     "request_id": request_id}  # fmt: skip
-        predictions = self.bundle.predict_records(frame)
-        unseen = unseen_categories(self.bundle.preprocessor, frame, apply_preprocessor(self.bundle.preprocessor, frame))
+        predictions, unseen = self.bundle.predict_records(frame)
         return {"model": self.bundle.tag, "request_id": request_id, "predictions": predictions,
                 "unseen_categories": unseen}  # fmt: skip
 

@@ -13,7 +13,7 @@ import pandas as pd
 import xgboost as xgb
 
 from schemas.config import PipelineConfig
-from tasks.preprocess import PreprocessorSpec, apply_preprocessor
+from tasks.preprocess import PreprocessorSpec, apply_preprocessor, unseen_categories
 from tasks.train import dmatrix
 
 BOOSTER_FILE = "booster.ubj"  # XGBoost's own binary JSON format: no pickle
@@ -35,13 +35,15 @@ class ModelBundle:
     def predict_raw(self, features: pd.DataFrame) -> np.ndarray:
         return predict_raw(self.booster, self.preprocessor, features)
 
-    def predict_records(self, features: pd.DataFrame) -> list[dict[str, Any]]:
-        """Predictions as the service returns them, one dict per row."""
-        raw = self.predict_raw(features)
+    def predict_records(self, features: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Predictions as the service returns them, one dict per row, and the unseen categories per feature."""
+        prepared = apply_preprocessor(self.preprocessor, features)
+        raw = self.booster.predict(dmatrix(prepared, None, nthread=1))
+        unseen = unseen_categories(self.preprocessor, features, prepared)
         if self.config.task == "binary":
             negative, positive = self.classes
-            return [{"probability": float(p), "label": positive if p >= 0.5 else negative} for p in raw]
-        return [{"value": float(v)} for v in raw]
+            return [{"probability": float(p), "label": positive if p >= 0.5 else negative} for p in raw], unseen
+        return [{"value": float(v)} for v in raw], unseen
 
 
 def predict_raw(booster: xgb.Booster, preprocessor: PreprocessorSpec, features: pd.DataFrame, nthread: int = 1) -> np.ndarray:
