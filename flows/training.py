@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -13,11 +16,12 @@ from pydantic import BaseModel
 
 from schemas import PipelineConfig, resolve_schema, schema_fingerprint
 from tasks.bundle import collect_lineage, predict_raw, save_bundle
-from tasks.evaluate import evaluate_predictions
+from tasks.evaluate import evaluate_model, reference_predictions
 from tasks.ingest import RawData, read_source
 from tasks.paths import mlcycle_home
-from tasks.prepare import Splits, encode_target, feature_columns, split_frame
+from tasks.prepare import LeakageReport, Splits, encode_target, feature_columns, find_leaks, split_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
+from tasks.report import ReportFiles, comparison_rows, markdown_report, markdown_table, write_report
 from tasks.train import TrainingData, fit_final_model
 from tasks.tune import TuneResult, tune_xgboost
 from tasks.validate import Validated, reasons_by_row, validate_frame
@@ -34,8 +38,21 @@ class TrainResult(BaseModel):
     primary_metric: str
     test: dict[str, float]
     baseline: dict[str, float]
+    references: dict[str, dict[str, float]]
     rows: dict[str, int]
+    likely_leaks: list[list[str]]
     tuning_seconds: float
+    report: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The test-set report, and the predictions behind it (for the plots)."""
+
+    metrics: dict[str, Any]
+    y_test: np.ndarray
+    predictions: np.ndarray
+    references: dict[str, np.ndarray]
 
 
 @task(name="read_source", retries=2, retry_delay_seconds=5, **_pure)
@@ -67,6 +84,11 @@ def split_task(validated: Validated, raw: RawData, config: PipelineConfig) -> Sp
     return split_frame(validated.valid, raw.origin["part"], config)
 
 
+@task(name="check_leakage", **_pure)
+def leakage_task(splits: Splits, config: PipelineConfig) -> LeakageReport:
+    return find_leaks(splits, feature_columns(list(splits.train.columns), config), config)
+
+
 @task(name="fit_preprocessor", **_pure)
 def fit_preprocessor_task(splits: Splits, config: PipelineConfig) -> PreprocessorSpec:
     features = feature_columns(list(splits.train.columns), config)
@@ -96,10 +118,14 @@ def fit_final_task(data: TrainingData, tuned: TuneResult, config: PipelineConfig
 
 @task(name="evaluate_model", **_pure)
 def evaluate_task(booster: Any, preprocessor: PreprocessorSpec, splits: Splits, data: TrainingData,
-                  config: PipelineConfig) -> dict[str, Any]:  # fmt: skip
+                  config: PipelineConfig) -> Evaluation:  # fmt: skip
     y_test = encode_target(splits.test[config.target], config)
     predictions = predict_raw(booster, preprocessor, splits.test, nthread=0)
-    return evaluate_predictions(config.task, y_test, predictions, data.y_train, splits.test[config.slices])
+    references = reference_predictions(config.task, data, apply_preprocessor(preprocessor, splits.test), config.seed)
+    every = [splits.train, splits.valid, splits.test]
+    metrics = evaluate_model(config.task, y_test, predictions, references, splits.test[config.slices],
+                             splits.train[config.slices], pd.concat([p[config.slices] for p in every]))  # fmt: skip
+    return Evaluation(metrics=metrics, y_test=y_test, predictions=predictions, references=references)
 
 
 @task(name="save_bundle", retries=2, **_pure)
@@ -108,20 +134,30 @@ def save_bundle_task(booster: Any, preprocessor: PreprocessorSpec, config: Pipel
     return save_bundle(booster, preprocessor, config, classes, metrics, lineage)
 
 
+@task(name="write_report", retries=2, **_pure)
+def write_report_task(tag: str, evaluation: Evaluation, booster: Any, leakage: LeakageReport,
+                      config: PipelineConfig) -> ReportFiles:  # fmt: skip
+    folder = mlcycle_home() / "reports" / config.name / tag.split(":")[-1]
+    return write_report(folder, tag, config.task, evaluation.y_test, evaluation.predictions, evaluation.references,
+                        evaluation.metrics, booster, leakage)  # fmt: skip
+
+
 @task(name="publish_reports", **_pure)
-def publish_task(tag: str, metrics: dict[str, Any], tuned: TuneResult, splits: Splits, validated: Validated) -> None:
-    """The run's results where an operator looks: Prefect artifacts."""
-    rows = [f"| {name} | {value:.5f} | {metrics['baseline'][name]:.5f} |" for name, value in metrics["test"].items()]
-    create_markdown_artifact(
-        key="test-metrics",
-        markdown="\n".join([
-            f"# {tag}", "",
-            f"rows: {splits.sizes()}, quarantined: {validated.rows_quarantined} of {validated.rows_in}", "",
-            "| metric | model | trivial baseline |", "|---|---|---|", *rows,
-        ]),  # fmt: skip
-        description=f"Test metrics of {tag}",
-    )
+def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files: ReportFiles, tuned: TuneResult,
+                 splits: Splits, validated: Validated) -> None:  # fmt: skip
+    """The run's results where an operator looks: the terminal and Prefect artifacts."""
+    metrics = evaluation.metrics
+    accounting = f"rows {splits.sizes()}, quarantined {validated.rows_quarantined} of {validated.rows_in}"
+    create_markdown_artifact(key="evaluation", markdown=f"{accounting}\n\n" + markdown_report(tag, metrics, leakage, files),
+                             description=f"Evaluation of {tag}")  # fmt: skip
     create_table_artifact(key="tuning-leaderboard", table=tuned.trials[:10], description="Top trials by validation score")
+    print(f"{accounting}\n{markdown_table(comparison_rows(metrics))}")
+    for column, entry in metrics["bias"].items():
+        gaps = ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "groups" and v is not None)
+        print(f"bias by {column}: {gaps}")
+    for line in leakage.lines():
+        print(line)
+    print(f"report: {files.html}")
 
 
 @flow(name="train", log_prints=True)
@@ -131,30 +167,37 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     validated = validate_task(raw, config)
     write_quarantine_task(validated, raw, config)
     splits = split_task(validated, raw, config)
+    leakage = leakage_task(splits, config)
     preprocessor = fit_preprocessor_task(splits, config)
     data = prepare_task(splits, preprocessor, config)
     tuned = tune_task(data, config)
     booster = fit_final_task(data, tuned, config)
-    metrics = evaluate_task(booster, preprocessor, splits, data, config)
+    evaluation = evaluate_task(booster, preprocessor, splits, data, config)
     lineage = collect_lineage(
         raw.content_hash,
         schema_fingerprint(resolve_schema(config.schema_ref)),
         config,
         {"flow_run_id": flow_run.id, "best_trial_id": tuned.best_trial_id, "best_config": tuned.best_config,
-         "best_rounds": tuned.best_rounds, "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined},
+         "best_rounds": tuned.best_rounds, "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined,
+         "likely_leaks": leakage.suspects, "duplicated_in_train": leakage.duplicated_in_train},
     )  # fmt: skip
+    metrics = evaluation.metrics
     tag = save_bundle_task(booster, preprocessor, config, class_names(config), metrics, lineage)
-    publish_task(tag, metrics, tuned, splits, validated)
+    files = write_report_task(tag, evaluation, booster, leakage, config)
+    publish_task(tag, evaluation, leakage, files, tuned, splits, validated)
     primary = metrics["primary"]
-    print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (baseline {metrics['baseline'][primary]:.4f})")
+    print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (trivial {metrics['baseline'][primary]:.4f})")
     return TrainResult(
         tag=tag,
         task=config.task,
         primary_metric=primary,
         test=metrics["test"],
         baseline=metrics["baseline"],
+        references=metrics["references"],
         rows=splits.sizes(),
+        likely_leaks=[list(s["columns"]) for s in leakage.suspects],  # type: ignore[call-overload]
         tuning_seconds=tuned.elapsed_s,
+        report=str(files.html),
     )
 
 

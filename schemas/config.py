@@ -76,6 +76,10 @@ class SplitConfig(_Strict):
     valid_size: float = Field(default=0.15, gt=0, lt=0.5)
     test_size: float = Field(default=0.15, gt=0, lt=0.5, description="Ignored when the source pins a test part.")
     time_columns: list[str] = Field(default_factory=list, description="Columns that order rows in time.")
+    leak_threshold: float = Field(
+        default=0.95, gt=0, le=1, description="A feature (or sum of two) this correlated with the target is a likely leak."
+    )
+    on_leak: Literal["warn", "fail"] = Field(default="warn", description="What a likely leak does to the run.")
 
 
 class PreprocessConfig(_Strict):
@@ -132,7 +136,8 @@ class PipelineConfig(_Strict):
     target: str
     task: TaskType
     positive_label: str | None = Field(default=None, description="Binary tasks: the class predicted as 1.")
-    drop: list[str] = Field(default_factory=list, description="Columns never used as features (ids, leaks).")
+    ids: list[str] = Field(default_factory=list, description="Row identifiers: kept for tracing, never features.")
+    drop: list[str] = Field(default_factory=list, description="Columns never used as features (leaks, raw sources).")
     slices: list[str] = Field(default_factory=list)
     seed: int = 42
     source: SourceConfig

@@ -1,14 +1,25 @@
-"""Evaluate: test-set metrics by task, always next to a trivial baseline, and per slice."""
+"""Evaluate: test-set metrics by task next to reference models, per slice, calibration, and a bias report."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from sklearn import metrics as skm
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from schemas.config import TaskType
+from tasks.train import TrainingData, dmatrix, xgb_params
 
 PRIMARY_METRIC = {"binary": "roc_auc", "regression": "rmse"}
+LOWER_IS_BETTER = {"rmse", "mae", "rmsle", "log_loss", "brier"}
+MIN_GROUP_ROWS = 30  # groups smaller than this are shown but left out of the largest-gap figures
 
 
 def score(task: TaskType, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -34,32 +45,129 @@ def score(task: TaskType, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, f
     return result
 
 
-def baseline_predictions(task: TaskType, y_train: np.ndarray, n: int) -> np.ndarray:
-    """The trivial model: the training base rate (binary) or mean (regression) for every row."""
-    return np.full(n, float(np.mean(y_train)))
+def reference_predictions(task: TaskType, data: TrainingData, x_test: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
+    """Test predictions of the models a tuned one must beat, all fitted on the same training split:
+    the trivial model (base rate or mean), a linear model, and XGBoost with its default parameters."""
+    trivial = np.full(len(x_test), float(np.mean(data.y_train)))
+    categorical = [c for c in data.x_train.columns if isinstance(data.x_train[c].dtype, pd.CategoricalDtype)]
+    numeric = [c for c in data.x_train.columns if c not in categorical]
+    encode = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()), numeric),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="<missing>", keep_empty_features=True),
+                              OneHotEncoder(handle_unknown="ignore")), categorical),
+    ])  # fmt: skip
+
+    def as_objects(x: pd.DataFrame) -> pd.DataFrame:
+        return x.assign(**{c: x[c].astype("object").where(x[c].notna(), None) for c in categorical})
+
+    if task == "binary":
+        linear = make_pipeline(encode, LogisticRegression(max_iter=2000))
+        linear.fit(as_objects(data.x_train), data.y_train)
+        linear_pred = linear.predict_proba(as_objects(x_test))[:, 1]
+    else:
+        linear = make_pipeline(encode, Ridge(alpha=1.0))
+        linear.fit(as_objects(data.x_train), data.y_train)
+        linear_pred = linear.predict(as_objects(x_test))
+    # XGBoost's own defaults (100 rounds, eta 0.3, depth 6), as `XGBClassifier()` / `XGBRegressor()` would use.
+    default = xgb.train(xgb_params(task, {}, nthread=0, seed=seed), dmatrix(data.x_train, data.y_train, 0), 100)
+    return {"linear": linear_pred, "default_xgboost": default.predict(dmatrix(x_test, None, 0)), "trivial": trivial}
 
 
-def evaluate_predictions(
-    task: TaskType,
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    y_train: np.ndarray,
-    groups: pd.DataFrame,
-) -> dict[str, object]:
-    """Test metrics of the model and of the trivial baseline, and the model's metrics per slice value."""
-    slices: dict[str, list[dict[str, object]]] = {}
+def calibration_table(y_true: np.ndarray, y_pred: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Predicted probability against the observed rate in equal-width bins."""
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(y_pred, edges[1:-1]), 0, bins - 1)
+    table = []
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            table.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "rows": int(mask.sum()),
+                          "predicted": float(y_pred[mask].mean()), "observed": float(y_true[mask].mean())})  # fmt: skip
+    return table
+
+
+def slice_metrics(task: TaskType, y_true: np.ndarray, y_pred: np.ndarray, groups: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Per slice column and value: rows, share of the test set, and the model's metrics on those rows."""
+    slices: dict[str, list[dict[str, Any]]] = {}
     for column in groups.columns:
-        values = groups[column].astype("object").where(groups[column].notna(), "<missing>").to_numpy()
+        values = _group_values(groups[column])
         rows = []
         for value in pd.unique(values):
             mask = values == value
             rows.append({"value": str(value), "rows": int(mask.sum()), "share": float(mask.mean()),
                          **score(task, y_true[mask], y_pred[mask])})  # fmt: skip
-        slices[column] = sorted(rows, key=lambda r: -int(r["rows"]))  # type: ignore[arg-type]
-    return {
+        slices[column] = sorted(rows, key=lambda r: -int(r["rows"]))
+    return slices
+
+
+def bias_report(
+    task: TaskType,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    test_groups: pd.DataFrame,
+    train_groups: pd.DataFrame,
+    all_groups: pd.DataFrame,
+) -> dict[str, dict[str, Any]]:
+    """Per slice column: each group's share of the training data against the whole; for binary tasks the
+    demographic-parity and equal-opportunity differences; and the largest primary-metric gap between groups."""
+    primary = PRIMARY_METRIC[task]
+    report: dict[str, dict[str, Any]] = {}
+    for column in test_groups.columns:
+        test_values = _group_values(test_groups[column])
+        train_share = pd.Series(_group_values(train_groups[column])).value_counts(normalize=True)
+        all_share = pd.Series(_group_values(all_groups[column])).value_counts(normalize=True)
+        groups = []
+        for value in sorted(set(all_share.index) | set(pd.unique(test_values)), key=str):
+            mask = test_values == value
+            group: dict[str, Any] = {"value": str(value), "train_share": float(train_share.get(value, 0.0)),
+                                     "all_share": float(all_share.get(value, 0.0)), "test_rows": int(mask.sum())}  # fmt: skip
+            if mask.any():
+                group[primary] = score(task, y_true[mask], y_pred[mask])[primary]
+                if task == "binary":
+                    group["positive_rate"] = float((y_pred[mask] >= 0.5).mean())
+                    positives = mask & (y_true == 1)
+                    group["true_positive_rate"] = float((y_pred[positives] >= 0.5).mean()) if positives.any() else None
+            groups.append(group)
+        sized = [g for g in groups if g["test_rows"] >= MIN_GROUP_ROWS and np.isfinite(g.get(primary, np.nan))]
+        entry: dict[str, Any] = {"groups": groups, "max_representation_gap": max(
+            (abs(g["train_share"] - g["all_share"]) for g in groups), default=0.0)}  # fmt: skip
+        entry[f"largest_{primary}_gap"] = _spread([g[primary] for g in sized])
+        if task == "binary":
+            entry["demographic_parity_difference"] = _spread([g["positive_rate"] for g in sized])
+            entry["equal_opportunity_difference"] = _spread(
+                [g["true_positive_rate"] for g in sized if g["true_positive_rate"] is not None]
+            )
+        report[column] = entry
+    return report
+
+
+def _spread(values: list[float]) -> float | None:
+    return float(max(values) - min(values)) if len(values) >= 2 else None
+
+
+def _group_values(column: pd.Series) -> np.ndarray:
+    return column.astype("object").where(column.notna(), "<missing>").to_numpy()
+
+
+def evaluate_model(
+    task: TaskType,
+    y_test: np.ndarray,
+    predictions: np.ndarray,
+    references: dict[str, np.ndarray],
+    test_groups: pd.DataFrame,
+    train_groups: pd.DataFrame,
+    all_groups: pd.DataFrame,
+) -> dict[str, Any]:
+    """Everything known about the model on the test set, in one plain-data report."""
+    report: dict[str, Any] = {
         "primary": PRIMARY_METRIC[task],
-        "test": score(task, y_true, y_pred),
-        "baseline": score(task, y_true, baseline_predictions(task, y_train, len(y_true))),
-        "rows": int(len(y_true)),
-        "slices": slices,
+        "test": score(task, y_test, predictions),
+        "references": {name: score(task, y_test, pred) for name, pred in references.items()},
+        "rows": int(len(y_test)),
+        "slices": slice_metrics(task, y_test, predictions, test_groups),
+        "bias": bias_report(task, y_test, predictions, test_groups, train_groups, all_groups),
     }
+    report["baseline"] = report["references"]["trivial"]
+    if task == "binary":
+        report["calibration"] = calibration_table(y_test, predictions)
+    return report

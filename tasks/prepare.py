@@ -32,11 +32,8 @@ class Splits:
 def feature_columns(columns: list[str], config: PipelineConfig) -> list[str]:
     """The model's inputs: every column and derived feature except the target and the `drop` list."""
     derived = [d.name for d in config.preprocess.derived]
-    excluded = {config.target, *config.drop}
-    features = [c for c in [*columns, *derived] if c not in excluded]
-    if config.target in features:
-        raise LeakageError(f"the target {config.target!r} cannot be a feature")
-    return features
+    excluded = {config.target, *config.ids, *config.drop}
+    return [c for c in [*columns, *derived] if c not in excluded]
 
 
 def encode_target(values: pd.Series, config: PipelineConfig) -> np.ndarray:
@@ -86,10 +83,10 @@ def _time_split(frame: pd.DataFrame, split: SplitConfig, has_test: bool, pinned:
     key = time_key(frame, split.time_columns)
     if has_test:
         rest, test = frame[~pinned], frame[pinned]
-        if key[~pinned].max() > key[pinned].min():
-            raise LeakageError("the pinned test rows are not all later than the training rows")
         valid_cut = key[~pinned].quantile(1 - split.valid_size / (1 - split.test_size))
-        return Splits(train=rest[key[~pinned] < valid_cut], valid=rest[key[~pinned] >= valid_cut], test=test)
+        splits = Splits(train=rest[key[~pinned] < valid_cut], valid=rest[key[~pinned] >= valid_cut], test=test)
+        check_time_order(splits, split.time_columns)
+        return splits
     test_cut = key.quantile(1 - split.test_size)
     valid_cut = key.quantile(1 - split.test_size - split.valid_size)
     order = key.sort_values(kind="stable").index
@@ -101,4 +98,94 @@ def _time_split(frame: pd.DataFrame, split: SplitConfig, has_test: bool, pinned:
         test=ordered[ordered_key >= test_cut],
     )
     log.info("time split at %s (valid) and %s (test)", valid_cut, test_cut)
+    check_time_order(splits, split.time_columns)
     return splits
+
+
+def check_time_order(splits: Splits, time_columns: list[str]) -> None:
+    """Refuse a split in which a training row is later than a validation row, or a validation row later than a
+    test row."""
+    keys = [time_key(part, time_columns) for part in (splits.train, splits.valid, splits.test)]
+    for (earlier, later), names in zip(((0, 1), (1, 2), (0, 2)), (("train", "valid"), ("valid", "test"), ("train", "test")), strict=True):
+        if len(keys[earlier]) and len(keys[later]) and keys[earlier].max() >= keys[later].min():
+            raise LeakageError(f"time split leaks the future: {names[0]} reaches {keys[earlier].max()}, "
+                               f"{names[1]} starts at {keys[later].min()}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LeakageReport:
+    """Likely target leaks among the features, and rows of validation/test that also stand in training."""
+
+    suspects: list[dict[str, object]]
+    duplicated_in_train: dict[str, int]
+
+    def lines(self) -> list[str]:
+        found = [f"likely leak: {s['columns']} ({s['reason']})" for s in self.suspects]
+        dupes = ", ".join(f"{n} of {name}" for name, n in self.duplicated_in_train.items())
+        return [*found, f"rows also in training: {dupes}"]
+
+
+def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> LeakageReport:
+    """Look for features that nearly copy the target on the training rows, and count cross-split duplicates.
+
+    A numeric feature, or the sum of two (bike sharing's `casual` + `registered` = `cnt`), whose correlation
+    with the target reaches `split.leak_threshold` is reported; so is a categorical feature whose every
+    well-populated value almost always has the same label.
+    """
+    train = splits.train
+    target = encode_target(train[config.target], config)
+    raw = [c for c in features if c in train.columns]
+    numeric = [c for c in raw if pd.api.types.is_numeric_dtype(train[c]) and train[c].nunique() > 1]
+    threshold = config.split.leak_threshold
+    suspects: list[dict[str, object]] = []
+    for column in numeric:
+        corr = _abs_corr(train[column], target)
+        if corr >= threshold:
+            suspects.append({"columns": [column], "correlation": round(corr, 4), "reason": f"|corr| with target {corr:.3f}"})
+    alone = {c: _abs_corr(train[c], target) for c in numeric}
+    for i, first in enumerate(numeric):
+        for second in numeric[i + 1 :]:
+            corr = _abs_corr(train[first] + train[second], target)
+            # A pair is news only when together they copy the target better than either does alone.
+            if corr >= threshold and corr > max(alone[first], alone[second]) + 0.01:
+                suspects.append({"columns": [first, second], "correlation": round(corr, 4),
+                                 "reason": f"|corr| of their sum with target {corr:.3f}"})  # fmt: skip
+    if config.task == "binary":
+        for column in (c for c in raw if c not in numeric and not pd.api.types.is_numeric_dtype(train[c])):
+            purity = _label_purity(train[column], target)
+            if purity is not None and purity >= threshold:
+                suspects.append({"columns": [column], "correlation": round(purity, 4),
+                                 "reason": f"its values give the label {purity:.1%} of the time"})  # fmt: skip
+    report = LeakageReport(suspects=suspects, duplicated_in_train=_duplicates(splits, list(train.columns)))
+    for line in report.lines():
+        (log.warning if line.startswith("likely leak") else log.info)(line)
+    if suspects and config.split.on_leak == "fail":
+        raise LeakageError("; ".join(report.lines()[:-1]) + " (set split.on_leak: warn to train anyway)")
+    return report
+
+
+def _abs_corr(values: pd.Series, target: np.ndarray) -> float:
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    keep = ~np.isnan(numbers)
+    if keep.sum() < 3 or np.std(numbers[keep]) == 0 or np.std(target[keep]) == 0:
+        return 0.0
+    return float(abs(np.corrcoef(numbers[keep], target[keep])[0, 1]))
+
+
+def _label_purity(values: pd.Series, target: np.ndarray, min_rows: int = 10) -> float | None:
+    """Share of rows whose value's majority label is their label, over values with at least `min_rows` rows."""
+    frame = pd.DataFrame({"v": values.astype("object").to_numpy(), "y": target}).dropna()
+    counts = frame.groupby("v")["y"].agg(["size", "mean"])
+    counts = counts[counts["size"] >= min_rows]
+    if len(counts) < 2:
+        return None
+    majority = np.maximum(counts["mean"], 1 - counts["mean"])
+    return float((majority * counts["size"]).sum() / counts["size"].sum())
+
+
+def _duplicates(splits: Splits, columns: list[str]) -> dict[str, int]:
+    def hashes(frame: pd.DataFrame) -> pd.Series:
+        return pd.util.hash_pandas_object(frame[columns].astype("string"), index=False)
+
+    seen = set(hashes(splits.train))
+    return {name: int(hashes(part).isin(seen).sum()) for name, part in (("valid", splits.valid), ("test", splits.test))}

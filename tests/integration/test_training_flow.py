@@ -37,6 +37,11 @@ def test_flow_saves_a_complete_bundle(adult_run) -> None:  # type: ignore[no-unt
 def test_flow_reports_test_metrics_above_the_baseline(adult_run) -> None:  # type: ignore[no-untyped-def]
     _, result = adult_run
     assert result.primary_metric == "roc_auc"
+    assert set(result.references) == {"linear", "default_xgboost", "trivial"}
+    assert result.references["linear"]["roc_auc"] > 0.8
+    report = Path(result.report)
+    assert report.exists() and {"roc.png", "calibration.png", "slices.png"} <= {p.name for p in report.parent.iterdir()}
+    assert result.likely_leaks == []
     assert result.test["roc_auc"] > 0.8  # 1,500 rows per file; the full data reaches ~0.93
     assert result.test["roc_auc"] > result.baseline["roc_auc"] + 0.2
     assert result.rows["test"] > 0 and result.rows["train"] > result.rows["valid"] > 0
@@ -65,3 +70,5 @@ def test_bike_flow_trains_a_regression_model_on_a_time_split(prefect_server: Non
     assert result.test["rmse"] < result.baseline["rmse"]
     bundle = load_bundle(result.tag)
     assert not {"casual", "registered", "cnt"} & set(bundle.preprocessor.feature_names)
+    assert result.likely_leaks == []
+    assert set(bundle.metrics["bias"]) == {"season", "workingday"}

@@ -1,0 +1,165 @@
+"""Reports people would rather look at than read: plots (PNG), a self-contained HTML page, and markdown tables
+for the terminal and the Prefect UI."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from sklearn.metrics import roc_curve
+
+from schemas.config import TaskType
+from tasks.prepare import LeakageReport
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    folder: Path
+    plots: list[Path]
+    html: Path
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(none)"
+    columns = columns or list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric: the tuned model next to each reference model."""
+    names = ["tuned", *metrics["references"]]
+    by_model = {"tuned": metrics["test"], **metrics["references"]}
+    return [{"metric": m, **{n: by_model[n][m] for n in names}} for m in metrics["test"]]
+
+
+def markdown_report(tag: str, metrics: dict[str, Any], leakage: LeakageReport, files: ReportFiles | None) -> str:
+    """The run's evaluation as markdown: comparison, slices, bias, leakage, and links to the plots."""
+    primary = metrics["primary"]
+    parts = [f"# {tag}", "", f"Test rows: {metrics['rows']}. Primary metric: **{primary}**.", "",
+             "## Tuned model against references (same split)", markdown_table(comparison_rows(metrics))]  # fmt: skip
+    for column, rows in metrics["slices"].items():
+        parts += ["", f"## Slices by `{column}`", markdown_table(rows, ["value", "rows", "share", *metrics["test"]])]
+    for column, entry in metrics["bias"].items():
+        gaps = {k: v for k, v in entry.items() if k != "groups"}
+        parts += ["", f"## Bias by `{column}`", ", ".join(f"{k}: {_fmt(v)}" for k, v in gaps.items()), "",
+                  markdown_table(entry["groups"])]  # fmt: skip
+    parts += ["", "## Leakage checks", *[f"- {line}" for line in leakage.lines()]]
+    if "calibration" in metrics:
+        parts += ["", "## Calibration", markdown_table(metrics["calibration"])]
+    if files:
+        parts += ["", "## Plots", *[f"- [{p.name}]({p.as_uri()})" for p in files.plots], f"- [report.html]({files.html.as_uri()})"]
+    return "\n".join(parts)
+
+
+def write_report(
+    folder: Path,
+    tag: str,
+    task: TaskType,
+    y_test: np.ndarray,
+    predictions: np.ndarray,
+    references: dict[str, np.ndarray],
+    metrics: dict[str, Any],
+    booster: xgb.Booster,
+    leakage: LeakageReport,
+) -> ReportFiles:
+    """Write the plots and a self-contained report.html (plots embedded) into `folder`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        plots.append(folder / name)
+
+    if task == "binary":
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for name, pred in {"tuned": predictions, **references}.items():
+            if name != "trivial":
+                fpr, tpr, _ = roc_curve(y_test, pred)
+                ax.plot(fpr, tpr, label=f"{name} (AUC {metrics['references'].get(name, metrics['test'])['roc_auc']:.4f})")
+        ax.plot([0, 1], [0, 1], "k:", label="chance")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test set")
+        ax.legend(loc="lower right")
+        save(fig, "roc.png")
+        fig, ax = plt.subplots(figsize=(5, 5))
+        table = metrics["calibration"]
+        ax.plot([r["predicted"] for r in table], [r["observed"] for r in table], "o-", label="tuned")
+        ax.plot([0, 1], [0, 1], "k:", label="perfect")
+        ax.set(xlabel="predicted probability", ylabel="observed rate", title="Calibration, test set")
+        ax.legend()
+        save(fig, "calibration.png")
+    else:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+        left.scatter(y_test, predictions, s=4, alpha=0.4)
+        top = float(max(y_test.max(), predictions.max()))
+        left.plot([0, top], [0, top], "k:")
+        left.set(xlabel="actual", ylabel="predicted", title="Predicted against actual, test set")
+        right.hist(predictions - y_test, bins=60)
+        right.set(xlabel="residual (predicted - actual)", ylabel="rows", title="Residuals")
+        save(fig, "residuals.png")
+
+    gains = sorted(booster.get_score(importance_type="gain").items(), key=lambda kv: kv[1])[-20:]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(gains) + 1.2))
+    ax.barh([k for k, _ in gains], [v for _, v in gains])
+    ax.set(xlabel="total gain", title="Feature importance")
+    save(fig, "feature_importance.png")
+
+    primary = metrics["primary"]
+    columns = list(metrics["slices"])
+    if columns:
+        fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
+        for ax, column in zip(axes[0], columns, strict=True):
+            rows = metrics["slices"][column]
+            ax.bar([r["value"] for r in rows], [r[primary] for r in rows])
+            ax.axhline(metrics["test"][primary], color="k", linestyle=":", label="all rows")
+            ax.set(title=f"{primary} by {column}", ylabel=primary)
+            ax.tick_params(axis="x", rotation=45)
+            ax.legend()
+        save(fig, "slices.png")
+
+    files = ReportFiles(folder=folder, plots=plots, html=folder / "report.html")
+    files.html.write_text(_html(tag, metrics, leakage, plots))
+    return files
+
+
+def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list[Path]) -> str:
+    def table(rows: list[dict[str, Any]]) -> str:
+        if not rows:
+            return "<p>(none)</p>"
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    sections = [f"<h1>{html.escape(tag)}</h1>", "<h2>Tuned model against references</h2>", table(comparison_rows(metrics))]
+    for column, rows in metrics["slices"].items():
+        sections += [f"<h2>Slices by {html.escape(column)}</h2>", table(rows)]
+    for column, entry in metrics["bias"].items():
+        sections += [f"<h2>Bias by {html.escape(column)}</h2>", table(entry["groups"])]
+        sections.append("<p>" + html.escape(", ".join(f"{k}: {_fmt(v)}" for k, v in entry.items() if k != "groups")) + "</p>")
+    sections += ["<h2>Leakage checks</h2>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in leakage.lines()) + "</ul>"]
+    for plot in plots:
+        data = base64.b64encode(plot.read_bytes()).decode()
+        sections.append(f'<h2>{html.escape(plot.stem)}</h2><img alt="{plot.stem}" src="data:image/png;base64,{data}">')
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(tag)}</title><style>{style}</style></head><body>{''.join(sections)}</body></html>"
