@@ -152,6 +152,8 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
                              description=f"Evaluation of {tag}")  # fmt: skip
     create_table_artifact(key="tuning-leaderboard", table=tuned.trials[:10], description="Top trials by validation score")
     print(f"{accounting}\n{markdown_table(comparison_rows(metrics))}")
+    for column, rows in metrics["slices"].items():
+        print(f"slices by {column}:\n{markdown_table(rows, ['value', 'rows', 'share', *metrics['test']])}")
     for column, entry in metrics["bias"].items():
         gaps = ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "groups" and v is not None)
         print(f"bias by {column}: {gaps}")

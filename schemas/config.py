@@ -68,7 +68,7 @@ class DerivedFeature(_Strict):
 
     name: str
     source: str
-    kind: Literal["clock_hour", "year", "month", "dayofweek", "dayofyear"]
+    kind: Literal["clock_hour", "hour", "year", "month", "dayofweek", "dayofyear"]
 
 
 class SplitConfig(_Strict):

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from schemas.config import DerivedFeature, PreprocessConfig
 
-_DATE_PARTS = {"year": "year", "month": "month", "dayofweek": "day_of_week", "dayofyear": "day_of_year"}
+_DATE_PARTS = {"hour": "hour", "year": "year", "month": "month", "dayofweek": "day_of_week", "dayofyear": "day_of_year"}
 _CLOCK = re.compile(r"^\s*(\d{1,2})\s*(am|pm)\s*$", re.IGNORECASE)
 
 
