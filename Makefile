@@ -28,7 +28,9 @@ serve: install         ## serve the newest Adult model on http://127.0.0.1:3000
 	$(BIN)/mlcycle serve adult
 
 bench: install
-	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/predict.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/tune.py
 
 lock:                  ## re-pin requirements.lock from requirements.in (records no download addresses)
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header --no-annotate -o requirements.lock

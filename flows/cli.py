@@ -39,24 +39,144 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-@app.command()
-def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = None) -> None:
-    """Run the training flow: ingest, validate, split, preprocess, tune, evaluate, package."""
+def load_pipeline(config: Path, overrides: list[str] | None) -> Any:
+    """The dataset config with `--set` overrides applied; a bad one ends the command with its reasons (exit 2)."""
     from pydantic import ValidationError
 
     from schemas import load_config
 
     try:
-        pipeline = load_config(config, parse_overrides(set_))
+        return load_config(config, parse_overrides(overrides))
     except (ValidationError, ValueError) as exc:
         typer.echo(f"error: {config}: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = None) -> None:
+    """Run the training flow: ingest, validate, split, preprocess, tune, evaluate, package."""
+    pipeline = load_pipeline(config, set_)
     from flows.training import train_flow
 
     result = train_flow(pipeline)
     typer.echo(json.dumps(result.model_dump(), indent=2))
 
 
+@app.command()
+def refresh(
+    config: ConfigOption = Path("configs/adult.yaml"),
+    base: Annotated[str | None, typer.Option(help="Model to continue; default: the newest of the dataset's name.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Incremental refresh: continue boosting the model on batches that arrived after its snapshot."""
+    pipeline = load_pipeline(config, set_)
+    from flows.training import refresh_flow
+
+    result = refresh_flow(pipeline, base)
+    typer.echo(json.dumps(result.model_dump() if result else {"refreshed": False}, indent=2))
+
+
+@app.command()
+def ingest(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Dataset config YAML.", exists=True, dir_okay=False)],
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files, globs or folders to ingest instead of the config's source.")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Ingest new batches into the curated store: validate, quarantine bad rows, reject bad batches."""
+    pipeline = load_pipeline(config, set_)
+    from flows.ingest import IngestRejected, ingest_flow
+    from tasks.ingest import SourceError
+
+    try:
+        result = ingest_flow(pipeline, paths or None)
+    except (IngestRejected, SourceError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result.model_dump(), indent=2))
+
+
+schema_app = typer.Typer(help="Review schemas: draft one from data, or see how a batch departs from one.")
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("infer")
+def schema_infer(
+    path: Annotated[str, typer.Argument(help="A CSV or Parquet file of the new dataset.")],
+    name: Annotated[str, typer.Option(help="Dataset name; the class is <Name>Schema.")],
+    out: Annotated[Path | None, typer.Option(help="Write the module here instead of printing it.")] = None,
+    sep: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
+) -> None:
+    """Draft a pandera schema module from a file, for a person to review and commit."""
+    from schemas.config import CsvOptions, SourceConfig, SourceFile
+    from tasks.ingest import FileInput, SourceError, parse_batch, read_input_bytes
+    from tasks.schema_review import infer_schema_source
+
+    source = SourceConfig(files=[SourceFile(path=path)], csv=CsvOptions(sep=sep))
+    item = FileInput(path)
+    try:
+        parsed = parse_batch(read_input_bytes(item), item, source)
+    except SourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    module = infer_schema_source(parsed.frame, name)
+    if out is None:
+        typer.echo(module)
+    else:
+        out.write_text(module)
+        typer.echo(f"wrote {out}: review every field before using it", err=True)
+
+
+@schema_app.command("diff")
+def schema_diff(
+    config: ConfigOption,
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files to compare; default: the newest rejected batch.")
+    ] = None,
+    batch: Annotated[str | None, typer.Option(help="Compare the raw copy of this batch.")] = None,
+) -> None:
+    """Show how data departs from the dataset's schema: new or missing columns, new categories, types, ranges."""
+    from schemas import load_config, resolve_schema
+    from tasks.ingest import FileInput, SourceError, parse_batch, read_input_bytes
+    from tasks.schema_review import diff_frame
+    from tasks.store import DatasetStore, StoreError, get_batch, list_batches
+
+    pipeline = load_config(config)
+    schema = resolve_schema(pipeline.schema_ref)
+    store = DatasetStore.for_dataset(pipeline.name)
+    try:
+        if paths:
+            items = [(p, FileInput(p, format=pipeline.source.format)) for p in paths]
+        else:
+            records = [get_batch(store, batch)] if batch else list_batches(store, status="rejected")[-1:]
+            if not records or not records[-1].raw_path:
+                message = f"error: {pipeline.name}: no rejected batch with a raw copy; name files to compare"
+                typer.echo(message, err=True)
+                raise typer.Exit(1)
+            record = records[-1]
+            fmt = "parquet" if str(record.raw_path).endswith(".parquet") else "csv"
+            items = [(f"{record.source} (batch {record.batch_id})", FileInput(str(record.raw_path), format=fmt))]
+        for title, item in items:
+            parsed = parse_batch(read_input_bytes(item), item, pipeline.source)
+            diff = diff_frame(parsed.frame, schema, parsed.rejected_rows)
+            typer.echo(diff.to_markdown(f"Schema diff: {title}") + "\n")
+    except (SourceError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+quarantine_app = typer.Typer(help="The quarantine ledger: rows that failed validation, with their reasons.")
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(config: ConfigOption, set_: SetOption = None) -> None:
+    """Validate quarantined rows again under the current schema and admit those that now pass."""
+    pipeline = load_pipeline(config, set_)
+    from flows.ingest import replay_flow
+
+    typer.echo(json.dumps(replay_flow(pipeline).model_dump(), indent=2))
 
 
 @app.command()

@@ -15,15 +15,25 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from schemas import PipelineConfig, resolve_schema, schema_fingerprint
-from tasks.bundle import collect_lineage, predict_raw, save_bundle
-from tasks.evaluate import evaluate_model, reference_predictions
-from tasks.ingest import RawData, read_source
+from tasks.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
+from tasks.evaluate import evaluate_model, reference_predictions, score
+from flows.ingest import ingest_flow
+from tasks.ingest import RawData
+from tasks.store import DatasetStore, read_curated, read_new_batches
 from tasks.paths import mlcycle_home
 from tasks.prepare import LeakageReport, Splits, encode_target, feature_columns, find_leaks, split_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.report import ReportFiles, comparison_rows, markdown_report, markdown_table, write_report
-from tasks.train import TrainingData, fit_final_model
-from tasks.tune import TuneResult, tune_xgboost
+from tasks.report import (
+    ReportFiles,
+    comparison_rows,
+    markdown_report,
+    markdown_table,
+    tuning_markdown,
+    write_report,
+    write_tuning_report,
+)
+from tasks.train import TrainingData, fit_final_model, refresh_booster, xgb_params
+from tasks.tune import TuneResult, experiment_name, tune_xgboost
 from tasks.validate import Validated, reasons_by_row, validate_frame
 
 # DataFrames and boosters are poor cache keys: no task here caches on its inputs.
@@ -55,9 +65,11 @@ class Evaluation:
     references: dict[str, np.ndarray]
 
 
-@task(name="read_source", retries=2, retry_delay_seconds=5, **_pure)
-def read_source_task(config: PipelineConfig) -> RawData:
-    return read_source(config.source, mlcycle_home() / "cache" / "wheels", config.seed)
+@task(name="read_snapshot", retries=2, retry_delay_seconds=5, **_pure)
+def read_snapshot_task(config: PipelineConfig) -> RawData:
+    """The curated rows of a fixed snapshot; its hash is the data hash in the model's lineage."""
+    store = DatasetStore.for_dataset(config.name)
+    return read_curated(store, config.source.snapshot, config.source.sample_rows, config.seed)
 
 
 @task(name="validate_rows", **_pure)
@@ -106,9 +118,9 @@ def prepare_task(splits: Splits, preprocessor: PreprocessorSpec, config: Pipelin
 
 
 @task(name="tune_xgboost", **_pure)
-def tune_task(data: TrainingData, config: PipelineConfig) -> TuneResult:
-    run_name = f"{config.name}-{flow_run.id or 'local'}"
-    return tune_xgboost(data, config.task, config.tune, config.seed, mlcycle_home() / "ray_results", run_name)
+def tune_task(data: TrainingData, config: PipelineConfig, data_hash: str) -> TuneResult:
+    return tune_xgboost(data, config.task, config.tune, config.seed, mlcycle_home() / "ray_results",
+                        experiment_name(config, data_hash))  # fmt: skip
 
 
 @task(name="fit_final_model", **_pure)
@@ -135,11 +147,12 @@ def save_bundle_task(booster: Any, preprocessor: PreprocessorSpec, config: Pipel
 
 
 @task(name="write_report", retries=2, **_pure)
-def write_report_task(tag: str, evaluation: Evaluation, booster: Any, leakage: LeakageReport,
+def write_report_task(tag: str, evaluation: Evaluation, booster: Any, leakage: LeakageReport, tuned: TuneResult,
                       config: PipelineConfig) -> ReportFiles:  # fmt: skip
     folder = mlcycle_home() / "reports" / config.name / tag.split(":")[-1]
-    return write_report(folder, tag, config.task, evaluation.y_test, evaluation.predictions, evaluation.references,
-                        evaluation.metrics, booster, leakage)  # fmt: skip
+    files = write_report(folder, tag, config.task, evaluation.y_test, evaluation.predictions, evaluation.references,
+                         evaluation.metrics, booster, leakage)  # fmt: skip
+    return write_tuning_report(files, tuned)
 
 
 @task(name="publish_reports", **_pure)
@@ -151,6 +164,7 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
     create_markdown_artifact(key="evaluation", markdown=f"{accounting}\n\n" + markdown_report(tag, metrics, leakage, files),
                              description=f"Evaluation of {tag}")  # fmt: skip
     create_table_artifact(key="tuning-leaderboard", table=tuned.trials[:10], description="Top trials by validation score")
+    create_markdown_artifact(key="tuning", markdown=tuning_markdown(tuned, files), description="How the search went")
     print(f"{accounting}\n{markdown_table(comparison_rows(metrics))}")
     for column, rows in metrics["slices"].items():
         print(f"slices by {column}:\n{markdown_table(rows, ['value', 'rows', 'share', *metrics['test']])}")
@@ -164,15 +178,17 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
 
 @flow(name="train", log_prints=True)
 def train_flow(config: PipelineConfig) -> TrainResult:
-    """Train, evaluate and package a model for one dataset config."""
-    raw = read_source_task(config)
+    """Ingest what is new, then train, evaluate and package a model on a snapshot of the curated store."""
+    if config.source.snapshot is None:
+        ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected
+    raw = read_snapshot_task(config)
     validated = validate_task(raw, config)
     write_quarantine_task(validated, raw, config)
     splits = split_task(validated, raw, config)
     leakage = leakage_task(splits, config)
     preprocessor = fit_preprocessor_task(splits, config)
     data = prepare_task(splits, preprocessor, config)
-    tuned = tune_task(data, config)
+    tuned = tune_task(data, config, raw.content_hash)
     booster = fit_final_task(data, tuned, config)
     evaluation = evaluate_task(booster, preprocessor, splits, data, config)
     lineage = collect_lineage(
@@ -185,7 +201,7 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     )  # fmt: skip
     metrics = evaluation.metrics
     tag = save_bundle_task(booster, preprocessor, config, class_names(config), metrics, lineage)
-    files = write_report_task(tag, evaluation, booster, leakage, config)
+    files = write_report_task(tag, evaluation, booster, leakage, tuned, config)
     publish_task(tag, evaluation, leakage, files, tuned, splits, validated)
     primary = metrics["primary"]
     print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (trivial {metrics['baseline'][primary]:.4f})")
@@ -201,6 +217,67 @@ def train_flow(config: PipelineConfig) -> TrainResult:
         tuning_seconds=tuned.elapsed_s,
         report=str(files.html),
     )
+
+
+@task(name="load_champion", retries=2, **_pure)
+def load_base_task(tag: str) -> ModelBundle:
+    return load_bundle(tag)
+
+
+@task(name="read_new_batches", retries=2, **_pure)
+def read_new_task(config: PipelineConfig, base: ModelBundle) -> tuple[RawData, str] | None:
+    return read_new_batches(DatasetStore.for_dataset(config.name), base.lineage["data_hash"])
+
+
+@task(name="refresh_booster", **_pure)
+def refresh_task(base: ModelBundle, data: TrainingData, config: PipelineConfig) -> Any:
+    params = xgb_params(config.task, base.lineage.get("best_config", {}), nthread=0, seed=config.seed)
+    return refresh_booster(base.booster, data, params, config.refresh.rounds, config.refresh.early_stopping_rounds)
+
+
+@flow(name="refresh", log_prints=True)
+def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainResult | None:
+    """The cheap retraining path: continue boosting a model (default: the newest of the dataset's name) on the
+    batches that arrived after its snapshot, with its own preprocessing and parameters. None if nothing is new."""
+    if config.source.snapshot is None:
+        ingest_flow(config)
+    base = load_base_task(base_tag or config.name)
+    found = read_new_task(config, base)
+    if found is None:
+        print(f"nothing new since {base.tag}'s snapshot {base.lineage['data_hash']}: no refresh")
+        return None
+    raw, seen_hash = found
+    validated = validate_task(raw, config)
+    splits = split_task(validated, raw, config)
+    data = prepare_task(splits, base.preprocessor, config)
+    booster = refresh_task(base, data, config)
+    evaluation = evaluate_task(booster, base.preprocessor, splits, data, config)
+    base_on_new = evaluate_predictions_task(base, splits, config)
+    lineage = collect_lineage(
+        seen_hash,
+        schema_fingerprint(resolve_schema(config.schema_ref)),
+        config,
+        {"flow_run_id": flow_run.id, "mode": "refresh", "parent_tag": base.tag, "refresh_data_hash": raw.content_hash,
+         "best_config": base.lineage.get("best_config", {}), "rounds_before": base.booster.num_boosted_rounds(),
+         "rounds_after": booster.num_boosted_rounds(), "rows": splits.sizes(),
+         "rows_quarantined": validated.rows_quarantined},
+    )  # fmt: skip
+    metrics = {**evaluation.metrics, "parent_on_same_test": base_on_new}
+    tag = save_bundle_task(booster, base.preprocessor, config, class_names(config), metrics, lineage)
+    primary = metrics["primary"]
+    print(f"model {tag} refreshed from {base.tag} with {booster.num_boosted_rounds() - base.booster.num_boosted_rounds()} "
+          f"rounds on {splits.sizes()} new rows: test {primary} {metrics['test'][primary]:.4f} "
+          f"(parent {base_on_new[primary]:.4f} on the same rows)")  # fmt: skip
+    return TrainResult(
+        tag=tag, task=config.task, primary_metric=primary, test=metrics["test"], baseline=metrics["baseline"],
+        references=metrics["references"], rows=splits.sizes(), likely_leaks=[], tuning_seconds=0.0, report="",
+    )  # fmt: skip
+
+
+@task(name="evaluate_parent", **_pure)
+def evaluate_predictions_task(base: ModelBundle, splits: Splits, config: PipelineConfig) -> dict[str, float]:
+    """The parent model's metrics on the refreshed model's test rows: the comparison a refresh must win."""
+    return score(config.task, encode_target(splits.test[config.target], config), base.predict_raw(splits.test))
 
 
 def class_names(config: PipelineConfig) -> list[str]:

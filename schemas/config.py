@@ -30,24 +30,66 @@ class CsvOptions(_Strict):
     na_values: list[str] = Field(default_factory=list)
     skiprows: int = 0
     skipinitialspace: bool = False
+    encoding: str = Field(default="utf-8", description="Text encoding; a file that does not decode is rejected.")
 
 
 class SourceFile(_Strict):
-    """One file of a source, optionally pinned to a split part (`test` keeps an official test set)."""
+    """One file of a source, optionally pinned to a split part (`test` keeps an official test set).
+
+    For ingestion `path` may also be a glob or a folder (every CSV or Parquet file in it), locally or as an fsspec
+    URL; each file found is one batch.
+    """
 
     path: str
     part: Literal["train", "test"] | None = None
     skiprows: int | None = None
 
 
-class SourceConfig(_Strict):
-    """Where the rows come from: files on disk, or files inside a pinned wheel from the package registry."""
+class LandingConfig(_Strict):
+    """A folder where live data is dropped; each new file (by content hash) is ingested once."""
 
-    kind: Literal["files", "wheel"] = "files"
+    path: str
+    pattern: str = Field(default="*", description="Glob of the file names to pick up, e.g. `*.csv`.")
+    settle_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="A file is picked up only when its size and mtime are unchanged across two looks this far "
+        "apart, so a file still being written is never read half-way.",
+    )
+
+
+class SqlSourceConfig(_Strict):
+    """A SQL table read incrementally: each run takes the rows whose watermark is above the last one ingested."""
+
+    url: str = Field(description="SQLAlchemy URL, e.g. `sqlite:///data.db` or `postgresql+psycopg://…`.")
+    table: str
+    watermark: str = Field(
+        description="A column that only grows with new rows (an autoincrement id, an insertion timestamp)."
+    )
+    columns: list[str] | None = Field(default=None, description="Columns to read; all of them when unset.")
+    schema_name: str | None = Field(default=None, description="Database schema (namespace) of the table.")
+    max_rows: int | None = Field(
+        default=None, ge=1, description="Rows per batch at most; the rest waits for the next run."
+    )
+
+
+class SourceConfig(_Strict):
+    """Where the rows come from: files on disk, files inside a pinned wheel, a landing folder or a SQL table."""
+
+    kind: Literal["files", "wheel", "landing", "sql"] = "files"
     package: str | None = None
     version: str | None = None
     sha256: str | None = None
-    files: list[SourceFile]
+    files: list[SourceFile] = Field(default_factory=list)
+    format: Literal["auto", "csv", "parquet"] = Field(
+        default="auto", description="File format; `auto` reads `.parquet`/`.pq` as Parquet and the rest as CSV."
+    )
+    landing: LandingConfig | None = None
+    sql: SqlSourceConfig | None = None
+    snapshot: str | None = Field(
+        default=None,
+        description="Train on this curated-store snapshot (its hash); unset: a new snapshot of every accepted batch.",
+    )
     csv: CsvOptions = Field(default_factory=CsvOptions)
     replace: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Per-column value rewrites applied on read, e.g. label spellings."
@@ -60,7 +102,31 @@ class SourceConfig(_Strict):
     def _wheel_is_pinned(self) -> SourceConfig:
         if self.kind == "wheel" and not (self.package and self.version and self.sha256):
             raise ValueError("a wheel source needs package, version and sha256")
+        if self.kind in ("files", "wheel") and not self.files:
+            raise ValueError(f"a {self.kind} source needs at least one entry in files")
+        if self.kind == "landing" and self.landing is None:
+            raise ValueError("a landing source needs landing.path")
+        if self.kind == "sql" and self.sql is None:
+            raise ValueError("a sql source needs sql.url, sql.table and sql.watermark")
         return self
+
+
+class IngestConfig(_Strict):
+    """How batches are admitted to the curated store."""
+
+    max_quarantine_rate: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="A batch with a larger share of quarantined rows is rejected as a whole: none of its rows "
+        "reach the curated store.",
+    )
+    top_reasons: int = Field(default=5, ge=1, description="Failure reasons named in errors and run reports.")
+    abandon_after_s: float = Field(
+        default=3600,
+        gt=0,
+        description="A batch still pending this long was left by a run that died; its content may be ingested again.",
+    )
 
 
 class DerivedFeature(_Strict):
@@ -88,10 +154,27 @@ class PreprocessConfig(_Strict):
     derived: list[DerivedFeature] = Field(default_factory=list)
 
 
+class RefreshConfig(_Strict):
+    """Incremental refresh: keep boosting the current model on newly arrived data instead of searching again."""
+
+    rounds: int = Field(default=100, ge=1, description="Rounds to add at most.")
+    early_stopping_rounds: int = Field(default=20, ge=1)
+
+
 class TuneConfig(_Strict):
     num_samples: int = Field(default=16, ge=1, description="Trials to run.")
     time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting trials after this long.")
     cpus_per_trial: int = Field(default=1, ge=1)
+    gpus_per_trial: float = Field(
+        default=0, ge=0, description="GPU share per trial; above 0 XGBoost trains with device='cuda'."
+    )
+    searcher: Literal["random", "optuna"] = Field(
+        default="random", description="`optuna` samples with TPE (needs the optional `optuna` package)."
+    )
+    resume: bool = Field(
+        default=True,
+        description="Continue an interrupted search for the same config and data instead of starting again.",
+    )
     max_rounds: int = Field(default=2000, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
     report_every: int = Field(default=10, ge=1, description="Boosting rounds between reports to the scheduler.")
@@ -118,8 +201,10 @@ class TuneConfig(_Strict):
             "colsample_bytree": [0.5, 1.0],
             "lambda": [1e-3, 10.0],
             "alpha": [1e-3, 10.0],
+            "max_bin": [64, 512],
         },
-        description="Bounds per XGBoost parameter; eta, lambda and alpha are sampled log-uniformly.",
+        description="Bounds per XGBoost parameter; eta, lambda and alpha are sampled log-uniformly, max_depth and "
+        "max_bin as integers.",
     )
 
 
@@ -144,7 +229,9 @@ class PipelineConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     @model_validator(mode="after")
     def _task_rules(self) -> PipelineConfig:

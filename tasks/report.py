@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 
 from schemas.config import TaskType
 from tasks.prepare import LeakageReport
+from tasks.tune import TuneResult
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,42 @@ def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list
         sections.append(f'<h2>{html.escape(plot.stem)}</h2><img alt="{plot.stem}" src="data:image/png;base64,{data}">')
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(tag)}</title><style>{style}</style></head><body>{''.join(sections)}</body></html>"
+
+
+def write_tuning_report(files: ReportFiles, tuned: TuneResult) -> ReportFiles:
+    """Add the best score over wall time (PNG) and every trial's record and curve (trials.json) to a report."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = tuned.best_over_time()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if points:
+        ax.step([p[0] for p in points], [p[1] for p in points], where="post")
+    ax.set(xlabel="seconds since the search began", ylabel=f"best validation {tuned.metric}",
+           title=f"Search: {len(tuned.trials)} trials in {tuned.elapsed_s:.0f} s")  # fmt: skip
+    fig.tight_layout()
+    plot = files.folder / "tuning.png"
+    fig.savefig(plot, dpi=110)
+    plt.close(fig)
+    (files.folder / "trials.json").write_text(json.dumps({"trials": tuned.trials, "curves": tuned.curves}, indent=1, default=str))
+    return ReportFiles(folder=files.folder, plots=[*files.plots, plot], html=files.html)
+
+
+def tuning_markdown(tuned: TuneResult, files: ReportFiles) -> str:
+    """The search at a glance: counts by status, the best trial, where the curves are."""
+    statuses: dict[str, int] = {}
+    for trial in tuned.trials:
+        statuses[trial["status"]] = statuses.get(trial["status"], 0) + 1
+    nodes = sorted({str(t["node_id"]) for t in tuned.trials if t.get("node_id")})
+    return "\n".join([
+        f"# Search ({'resumed' if tuned.resumed else 'new'})", "",
+        f"{len(tuned.trials)} trials in {tuned.elapsed_s:.1f} s: " + ", ".join(f"{n} {s}" for s, n in statuses.items()),
+        f"best validation {tuned.metric} {tuned.best_score:.5f} at {tuned.best_rounds} rounds (trial {tuned.best_trial_id})",
+        f"nodes used: {len(nodes)}", f"experiment: `{tuned.experiment_path}`", "",
+        f"- [best score over time]({(files.folder / 'tuning.png').as_uri()})",
+        f"- [every trial and its curve]({(files.folder / 'trials.json').as_uri()})",
+    ])  # fmt: skip

@@ -81,9 +81,31 @@ def fit_booster(
 def fit_final_model(data: TrainingData, best_config: dict[str, Any], best_rounds: int, config: PipelineConfig) -> xgb.Booster:
     """The model to ship, by the config's `tune.final_fit` rule (see `schemas.config.TuneConfig.final_fit`)."""
     params = xgb_params(config.task, best_config, nthread=0, seed=config.seed)
+    if config.tune.gpus_per_trial > 0:
+        params["device"] = "cuda"
     if config.tune.final_fit == "train":
         return fit_booster(data, params, config.tune.max_rounds, config.tune.early_stopping_rounds)
     x = pd.concat([data.x_train, data.x_valid])
     y = np.concatenate([data.y_train, data.y_valid])
     rounds = max(1, round(best_rounds * len(x) / len(data.x_train)))
     return fit_rounds(x, y, params, rounds)
+
+
+def refresh_booster(
+    booster: xgb.Booster, data: TrainingData, params: dict[str, Any], rounds: int, early_stopping_rounds: int
+) -> xgb.Booster:
+    """Continue boosting an existing model on new data (XGBoost training continuation), keeping its parameters;
+    adds at most `rounds` trees, stopping early on the new validation rows. The input booster is not changed."""
+    base_rounds = booster.num_boosted_rounds()
+    nthread = int(params.get("nthread", 0))
+    grown = xgb.train(
+        params,
+        dmatrix(data.x_train, data.y_train, nthread),
+        num_boost_round=rounds,
+        evals=[(dmatrix(data.x_valid, data.y_valid, nthread), "valid")],
+        early_stopping_rounds=early_stopping_rounds,
+        xgb_model=booster.copy(),
+        verbose_eval=False,
+    )
+    best = max(grown.best_iteration + 1, base_rounds)
+    return grown[:best] if best < grown.num_boosted_rounds() else grown

@@ -1,4 +1,4 @@
-"""Tune: a Ray Tune search over XGBoost with ASHA early stopping, trials filling the cores."""
+"""Tune: a Ray Tune search over XGBoost with ASHA early stopping, trials filling the cores, resumable."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from schemas.config import TaskType, TuneConfig
+from schemas.config import PipelineConfig, TaskType, TuneConfig
 from tasks.train import STOPPING_METRIC, TrainingData, fit_booster, xgb_params
 
 log = logging.getLogger("mlcycle.tune")
 
 _LOG_SCALE = {"eta", "lambda", "alpha"}
-_INTEGER = {"max_depth"}
+_INTEGER = {"max_depth", "max_bin"}
 
 
 @dataclass(frozen=True)
 class TuneResult:
-    """The winning configuration and what the search did."""
+    """The winning configuration and what the search did, trial by trial."""
 
     best_config: dict[str, Any]
     best_rounds: int
@@ -35,8 +35,29 @@ class TuneResult:
     metric: str
     best_trial_id: str
     trials: list[dict[str, Any]]
+    curves: dict[str, list[dict[str, float]]]
     experiment_path: str
     elapsed_s: float
+    resumed: bool
+
+    def best_over_time(self) -> list[tuple[float, float]]:
+        """(seconds since the search began, best validation score so far) at every report of every trial."""
+        points = sorted((p["timestamp"], p["valid_score"]) for curve in self.curves.values() for p in curve)
+        if not points:
+            return []
+        start, best, out = points[0][0], math.inf, []
+        for stamp, value in points:
+            best = min(best, value)
+            out.append((stamp - start, best))
+        return out
+
+
+def experiment_name(config: PipelineConfig, data_hash: str) -> str:
+    """The same config on the same data names the same experiment, so re-running an interrupted command resumes
+    it; with `tune.resume: false` every run gets a fresh name."""
+    settings = config.model_copy(update={"tune": config.tune.model_copy(update={"resume": True})})
+    name = f"{config.name}-{settings.fingerprint()}-{data_hash[:12]}"
+    return name if config.tune.resume else f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def search_space(config: TuneConfig) -> dict[str, Any]:
@@ -53,21 +74,23 @@ def search_space(config: TuneConfig) -> dict[str, Any]:
 
 
 def ensure_ray(address: str | None) -> None:
-    """Join the configured Ray cluster, or start a local Ray if none is running."""
+    """Join the configured Ray cluster (config, then RAY_ADDRESS), or start a local Ray if none is running."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # "local": always a fresh Ray of our own, never a stale cluster some other process left behind.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _node_ip_address="127.0.0.1")  # fmt: skip
 
 
 class _ReportRounds(xgb.callback.TrainingCallback):
     """Reports the best validation score so far to Tune every few rounds, so ASHA can stop weak trials."""
 
-    def __init__(self, metric: str, every: int) -> None:
-        self.metric, self.every = metric, every
+    def __init__(self, metric: str, every: int, node_id: str) -> None:
+        self.metric, self.every, self.node_id = metric, every, node_id
         self.best, self.best_round = math.inf, 0
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
@@ -75,15 +98,18 @@ class _ReportRounds(xgb.callback.TrainingCallback):
         if score < self.best:
             self.best, self.best_round = score, epoch + 1
         if (epoch + 1) % self.every == 0:
-            tune.report({"valid_score": self.best, "rounds": self.best_round, "done": False})
+            tune.report({"valid_score": self.best, "rounds": self.best_round, "done": False, "node_id": self.node_id})
         return False
 
 
 def _trial(sampled: dict[str, Any], data: TrainingData, task: TaskType, settings: TuneConfig, seed: int) -> None:
     params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed)
-    reporter = _ReportRounds(STOPPING_METRIC[task], settings.report_every)
+    if settings.gpus_per_trial > 0:
+        params["device"] = "cuda"
+    node_id = ray.get_runtime_context().get_node_id()
+    reporter = _ReportRounds(STOPPING_METRIC[task], settings.report_every, node_id)
     fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=[reporter])
-    tune.report({"valid_score": reporter.best, "rounds": reporter.best_round, "done": True})
+    tune.report({"valid_score": reporter.best, "rounds": reporter.best_round, "done": True, "node_id": node_id})
 
 
 class _ProgressLog(tune.Callback):
@@ -99,61 +125,81 @@ class _ProgressLog(tune.Callback):
         self.best = min(self.best, result["valid_score"])
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.done += 1
+        self.done = sum(1 for t in trials if t.status == "TERMINATED")
         log.info("trials done %d/%d, best valid %s so far %.5f, elapsed %.0f s",
                  self.done, self.total, self.metric, self.best, time.monotonic() - self.started)  # fmt: skip
 
 
+def _searcher(settings: TuneConfig, seed: int, concurrent: int) -> Any:
+    """The search algorithm, limited to `concurrent` trials at a time (Ray ignores `max_concurrent_trials` for the
+    random-search generator, so the limit is passed to it directly)."""
+    if settings.searcher == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError as exc:  # pragma: no cover - optuna is in the lock, but it is an optional extra
+            raise RuntimeError("tune.searcher: optuna needs the optuna package (pip install 'mlcycle[optuna]')") from exc
+        from ray.tune.search import ConcurrencyLimiter
+
+        return ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=concurrent)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=concurrent)
+
+
 def tune_xgboost(
-    data: TrainingData, task: TaskType, settings: TuneConfig, seed: int, storage: Path, run_name: str
+    data: TrainingData, task: TaskType, settings: TuneConfig, seed: int, storage: Path, experiment: str
 ) -> TuneResult:
     """Search XGBoost hyperparameters with Ray Tune and ASHA.
 
     The data goes to Ray's object store once (`tune.with_parameters`) and every trial reads it from there.
     Trials run `cluster CPUs // cpus_per_trial` at a time with `nthread = cpus_per_trial`, so trials × threads
-    never exceeds the cores.
+    never exceeds the cores. An experiment of the same name that was interrupted is resumed: its finished trials
+    are kept and only the rest run.
     """
     ensure_ray(settings.ray_address)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     concurrent = max(1, cpus // settings.cpus_per_trial)
     metric = STOPPING_METRIC[task]
+    resources = {"cpu": settings.cpus_per_trial, **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {})}
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, data=data, task=task, settings=settings, seed=seed),
-        {"cpu": settings.cpus_per_trial},
+        tune.with_parameters(_trial, data=data, task=task, settings=settings, seed=seed), resources
     )
-    reports = max(1, settings.max_rounds // settings.report_every)
-    tuner = tune.Tuner(
-        trainable,
-        param_space=search_space(settings),
-        tune_config=tune.TuneConfig(
-            metric="valid_score",
-            mode="min",
-            num_samples=settings.num_samples,
-            max_concurrent_trials=concurrent,
-            time_budget_s=settings.time_budget_s,
-            search_alg=BasicVariantGenerator(random_state=seed),
-            # A worker process per trial costs seconds of start-up and imports; reuse them.
-            reuse_actors=True,
-            scheduler=ASHAScheduler(
-                max_t=reports, grace_period=min(settings.grace_period, reports), reduction_factor=settings.reduction_factor
+    path = storage.resolve() / experiment
+    resumed = settings.resume and tune.Tuner.can_restore(str(path))
+    if resumed:
+        log.info("resuming the search in %s: finished trials are kept", path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        reports = max(1, settings.max_rounds // settings.report_every)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search_space(settings),
+            tune_config=tune.TuneConfig(
+                metric="valid_score",
+                mode="min",
+                num_samples=settings.num_samples,
+                time_budget_s=settings.time_budget_s,
+                search_alg=_searcher(settings, seed, concurrent),
+                scheduler=ASHAScheduler(max_t=reports, grace_period=min(settings.grace_period, reports),
+                                        reduction_factor=settings.reduction_factor),  # fmt: skip
+                # A worker process per trial costs seconds of start-up and imports; reuse them.
+                reuse_actors=True,
             ),
-        ),
-        run_config=tune.RunConfig(
-            name=run_name,
-            storage_path=str(storage.resolve()),
-            verbose=1,
-            callbacks=[_ProgressLog(settings.num_samples, metric)],
-        ),
-    )
+            run_config=tune.RunConfig(
+                name=experiment,
+                storage_path=str(storage.resolve()),
+                verbose=1,
+                callbacks=[_ProgressLog(settings.num_samples, metric)],
+            ),
+        )
     log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
              settings.num_samples, concurrent, cpus, settings.cpus_per_trial)  # fmt: skip
     started = time.monotonic()
     grid = tuner.fit()
     elapsed = time.monotonic() - started
-    trials = [_trial_record(r) for r in grid if r.metrics]
-    if not trials:
-        errors = [str(r.error) for r in grid if r.error][:3]
-        raise RuntimeError(f"no trial reported a result; first errors: {errors}")
+    trials = [_trial_record(r) for r in grid]
+    curves = {t["trial_id"]: _curve(r) for t, r in zip(trials, grid, strict=True)}
+    scored = [t for t in trials if t["valid_score"] is not None]
+    if not scored:
+        raise RuntimeError(f"no trial reported a result; first errors: {[t['error'] for t in trials if t['error']][:3]}")
     best = grid.get_best_result(metric="valid_score", mode="min", scope="last")
     log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds",
              elapsed, metric, best.metrics["valid_score"], best.metrics["rounds"])  # fmt: skip
@@ -163,20 +209,33 @@ def tune_xgboost(
         best_score=float(best.metrics["valid_score"]),
         metric=metric,
         best_trial_id=str(best.metrics.get("trial_id", "")),
-        trials=sorted(trials, key=lambda t: t["valid_score"]),
+        trials=sorted(scored, key=lambda t: t["valid_score"]) + [t for t in trials if t["valid_score"] is None],
+        curves=curves,
         experiment_path=grid.experiment_path,
         elapsed_s=elapsed,
+        resumed=bool(resumed),
     )
 
 
 def _trial_record(result: Any) -> dict[str, Any]:
-    metrics = result.metrics
+    metrics = result.metrics or {}
+    status = "error" if result.error else ("finished" if metrics.get("done") else "stopped early")
     return {
-        "trial_id": metrics.get("trial_id"),
-        "valid_score": float(metrics["valid_score"]),
-        "rounds": int(metrics["rounds"]),
+        "trial_id": metrics.get("trial_id") or Path(result.path).name,
+        "status": status,
+        "valid_score": float(metrics["valid_score"]) if "valid_score" in metrics else None,
+        "rounds": int(metrics.get("rounds", 0)),
         "reports": int(metrics.get("training_iteration", 0)),
-        "finished": bool(metrics.get("done")),
         "seconds": float(metrics.get("time_total_s", 0.0)),
-        **{k: v for k, v in result.config.items()},
+        "node_id": metrics.get("node_id"),
+        "error": str(result.error)[:300] if result.error else None,
+        **dict(result.config or {}),
     }
+
+
+def _curve(result: Any) -> list[dict[str, float]]:
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or "valid_score" not in frame:
+        return []
+    return [{"timestamp": float(t), "rounds": int(r), "valid_score": float(v)}
+            for t, r, v in zip(frame["timestamp"], frame["rounds"], frame["valid_score"], strict=True)]  # fmt: skip

@@ -52,9 +52,14 @@ def validate_frame(
         SchemaContractError: a column is missing, unexpected, duplicated or unusable as a whole.
     """
     _check_columns(frame, schema, what)
-    lossy = _lossy_integer_cases(frame, schema)
-    failures: list[pd.DataFrame] = [lossy] if not lossy.empty else []
-    remaining = frame.drop(index=pd.Index(lossy["row"].unique()))
+    typed = _type_cases(frame, schema)
+    if whole_frame_errors:
+        _raise_if_column_unusable(typed, frame, what)
+    failures: list[pd.DataFrame] = [typed] if not typed.empty else []
+    # The first pass sees placeholders where values are of the wrong type, so that it reports every other
+    # failure of those rows and the whole frame is validated once, not once per kind of failure.
+    remaining = _with_placeholders(frame, typed) if not typed.empty else frame
+    placeholders = typed
     for _ in range(_MAX_PASSES):
         try:
             valid = schema.validate(remaining, lazy=True)
@@ -69,9 +74,15 @@ def validate_frame(
                 # Values of the wrong type hide every other check on their column: set those rows aside
                 # first, so that the next pass reports the remaining rows' failures in full.
                 cases = type_cases
-            failures.append(cases)
-            remaining = remaining.drop(index=pd.Index(cases["row"].unique()))
+            failures.append(_without_cells(cases, placeholders))
+            set_aside = pd.concat([placeholders["row"], cases["row"]]).unique()
+            # After the first pass the real values come back: the rows kept are taken from `frame` itself.
+            base = frame if not placeholders.empty else remaining
+            remaining = base[~base.index.isin(set_aside)]
+            placeholders = placeholders.iloc[0:0]
             continue
+        if not placeholders.empty:
+            valid = valid[~valid.index.isin(placeholders["row"].unique())]
         quarantine = _ledger(failures)
         if len(valid) + quarantine["row"].nunique() != len(frame):
             raise AssertionError(f"{what}: row accounting broke: {len(frame)} in, {len(valid)} valid, "
@@ -82,20 +93,70 @@ def validate_frame(
     raise SchemaContractError(f"{what}: still failing after {_MAX_PASSES} passes of row quarantine")
 
 
-def _lossy_integer_cases(frame: pd.DataFrame, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
-    """Rows whose value for an integer column is a fraction or a boolean: pandera's coercion would silently
-    turn 39.5 into 39 and true into 1."""
-    found = []
+def _type_cases(frame: pd.DataFrame, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
+    """Rows whose value for a numeric column cannot be read as the column's type, or, for an integer column, is a
+    fraction or a boolean (pandera's coercion would silently turn 39.5 into 39 and true into 1).
+
+    Found vectorised before pandera runs: pandera tests such values one at a time in Python, and a value of the
+    wrong type hides every other check on its column until it is set aside.
+    """
+    found: list[dict[str, object]] = []
     for name, column in schema.to_schema().columns.items():
-        if "int" not in str(column.dtype).lower() or pd.api.types.is_integer_dtype(frame[name]):
-            continue
+        target = str(column.dtype)
+        is_int, is_float = "int" in target.lower(), "float" in target.lower()
         values = frame[name]
-        numbers = pd.to_numeric(values.where(~values.map(lambda v: isinstance(v, bool)), None), errors="coerce")
-        finite = numbers.notna() & np.isfinite(numbers)
-        bad = (finite & (numbers % 1 != 0)) | values.map(lambda v: isinstance(v, bool))
-        for row in values.index[bad.to_numpy()]:
-            found.append({"row": row, "column": name, "check": "is_integer", "value": _as_text(values[row])})
+        already_integer = pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if not (is_int or is_float) or already_integer:
+            continue
+        if is_float and pd.api.types.is_float_dtype(values):
+            continue
+        if pd.api.types.is_bool_dtype(values):
+            booleans = values.notna()
+        elif values.dtype == object:
+            booleans = values.map(lambda v: isinstance(v, bool | np.bool_)).astype(bool)
+        else:
+            booleans = pd.Series(False, index=values.index)
+        numbers = pd.to_numeric(values.mask(booleans), errors="coerce")
+        unreadable = (numbers.isna() & values.notna() & ~booleans).to_numpy()
+        if unreadable.any():
+            # to_numeric is stricter than the coercion pandera uses (Python's int/float): confirm each candidate.
+            convert = int if is_int else float
+            candidates = values[unreadable]
+            check = f"coerce_dtype('{target}')"
+            found.extend({"row": row, "column": name, "check": check, "value": _as_text(value)}
+                         for row, value in candidates.items() if not _converts(value, convert))  # fmt: skip
+        if is_int:
+            finite = numbers.notna() & np.isfinite(numbers)
+            lossy = ((finite & (numbers % 1 != 0)) | booleans).to_numpy()
+            found.extend({"row": row, "column": name, "check": "is_integer", "value": _as_text(values[row])}
+                         for row in values.index[lossy])  # fmt: skip
     return pd.DataFrame(found, columns=QUARANTINE_COLUMNS)
+
+
+def _with_placeholders(frame: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
+    """The frame with `0` in every cell of `typed`: a value every numeric column can be coerced from."""
+    columns = {}
+    for column, cells in typed.groupby("column"):
+        hit = frame.index.isin(cells["row"].unique())
+        columns[str(column)] = frame[column].astype(object).mask(hit, 0)
+    return frame.assign(**columns)
+
+
+def _without_cells(cases: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """`cases` minus the failures of placeholder cells (their real reason is already in the ledger)."""
+    if cells.empty:
+        return cases
+    placed = pd.MultiIndex.from_frame(cells[["row", "column"]].astype({"row": object}))
+    mine = pd.MultiIndex.from_frame(cases[["row", "column"]].astype({"row": object}))
+    return cases[~mine.isin(placed)]
+
+
+def _converts(value: object, convert: type) -> bool:
+    try:
+        convert(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _row_cases(failure_cases: pd.DataFrame) -> pd.DataFrame:
@@ -109,10 +170,15 @@ def _row_cases(failure_cases: pd.DataFrame) -> pd.DataFrame:
         }
     )
     # pandera reports a value that cannot be coerced twice, as coerce_dtype and as dtype: keep the first.
-    coerced = set(zip(ledger["row"][ledger["check"].str.startswith("coerce_dtype")], ledger["column"]))
-    pairs = pd.Series([(r, c) in coerced for r, c in zip(ledger["row"], ledger["column"])], dtype=bool)
+    is_coerce = ledger["check"].str.startswith("coerce_dtype")
+    coerced = pd.MultiIndex.from_frame(ledger.loc[is_coerce, ["row", "column"]].astype({"row": object}))
+    pairs = pd.MultiIndex.from_frame(ledger[["row", "column"]].astype({"row": object})).isin(coerced)
     repeated = ledger["check"].str.startswith("dtype(") & pairs
-    return ledger[~repeated].reset_index(drop=True)
+    ledger = ledger[~repeated]
+    # A missing value in a column that cannot hold one (integers) fails coercion too; its reason is not_nullable.
+    missing_coerce = ledger["check"].str.startswith("coerce_dtype") & (ledger["value"] == _as_text(None))
+    ledger = ledger.assign(check=ledger["check"].mask(missing_coerce, "not_nullable"))
+    return ledger.drop_duplicates().reset_index(drop=True)
 
 
 def _raise_if_column_unusable(cases: pd.DataFrame, frame: pd.DataFrame, what: str) -> None:

@@ -61,6 +61,7 @@ def local_ray() -> Iterator[None]:
     """A real local Ray with both cores, started once; the dashboard stays off."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _node_ip_address="127.0.0.1")  # fmt: skip
     yield
     ray.shutdown()

@@ -4,7 +4,7 @@ Trains a small model on the real Adult data (no Ray, no Prefect), then times, fo
   bare      booster.predict on a DMatrix built from an already-prepared frame (the floor)
   mlcycle   what the service does per request: check_records (pandera) + preprocessing + predict
 Prints median milliseconds per call and the ratio mlcycle / bare, both measured in this run.
-Run: `make bench` (or `.venv/bin/python benchmarks/bench_predict.py`).
+Run: `make bench` (or `.venv/bin/python benchmarks/predict.py`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,157 @@
+"""Tuning speed: mlcycle's Ray Tune search against a plain serial loop and scikit-learn's RandomizedSearchCV.
+
+Adult: the official train file split 80/20 (stratified) into train and validation, the official test file for
+test. The same 24 configurations, sampled once from mlcycle's search space with a fixed seed, for:
+  (a) mlcycle   tune_xgboost as the training flow runs it (ASHA, parallel trials, reused actors)
+  (b) loop      the same configurations trained one after another, 2 threads each, early stopping: the floor
+  (c) sklearn   RandomizedSearchCV over XGBClassifier, 24 draws from the same distributions, the same validation
+                split (PredefinedSplit) and early stopping, 2 jobs of 1 thread
+Every approach picks its winner by validation log loss and refits nothing: the winner's model is scored on test.
+Prints wall time, best validation AUC and test AUC per approach, Ray's start-up and per-trial overhead, and the
+ratios measured in this run. Run: `make bench` or `.venv/bin/python benchmarks/tune.py`. Not a test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV, train_test_split
+
+from schemas import load_config, resolve_schema
+from tasks.ingest import read_source
+from tasks.paths import configure_environment
+from tasks.prepare import encode_target, feature_columns
+from tasks.preprocess import apply_preprocessor, fit_preprocessor
+from tasks.train import TrainingData, dmatrix, fit_booster, xgb_params
+from tasks.tune import ensure_ray, search_space, tune_xgboost
+from tasks.validate import validate_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+N_CONFIGS = 24
+
+
+def load_adult() -> tuple[TrainingData, pd.DataFrame, np.ndarray, Any]:
+    home = configure_environment()
+    config = load_config(ROOT / "configs/adult.yaml", {"tune.num_samples": N_CONFIGS, "tune.resume": False})
+    raw = read_source(config.source, home / "cache" / "wheels", config.seed)
+    valid = validate_frame(raw.frame, resolve_schema(config.schema_ref)).valid
+    is_test = (raw.origin["part"] == "test").to_numpy()
+    train_all, test = valid[~is_test], valid[is_test]
+    train, val = train_test_split(train_all, test_size=0.2, stratify=train_all[config.target], random_state=config.seed)
+    spec = fit_preprocessor(train, feature_columns(list(train.columns), config), config.preprocess)
+    data = TrainingData(apply_preprocessor(spec, train), encode_target(train[config.target], config),
+                        apply_preprocessor(spec, val), encode_target(val[config.target], config))  # fmt: skip
+    return data, apply_preprocessor(spec, test), encode_target(test[config.target], config), config
+
+
+def sampled_configs(config: Any) -> list[dict[str, Any]]:
+    """The configurations mlcycle's random search draws with this seed, read back from a zero-round search."""
+    rng = np.random.default_rng(config.seed)
+    configs = []
+    for _ in range(N_CONFIGS):
+        one = {}
+        for name, domain in search_space(config.tune).items():
+            one[name] = domain.sample(random_state=rng) if hasattr(domain, "sample") else domain
+        configs.append({k: (v.item() if hasattr(v, "item") else v) for k, v in one.items()})
+    return configs
+
+
+def auc(booster: Any, x: pd.DataFrame, y: np.ndarray) -> float:
+    return float(roc_auc_score(y, booster.predict(dmatrix(x, None, 2))))
+
+
+def main() -> None:
+    data, x_test, y_test, config = load_adult()
+    settings = config.tune
+    rows = []
+
+    # (a) mlcycle
+    started = time.perf_counter()
+    ensure_ray(None)
+    ray_start = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as storage:
+        began = time.perf_counter()
+        result = tune_xgboost(data, "binary", settings, config.seed, Path(storage), "bench")
+        search_s = time.perf_counter() - began
+    wall_a = time.perf_counter() - started
+    best_a = fit_booster(data, xgb_params("binary", result.best_config, 2, config.seed), settings.max_rounds,
+                         settings.early_stopping_rounds)  # fmt: skip
+    import ray
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    trial_seconds = sum(t["seconds"] for t in result.trials)
+    overhead = max(0.0, (search_s * cpus - trial_seconds) / len(result.trials))
+    rows.append({"approach": "(a) mlcycle", "wall_s": wall_a, "val_auc": auc(best_a, data.x_valid, data.y_valid),
+                 "test_auc": auc(best_a, x_test, y_test)})  # fmt: skip
+    ray.shutdown()
+
+    # (b) the plain loop over the same kind of configurations (mlcycle's space and seed)
+    started = time.perf_counter()
+    best_b, best_loss = None, np.inf
+    rounds_b = 0
+    for sampled in sampled_configs(config):
+        booster = fit_booster(data, xgb_params("binary", sampled, 2, config.seed), settings.max_rounds,
+                              settings.early_stopping_rounds)  # fmt: skip
+        rounds_b += booster.num_boosted_rounds()
+        loss = float(booster.attr("best_score") or np.inf) if booster.attr("best_score") else np.inf
+        if loss < best_loss or best_b is None:
+            best_b, best_loss = booster, loss
+    wall_b = time.perf_counter() - started
+    rows.append({"approach": "(b) loop", "wall_s": wall_b, "val_auc": auc(best_b, data.x_valid, data.y_valid),
+                 "test_auc": auc(best_b, x_test, y_test)})  # fmt: skip
+
+    # (c) scikit-learn
+    from xgboost import XGBClassifier
+
+    space = settings.space
+    distributions = {
+        "learning_rate": stats.loguniform(*space["eta"]),
+        "max_depth": stats.randint(int(space["max_depth"][0]), int(space["max_depth"][1]) + 1),
+        "min_child_weight": stats.uniform(space["min_child_weight"][0], space["min_child_weight"][1] - space["min_child_weight"][0]),
+        "subsample": stats.uniform(space["subsample"][0], space["subsample"][1] - space["subsample"][0]),
+        "colsample_bytree": stats.uniform(space["colsample_bytree"][0], space["colsample_bytree"][1] - space["colsample_bytree"][0]),
+        "reg_lambda": stats.loguniform(*space["lambda"]),
+        "reg_alpha": stats.loguniform(*space["alpha"]),
+        "max_bin": stats.randint(int(space["max_bin"][0]), int(space["max_bin"][1]) + 1),
+    }  # fmt: skip
+    x_all = pd.concat([data.x_train, data.x_valid])
+    y_all = np.concatenate([data.y_train, data.y_valid])
+    fold = np.r_[np.full(len(data.x_train), -1), np.zeros(len(data.x_valid))]
+    model = XGBClassifier(n_estimators=settings.max_rounds, early_stopping_rounds=settings.early_stopping_rounds,
+                          tree_method="hist", enable_categorical=True, n_jobs=1, eval_metric="logloss")  # fmt: skip
+    search = RandomizedSearchCV(model, distributions, n_iter=N_CONFIGS, scoring="neg_log_loss", cv=PredefinedSplit(fold),
+                                n_jobs=2, random_state=config.seed, refit=False)  # fmt: skip
+    started = time.perf_counter()
+    search.fit(x_all, y_all, eval_set=[(data.x_valid, data.y_valid)], verbose=False)
+    best_params = search.best_params_
+    best_c = XGBClassifier(n_estimators=settings.max_rounds, early_stopping_rounds=settings.early_stopping_rounds,
+                           tree_method="hist", enable_categorical=True, n_jobs=2, eval_metric="logloss", **best_params)  # fmt: skip
+    best_c.fit(data.x_train, data.y_train, eval_set=[(data.x_valid, data.y_valid)], verbose=False)
+    wall_c = time.perf_counter() - started
+    rows.append({"approach": "(c) sklearn", "wall_s": wall_c,
+                 "val_auc": float(roc_auc_score(data.y_valid, best_c.predict_proba(data.x_valid)[:, 1])),
+                 "test_auc": float(roc_auc_score(y_test, best_c.predict_proba(x_test)[:, 1]))})  # fmt: skip
+
+    print(f"Adult: {len(data.x_train)} train, {len(data.x_valid)} validation, {len(x_test)} test rows; "
+          f"{N_CONFIGS} configurations; up to {settings.max_rounds} rounds, early stopping {settings.early_stopping_rounds}")  # fmt: skip
+    print(f"{'approach':<13} {'wall s':>8} {'val AUC':>9} {'test AUC':>9}")
+    for row in rows:
+        print(f"{row['approach']:<13} {row['wall_s']:>8.1f} {row['val_auc']:>9.4f} {row['test_auc']:>9.4f}")
+    print(f"(a) Ray start-up {ray_start:.1f} s, search {search_s:.1f} s, per-trial overhead {overhead:.2f} s "
+          f"({len(result.trials)} trials on {cpus} CPUs, {sum(t['rounds'] for t in result.trials)} best-rounds kept; "
+          f"loop boosted {rounds_b} rounds)")  # fmt: skip
+    a, b, c = rows
+    print(f"val AUC (a) - (b) {a['val_auc'] - b['val_auc']:+.4f}; test AUC (a) - (c) {a['test_auc'] - c['test_auc']:+.4f}")
+    print(f"time vs loop {a['wall_s'] / b['wall_s']:.2f}, time vs sklearn {a['wall_s'] / c['wall_s']:.2f}, "
+          f"per-trial overhead {overhead:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Ray Tune for real: reproducible sampling, resuming a killed search, a two-node cluster, the Optuna searcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemas.config import TuneConfig
+from tasks.train import TrainingData
+from tasks.tune import tune_xgboost
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+SAMPLED = ["eta", "max_depth", "min_child_weight", "subsample", "colsample_bytree", "lambda", "alpha", "max_bin"]
+
+
+def _data() -> TrainingData:
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=500), "b": rng.normal(size=500)})
+    y = (x["a"] - x["b"] + rng.normal(scale=0.5, size=500) > 0).to_numpy(dtype=float)
+    return TrainingData(x[:350], y[:350], x[350:], y[350:])
+
+
+def _configs(result) -> list[tuple[float, ...]]:  # type: ignore[no-untyped-def]
+    return sorted(tuple(round(float(t[k]), 9) for k in SAMPLED) for t in result.trials)
+
+
+def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Path) -> None:
+    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=1, resume=False)
+    first = tune_xgboost(_data(), "binary", settings, seed=7, storage=tmp_path, experiment="a")
+    second = tune_xgboost(_data(), "binary", settings, seed=7, storage=tmp_path, experiment="b")
+    other = tune_xgboost(_data(), "binary", settings, seed=8, storage=tmp_path, experiment="c")
+    assert _configs(first) == _configs(second)
+    assert _configs(first) != _configs(other)
+    assert all(t["status"] in {"finished", "stopped early"} for t in first.trials)
+    assert all(first.curves[t["trial_id"]] for t in first.trials)  # every trial's metric curve is kept
+
+
+def test_optuna_searcher_runs(local_ray: None, tmp_path: Path) -> None:
+    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=1, searcher="optuna")
+    result = tune_xgboost(_data(), "binary", settings, seed=0, storage=tmp_path, experiment="optuna")
+    assert len(result.trials) == 3 and result.best_score < 0.7
+
+
+def test_trials_run_on_both_nodes_of_a_real_cluster() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/cluster_search.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(report["cluster_nodes"]) == 2
+    assert set(report["trial_nodes"]) == set(report["cluster_nodes"])
+
+
+def _finished_trials(experiment_root: Path) -> dict[str, float]:
+    """Trial id → final validation score of every trial that finished, read from Ray's own result files."""
+    done = {}
+    for result_file in experiment_root.glob("*/*/result.json"):
+        for line in result_file.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("done") and "valid_score" in row:
+                done[row["trial_id"]] = row["valid_score"]
+    return done
+
+
+def test_a_killed_search_resumes_and_keeps_its_finished_trials(prefect_server: None, tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "MLCYCLE_HOME": str(tmp_path / "home"), "BENTOML_HOME": str(tmp_path / "home/bentoml"),
+           "PREFECT_API_URL": str(PREFECT_API_URL.value())}  # fmt: skip
+    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "train", "--config", "configs/adult.yaml",
+           "--set", "source.sample_rows=3000", "--set", "tune.num_samples=8", "--set", "tune.max_rounds=600",
+           "--set", "tune.report_every=20", "--set", "tune.grace_period=100"]  # fmt: skip
+    experiments = tmp_path / "home/ray_results"
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while len(_finished_trials(experiments)) < 2:
+            assert first.poll() is None, "the search ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no two trials finished within 300 s"
+            time.sleep(0.5)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver, its Ray processes, everything in the session
+        first.wait(timeout=60)
+    before = _finished_trials(experiments)
+    assert 2 <= len(before) < 8
+
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming the search" in second.stderr + second.stdout
+    report = json.loads(second.stdout[second.stdout.index("{"):])
+    trials = json.loads((Path(report["report"]).parent / "trials.json").read_text())["trials"]
+    assert len(trials) == 8
+    after = {t["trial_id"]: t["valid_score"] for t in trials}
+    for trial_id, score in before.items():  # kept, not run again
+        assert after[trial_id] == pytest.approx(score)
