@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/adult.yaml
 
-.PHONY: install run test test-fast serve lock bench clean
+.PHONY: install run test test-fast serve lock bench lint clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ bench: install
 	$(BIN)/python benchmarks/predict.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/tune.py
+
+lint: install          ## ruff lint and format check (ruff runs through uv, pinned here)
+	$(BIN)/uv tool run ruff@0.17.6 check flows tasks schemas serving tests benchmarks
+	$(BIN)/uv tool run ruff@0.17.6 format --check flows tasks schemas serving tests benchmarks
 
 lock:                  ## re-pin requirements.lock from requirements.in (records no download addresses)
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header --no-annotate -o requirements.lock

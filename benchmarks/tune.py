@@ -32,7 +32,7 @@ from tasks.paths import configure_environment
 from tasks.prepare import encode_target, feature_columns
 from tasks.preprocess import apply_preprocessor, fit_preprocessor
 from tasks.train import TrainingData, dmatrix, fit_booster, xgb_params
-from tasks.tune import ensure_ray, search_space, tune_xgboost
+from tasks.tune import ensure_ray, tune_xgboost
 from tasks.validate import validate_frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,9 +141,13 @@ def main() -> None:
           f"({len(result.trials)} trials on {cpus} CPUs; ASHA let about {boosted_a} rounds be boosted, "
           f"the loop {rounds_b} with early stopping alone)")  # fmt: skip
     a, b, c = rows
-    print(f"val AUC (a) - (b) {a['val_auc'] - b['val_auc']:+.4f}; test AUC (a) - (c) {a['test_auc'] - c['test_auc']:+.4f}")
-    print(f"time vs loop {a['wall_s'] / b['wall_s']:.2f}, time vs sklearn {a['wall_s'] / c['wall_s']:.2f}, "
-          f"per-trial overhead {overhead:.2f} s")
+    print(
+        f"val AUC (a) - (b) {a['val_auc'] - b['val_auc']:+.4f}; test AUC (a) - (c) {a['test_auc'] - c['test_auc']:+.4f}"
+    )
+    print(
+        f"time vs loop {a['wall_s'] / b['wall_s']:.2f}, time vs sklearn {a['wall_s'] / c['wall_s']:.2f}, "
+        f"per-trial overhead {overhead:.2f} s"
+    )
 
 
 if __name__ == "__main__":

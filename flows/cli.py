@@ -65,7 +65,9 @@ def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = N
 @app.command()
 def refresh(
     config: ConfigOption = Path("configs/adult.yaml"),
-    base: Annotated[str | None, typer.Option(help="Model to continue; default: the newest of the dataset's name.")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Model to continue; default: the newest of the dataset's name.")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Incremental refresh: continue boosting the model on batches that arrived after its snapshot."""
@@ -188,7 +190,17 @@ def serve(
     """Serve a model bundle over HTTP with BentoML."""
     env = {**os.environ, "MLCYCLE_MODEL_TAG": tag}
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", host, "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:MLCycleService",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     raise typer.Exit(subprocess.call(cmd, env=env, cwd=root))
 
 

@@ -14,12 +14,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from flows.ingest import ingest_flow
 from schemas import PipelineConfig, resolve_schema, schema_fingerprint
 from tasks.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
 from tasks.evaluate import evaluate_model, reference_predictions, score
-from flows.ingest import ingest_flow
 from tasks.ingest import RawData
-from tasks.store import DatasetStore, read_curated, read_new_batches
 from tasks.paths import mlcycle_home
 from tasks.prepare import LeakageReport, Splits, encode_target, feature_columns, find_leaks, split_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
@@ -32,6 +31,7 @@ from tasks.report import (
     write_report,
     write_tuning_report,
 )
+from tasks.store import DatasetStore, read_curated, read_new_batches
 from tasks.train import TrainingData, fit_final_model, refresh_booster, xgb_params
 from tasks.tune import TuneResult, experiment_name, tune_xgboost
 from tasks.validate import Validated, reasons_by_row, validate_frame
@@ -163,7 +163,9 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
     accounting = f"rows {splits.sizes()}, quarantined {validated.rows_quarantined} of {validated.rows_in}"
     create_markdown_artifact(key="evaluation", markdown=f"{accounting}\n\n" + markdown_report(tag, metrics, leakage, files),
                              description=f"Evaluation of {tag}")  # fmt: skip
-    create_table_artifact(key="tuning-leaderboard", table=tuned.trials[:10], description="Top trials by validation score")
+    create_table_artifact(
+        key="tuning-leaderboard", table=tuned.trials[:10], description="Top trials by validation score"
+    )
     create_markdown_artifact(key="tuning", markdown=tuning_markdown(tuned, files), description="How the search went")
     print(f"{accounting}\n{markdown_table(comparison_rows(metrics))}")
     for column, rows in metrics["slices"].items():
@@ -289,5 +291,3 @@ def class_names(config: PipelineConfig) -> list[str]:
     negatives = [v for v in allowed or [] if v != config.positive_label]
     negative = negatives[0] if len(negatives) == 1 else f"not {config.positive_label}"
     return [negative, str(config.positive_label)]
-
-

@@ -143,7 +143,10 @@ class SplitConfig(_Strict):
     test_size: float = Field(default=0.15, gt=0, lt=0.5, description="Ignored when the source pins a test part.")
     time_columns: list[str] = Field(default_factory=list, description="Columns that order rows in time.")
     leak_threshold: float = Field(
-        default=0.95, gt=0, le=1, description="A feature (or sum of two) this correlated with the target is a likely leak."
+        default=0.95,
+        gt=0,
+        le=1,
+        description="A feature (or sum of two) this correlated with the target is a likely leak.",
     )
     on_leak: Literal["warn", "fail"] = Field(default="warn", description="What a likely leak does to the run.")
 

@@ -46,7 +46,9 @@ class ModelBundle:
         return [{"value": float(v)} for v in raw], unseen
 
 
-def predict_raw(booster: xgb.Booster, preprocessor: PreprocessorSpec, features: pd.DataFrame, nthread: int = 1) -> np.ndarray:
+def predict_raw(
+    booster: xgb.Booster, preprocessor: PreprocessorSpec, features: pd.DataFrame, nthread: int = 1
+) -> np.ndarray:
     """Probability of the positive class (binary) or the predicted value (regression) per validated row.
 
     The one prediction path: evaluation, the service and the skew tests all call it.
@@ -95,8 +97,12 @@ def save_bundle(
         config.name,
         module="mlcycle",
         labels={"dataset": config.name, "task": config.task},
-        metadata={"primary_metric": primary, primary: metrics["test"][primary], "classes": classes,
-                  "data_hash": lineage["data_hash"]},  # fmt: skip
+        metadata={
+            "primary_metric": primary,
+            primary: metrics["test"][primary],
+            "classes": classes,
+            "data_hash": lineage["data_hash"],
+        },  # fmt: skip
     ) as model:
         root = Path(model.path)
         booster.save_model(str(root / BOOSTER_FILE))

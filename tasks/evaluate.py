@@ -86,7 +86,9 @@ def calibration_table(y_true: np.ndarray, y_pred: np.ndarray, bins: int = 10) ->
     return table
 
 
-def slice_metrics(task: TaskType, y_true: np.ndarray, y_pred: np.ndarray, groups: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+def slice_metrics(
+    task: TaskType, y_true: np.ndarray, y_pred: np.ndarray, groups: pd.DataFrame
+) -> dict[str, list[dict[str, Any]]]:
     """Per slice column and value: rows, share of the test set, and the model's metrics on those rows."""
     slices: dict[str, list[dict[str, Any]]] = {}
     for column in groups.columns:
@@ -163,7 +165,7 @@ def evaluate_model(
         "primary": PRIMARY_METRIC[task],
         "test": score(task, y_test, predictions),
         "references": {name: score(task, y_test, pred) for name, pred in references.items()},
-        "rows": int(len(y_test)),
+        "rows": len(y_test),
         "slices": slice_metrics(task, y_test, predictions, test_groups),
         "bias": bias_report(task, y_test, predictions, test_groups, train_groups, all_groups),
     }

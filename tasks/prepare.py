@@ -106,7 +106,9 @@ def check_time_order(splits: Splits, time_columns: list[str]) -> None:
     """Refuse a split in which a training row is later than a validation row, or a validation row later than a
     test row."""
     keys = [time_key(part, time_columns) for part in (splits.train, splits.valid, splits.test)]
-    for (earlier, later), names in zip(((0, 1), (1, 2), (0, 2)), (("train", "valid"), ("valid", "test"), ("train", "test")), strict=True):
+    for (earlier, later), names in zip(
+        ((0, 1), (1, 2), (0, 2)), (("train", "valid"), ("valid", "test"), ("train", "test")), strict=True
+    ):
         if len(keys[earlier]) and len(keys[later]) and keys[earlier].max() >= keys[later].min():
             raise LeakageError(f"time split leaks the future: {names[0]} reaches {keys[earlier].max()}, "
                                f"{names[1]} starts at {keys[later].min()}")  # fmt: skip
@@ -141,7 +143,9 @@ def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> L
     for column in numeric:
         corr = _abs_corr(train[column], target)
         if corr >= threshold:
-            suspects.append({"columns": [column], "correlation": round(corr, 4), "reason": f"|corr| with target {corr:.3f}"})
+            suspects.append(
+                {"columns": [column], "correlation": round(corr, 4), "reason": f"|corr| with target {corr:.3f}"}
+            )
     alone = {c: _abs_corr(train[c], target) for c in numeric}
     for i, first in enumerate(numeric):
         for second in numeric[i + 1 :]:

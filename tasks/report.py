@@ -63,7 +63,12 @@ def markdown_report(tag: str, metrics: dict[str, Any], leakage: LeakageReport, f
     if "calibration" in metrics:
         parts += ["", "## Calibration", markdown_table(metrics["calibration"])]
     if files:
-        parts += ["", "## Plots", *[f"- [{p.name}]({p.as_uri()})" for p in files.plots], f"- [report.html]({files.html.as_uri()})"]
+        parts += [
+            "",
+            "## Plots",
+            *[f"- [{p.name}]({p.as_uri()})" for p in files.plots],
+            f"- [report.html]({files.html.as_uri()})",
+        ]
     return "\n".join(parts)
 
 
@@ -98,7 +103,9 @@ def write_report(
         for name, pred in {"tuned": predictions, **references}.items():
             if name != "trivial":
                 fpr, tpr, _ = roc_curve(y_test, pred)
-                ax.plot(fpr, tpr, label=f"{name} (AUC {metrics['references'].get(name, metrics['test'])['roc_auc']:.4f})")
+                ax.plot(
+                    fpr, tpr, label=f"{name} (AUC {metrics['references'].get(name, metrics['test'])['roc_auc']:.4f})"
+                )
         ax.plot([0, 1], [0, 1], "k:", label="chance")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test set")
         ax.legend(loc="lower right")
@@ -152,13 +159,22 @@ def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list
         body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
         return f"<table><tr>{head}</tr>{body}</table>"
 
-    sections = [f"<h1>{html.escape(tag)}</h1>", "<h2>Tuned model against references</h2>", table(comparison_rows(metrics))]
+    sections = [
+        f"<h1>{html.escape(tag)}</h1>",
+        "<h2>Tuned model against references</h2>",
+        table(comparison_rows(metrics)),
+    ]
     for column, rows in metrics["slices"].items():
         sections += [f"<h2>Slices by {html.escape(column)}</h2>", table(rows)]
     for column, entry in metrics["bias"].items():
         sections += [f"<h2>Bias by {html.escape(column)}</h2>", table(entry["groups"])]
-        sections.append("<p>" + html.escape(", ".join(f"{k}: {_fmt(v)}" for k, v in entry.items() if k != "groups")) + "</p>")
-    sections += ["<h2>Leakage checks</h2>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in leakage.lines()) + "</ul>"]
+        sections.append(
+            "<p>" + html.escape(", ".join(f"{k}: {_fmt(v)}" for k, v in entry.items() if k != "groups")) + "</p>"
+        )
+    sections += [
+        "<h2>Leakage checks</h2>",
+        "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in leakage.lines()) + "</ul>",
+    ]
     for plot in plots:
         data = base64.b64encode(plot.read_bytes()).decode()
         sections.append(f'<h2>{html.escape(plot.stem)}</h2><img alt="{plot.stem}" src="data:image/png;base64,{data}">')
@@ -185,7 +201,9 @@ def write_tuning_report(files: ReportFiles, tuned: TuneResult) -> ReportFiles:
     plot = files.folder / "tuning.png"
     fig.savefig(plot, dpi=110)
     plt.close(fig)
-    (files.folder / "trials.json").write_text(json.dumps({"trials": tuned.trials, "curves": tuned.curves}, indent=1, default=str))
+    (files.folder / "trials.json").write_text(
+        json.dumps({"trials": tuned.trials, "curves": tuned.curves}, indent=1, default=str)
+    )
     return ReportFiles(folder=files.folder, plots=[*files.plots, plot], html=files.html)
 
 

@@ -78,7 +78,9 @@ def fit_booster(
     return booster[: best + 1] if best + 1 < booster.num_boosted_rounds() else booster
 
 
-def fit_final_model(data: TrainingData, best_config: dict[str, Any], best_rounds: int, config: PipelineConfig) -> xgb.Booster:
+def fit_final_model(
+    data: TrainingData, best_config: dict[str, Any], best_rounds: int, config: PipelineConfig
+) -> xgb.Booster:
     """The model to ship, by the config's `tune.final_fit` rule (see `schemas.config.TuneConfig.final_fit`)."""
     params = xgb_params(config.task, best_config, nthread=0, seed=config.seed)
     if config.tune.gpus_per_trial > 0:

@@ -121,7 +121,9 @@ class _ProgressLog(tune.Callback):
         self.done = 0
         self.best = math.inf
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         self.best = min(self.best, result["valid_score"])
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -137,7 +139,9 @@ def _searcher(settings: TuneConfig, seed: int, concurrent: int) -> Any:
         try:
             from ray.tune.search.optuna import OptunaSearch
         except ImportError as exc:  # pragma: no cover - optuna is in the lock, but it is an optional extra
-            raise RuntimeError("tune.searcher: optuna needs the optuna package (pip install 'mlcycle[optuna]')") from exc
+            raise RuntimeError(
+                "tune.searcher: optuna needs the optuna package (pip install 'mlcycle[optuna]')"
+            ) from exc
         from ray.tune.search import ConcurrencyLimiter
 
         return ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=concurrent)
@@ -158,7 +162,10 @@ def tune_xgboost(
     cpus = int(ray.cluster_resources().get("CPU", 1))
     concurrent = max(1, cpus // settings.cpus_per_trial)
     metric = STOPPING_METRIC[task]
-    resources = {"cpu": settings.cpus_per_trial, **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {})}
+    resources = {
+        "cpu": settings.cpus_per_trial,
+        **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
+    }
     trainable = tune.with_resources(
         tune.with_parameters(_trial, data=data, task=task, settings=settings, seed=seed), resources
     )
@@ -178,8 +185,11 @@ def tune_xgboost(
                 num_samples=settings.num_samples,
                 time_budget_s=settings.time_budget_s,
                 search_alg=_searcher(settings, seed, concurrent),
-                scheduler=ASHAScheduler(max_t=reports, grace_period=min(settings.grace_period, reports),
-                                        reduction_factor=settings.reduction_factor),  # fmt: skip
+                scheduler=ASHAScheduler(
+                    max_t=reports,
+                    grace_period=min(settings.grace_period, reports),
+                    reduction_factor=settings.reduction_factor,
+                ),  # fmt: skip
                 # A worker process per trial costs seconds of start-up and imports; reuse them.
                 reuse_actors=True,
             ),
@@ -199,7 +209,9 @@ def tune_xgboost(
     curves = {t["trial_id"]: _curve(r) for t, r in zip(trials, grid, strict=True)}
     scored = [t for t in trials if t["valid_score"] is not None]
     if not scored:
-        raise RuntimeError(f"no trial reported a result; first errors: {[t['error'] for t in trials if t['error']][:3]}")
+        raise RuntimeError(
+            f"no trial reported a result; first errors: {[t['error'] for t in trials if t['error']][:3]}"
+        )
     best = grid.get_best_result(metric="valid_score", mode="min", scope="last")
     log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds",
              elapsed, metric, best.metrics["valid_score"], best.metrics["rounds"])  # fmt: skip

@@ -225,5 +225,7 @@ def _as_text(value: object) -> str:
 
 def reasons_by_row(quarantine: pd.DataFrame) -> pd.DataFrame:
     """One line per quarantined row: its reasons as `column: check (value)` joined with '; '."""
-    described = quarantine.assign(reason=quarantine["column"] + ": " + quarantine["check"] + " (" + quarantine["value"] + ")")
+    described = quarantine.assign(
+        reason=quarantine["column"] + ": " + quarantine["check"] + " (" + quarantine["value"] + ")"
+    )
     return described.groupby("row", sort=True)["reason"].agg("; ".join).reset_index()

@@ -68,7 +68,9 @@ def test_small_groups_are_shown_but_not_in_the_gaps() -> None:
 def _data(task: str) -> tuple[TrainingData, pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(1)
     n = 400
-    x = pd.DataFrame({"a": rng.normal(size=n), "b": pd.Categorical(rng.choice(["u", "v", None], n), categories=["u", "v"])})
+    x = pd.DataFrame(
+        {"a": rng.normal(size=n), "b": pd.Categorical(rng.choice(["u", "v", None], n), categories=["u", "v"])}
+    )
     signal = x["a"].to_numpy() + (x["b"] == "u").to_numpy() * 1.0
     y = (signal + rng.normal(scale=0.3, size=n) > 0.5).astype(float) if task == "binary" else signal * 10 + 50
     return TrainingData(x[:200], y[:200], x[200:300], y[200:300]), x[300:], y[300:]

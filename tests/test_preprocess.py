@@ -11,7 +11,9 @@ import pytest
 from schemas.config import DerivedFeature, PreprocessConfig
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, clock_hour, fit_preprocessor, unseen_categories
 
-TRAIN = pd.DataFrame({"colour": ["red", "blue", None, "red"], "size": [1.0, 2.0, 3.0, np.nan], "hr": ["12am", "1pm", "6am", "11pm"]})
+TRAIN = pd.DataFrame(
+    {"colour": ["red", "blue", None, "red"], "size": [1.0, 2.0, 3.0, np.nan], "hr": ["12am", "1pm", "6am", "11pm"]}
+)
 
 
 def test_clock_hours_parse() -> None:
@@ -53,7 +55,9 @@ def test_apply_does_not_change_its_input() -> None:
 
 
 def test_timestamp_parts_are_derived_the_same_way_for_any_frame() -> None:
-    config = PreprocessConfig(derived=[DerivedFeature(name=n, source="at", kind=n) for n in ("hour", "month", "dayofweek")])  # type: ignore[arg-type]
+    config = PreprocessConfig(
+        derived=[DerivedFeature(name=n, source="at", kind=n) for n in ("hour", "month", "dayofweek")]
+    )  # type: ignore[arg-type]
     spec = fit_preprocessor(pd.DataFrame({"at": ["2012-03-05 17:30:00"]}), ["hour", "month", "dayofweek"], config)
     prepared = apply_preprocessor(spec, pd.DataFrame({"at": ["2012-03-05 17:30:00", "2011-12-31 00:10:00"]}))
     assert prepared.to_dict("list") == {"hour": [17.0, 0.0], "month": [3.0, 12.0], "dayofweek": [0.0, 5.0]}

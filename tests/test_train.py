@@ -14,7 +14,9 @@ def _data(n_train: int = 300, n_valid: int = 100) -> TrainingData:
     rng = np.random.default_rng(0)
 
     def part(n: int) -> tuple[pd.DataFrame, np.ndarray]:
-        x = pd.DataFrame({"a": rng.normal(size=n), "b": pd.Categorical(rng.choice(["u", "v"], n), categories=["u", "v"])})
+        x = pd.DataFrame(
+            {"a": rng.normal(size=n), "b": pd.Categorical(rng.choice(["u", "v"], n), categories=["u", "v"])}
+        )
         y = (x["a"] + (x["b"] == "u") * 0.5 + rng.normal(scale=0.5, size=n) > 0).to_numpy(dtype="float64")
         return x, y
 

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import ray
 import pandas as pd
+import ray
 from ray.cluster_utils import Cluster
 
 from schemas.config import TuneConfig

@@ -52,7 +52,9 @@ def served_adult(adult_run) -> Iterator[str]:  # type: ignore[no-untyped-def]
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}")
+                pytest.fail(
+                    f"bentoml serve exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}"
+                )
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from schemas import resolve_schema
+from schemas.adult import NATIVE_COUNTRY
+from serving.requests import check_records
 from tasks.bundle import load_bundle
 from tasks.ingest import read_source
 from tasks.paths import mlcycle_home
 from tasks.validate import validate_frame
-from schemas.adult import NATIVE_COUNTRY
-from serving.requests import check_records
 from tests.conftest import ADULT_RECORD, ROOT
 
 pytestmark = pytest.mark.integration

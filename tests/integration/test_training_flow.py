@@ -19,13 +19,17 @@ pytestmark = pytest.mark.integration
 def test_flow_saves_a_complete_bundle(adult_run) -> None:  # type: ignore[no-untyped-def]
     config, result = adult_run
     root = Path(bentoml.models.get(result.tag).path)
-    assert {BOOSTER_FILE, "preprocessor.json", "config.json", "metrics.json", "lineage.json"} <= {p.name for p in root.iterdir()}
+    assert {BOOSTER_FILE, "preprocessor.json", "config.json", "metrics.json", "lineage.json"} <= {
+        p.name for p in root.iterdir()
+    }
     assert not list(root.glob("*.pkl"))
 
     bundle = load_bundle(result.tag)
     assert bundle.tag == result.tag
     assert bundle.classes == ["<=50K", ">50K"]
-    assert {f.name for f in bundle.preprocessor.features} == set(resolve_schema(config.features_schema_ref).to_schema().columns)
+    assert {f.name for f in bundle.preprocessor.features} == set(
+        resolve_schema(config.features_schema_ref).to_schema().columns
+    )
     lineage = json.loads((root / "lineage.json").read_text())
     for key in ("data_hash", "schema_hash", "config_hash", "seed", "libraries", "flow_run_id", "best_trial_id"):
         assert lineage[key], key

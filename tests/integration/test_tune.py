@@ -100,7 +100,7 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(prefect_server: N
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming the search" in second.stderr + second.stdout
-    report = json.loads(second.stdout[second.stdout.index("{"):])
+    report = json.loads(second.stdout[second.stdout.index("{") :])
     trials = json.loads((Path(report["report"]).parent / "trials.json").read_text())["trials"]
     assert len(trials) == 24
     after = {t["trial_id"]: t["valid_score"] for t in trials}
