@@ -18,7 +18,6 @@ from schemas.config import TaskType
 from tasks.train import TrainingData, dmatrix, xgb_params
 
 PRIMARY_METRIC = {"binary": "roc_auc", "regression": "rmse"}
-LOWER_IS_BETTER = {"rmse", "mae", "rmsle", "log_loss", "brier"}
 MIN_GROUP_ROWS = 30  # groups smaller than this are shown but left out of the largest-gap figures
 
 

@@ -65,3 +65,11 @@ def local_ray() -> Iterator[None]:
              _node_ip_address="127.0.0.1")  # fmt: skip
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An empty dataset store of the ingest tests' own."""
+    from tasks.store import DatasetStore
+
+    return DatasetStore(tmp_path / "store")

@@ -23,11 +23,6 @@ from tests.ingest_fixtures import (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> DatasetStore:
-    return DatasetStore(tmp_path / "store")
-
-
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)

@@ -22,11 +22,6 @@ def landing(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> DatasetStore:
-    return DatasetStore(tmp_path / "store")
-
-
 def _config(landing: Path, settle_s: float = 0.0) -> PipelineConfig:
     return tiny_config({"kind": "landing", "landing": {"path": str(landing), "pattern": "*.csv", "settle_s": settle_s}})
 

@@ -15,11 +15,6 @@ from tests.ingest_fixtures import TinySchema, tiny_config
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> DatasetStore:
-    return DatasetStore(tmp_path / "store")
-
-
-@pytest.fixture
 def database(tmp_path: Path) -> Path:
     path = tmp_path / "live.db"
     with sqlite3.connect(path) as conn:

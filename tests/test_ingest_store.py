@@ -30,11 +30,6 @@ from tasks.store import (
 from tests.ingest_fixtures import HEADER, TinySchema, TinySchemaV2, admit_file, good_rows, tiny_config
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> DatasetStore:
-    return DatasetStore(tmp_path / "store")
-
-
 def test_registry_records_source_hash_counts_schema_and_time(tmp_path: Path, store: DatasetStore) -> None:
     path = tmp_path / "a.csv"
     path.write_text(HEADER + good_rows(3) + "4,pink,1\n")

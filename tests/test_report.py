@@ -11,7 +11,7 @@ import pytest
 from tasks.evaluate import evaluate_model
 from tasks.prepare import LeakageReport
 from tasks.report import markdown_report, write_report
-from tasks.train import TrainingData, fit_booster, xgb_params
+from tasks.train import TrainingData, dmatrix, fit_booster, xgb_params
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -24,7 +24,7 @@ def test_report_writes_plots_html_and_markdown(tmp_path: Path, task: str) -> Non
     data = TrainingData(x[:200], y[:200], x[200:250], y[200:250])
     booster = fit_booster(data, xgb_params(task, {"max_depth": 2}, 1, 0), 20, 5)  # type: ignore[arg-type]
     x_test, y_test = x[250:], y[250:]
-    pred = booster.predict(__import__("xgboost").DMatrix(x_test))
+    pred = booster.predict(dmatrix(x_test, None, 1))
     refs = {"trivial": np.full(50, y[:200].mean())}
     groups = pd.DataFrame({"g": ["p", "q"] * 25})
     metrics = evaluate_model(task, y_test, pred, refs, groups, groups, groups)  # type: ignore[arg-type]
