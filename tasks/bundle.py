@@ -115,14 +115,19 @@ def save_bundle(
         for name, payload in contents.items():
             (root / name).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
         tag = str(model.tag)
+    from tasks import registry
+
+    registry.register(tag, primary_metric=primary, metric=metrics["test"][primary], data_hash=lineage["data_hash"])
     return tag
 
 
 def load_bundle(tag: str) -> ModelBundle:
-    """Load a bundle by tag (`adult:abc123`) or by name for the newest version (`adult`)."""
+    """Load a bundle by tag (`adult:abc123`), or by name for its champion (the newest version before any)."""
     import bentoml
 
-    model = bentoml.models.get(tag)
+    from tasks import registry
+
+    model = bentoml.models.get(registry.resolve(tag))
     root = Path(model.path)
     booster = xgb.Booster()
     booster.load_model(str(root / BOOSTER_FILE))
