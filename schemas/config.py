@@ -211,8 +211,55 @@ class TuneConfig(_Strict):
     )
 
 
+class BatchingConfig(_Strict):
+    """Adaptive batching of /predict: records of concurrent requests share one booster call.
+
+    The batcher never sheds load: a request waits for the running batch instead of failing. Measured on this
+    2-core machine (README, benchmarks/serve.py) it does not beat unbatched serving for single records, so it is off
+    by default; it pays off where one booster call costs more than the Python around it (deep models, many cores).
+    """
+
+    enabled: bool = False
+    max_batch_size: int = Field(default=256, ge=1, description="Rows per booster call at most.")
+    max_latency_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a batch waits for more requests once the first has arrived; 0 batches only what "
+        "queued while the previous batch ran.",
+    )
+
+
+class RequestLogConfig(_Strict):
+    """A sample of served records and predictions, appended to Parquet for drift checks."""
+
+    enabled: bool = True
+    sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of requests whose records are logged.")
+    flush_rows: int = Field(default=1000, ge=1, description="Rows buffered before a Parquet file is written.")
+    flush_s: float = Field(default=10.0, gt=0, description="A non-empty buffer is written at least this often.")
+    max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="Total size per model name; the oldest files go first."
+    )
+
+
 class ServingConfig(_Strict):
-    max_records: int = Field(default=1000, ge=1)
+    """The prediction service's limits, batching, reload and request log."""
+
+    max_records: int = Field(default=1000, ge=1, description="Records per /predict or /explain request.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="JSON body size limit (413 above).")
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="/predict_batch file size limit.")
+    max_upload_rows: int = Field(default=200_000, ge=1, description="Rows per /predict_batch upload.")
+    predict_threads: int = Field(default=1, ge=1, description="XGBoost threads per booster call.")
+    reload_poll_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="When serving a model by name, look for a new champion this often (0: only POST /reload).",
+    )
+    api_key_env: str = Field(
+        default="MLCYCLE_API_KEY",
+        description="Environment variable holding the Bearer token that prediction endpoints require, if set.",
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
 
 
 class PipelineConfig(_Strict):

@@ -1,57 +1,555 @@
-"""The prediction service: one BentoML service that serves a model bundle from the model store.
+"""The prediction service: one BentoML service serving the champion model of a dataset.
 
-`MLCYCLE_MODEL_TAG` names the bundle: a full tag (`adult:abc123`) or a model name for its newest version
-(default `adult`). Requests are validated with the dataset's features schema and prepared by the same
-preprocessing code that training used; the answer names the model that gave it.
+`MLCYCLE_MODEL_TAG` picks the model at start: a bare name (default `adult`) serves that name's champion (its newest
+version before any promotion) and follows later promotions (POST /reload, and a registry poll every
+`serving.reload_poll_s`); a full tag pins one version. Requests are validated by the record model generated from
+the dataset's pandera features schema (schemas/api.py) and encoded by the preprocessing spec that training fitted
+(tasks/preprocess.py), without pandas on the single-record path; answers name the model that gave them.
+
+Endpoints: POST /predict, /predict_batch (CSV or Parquet body), /explain, /reload, /model; GET /metadata;
+/healthz, /readyz, /metrics from BentoML. Client mistakes get 400/401/413/422 with reasons, never 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import io
+import json
 import logging
 import os
+import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
+import orjson
+from _bentoml_sdk.io_models import IODescriptor
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from schemas import resolve_schema
-from serving.requests import check_records
-from tasks.bundle import load_bundle
-from tasks.validate import SchemaContractError
+from schemas.api import FieldError, RecordValidator, pydantic_errors, record_model
+from schemas.config import ServingConfig
+from serving.batching import MicroBatcher
+from tasks.bundle import ModelBundle, load_bundle
+from tasks.preprocess import encode_records
+from tasks.request_log import RequestLog
 
 log = logging.getLogger("mlcycle.serving")
+EXAMPLES = Path(__file__).parent / "examples"
+SERVING_ENV = "MLCYCLE_SERVING"  # JSON overrides of the `serving:` config section, e.g. '{"batching": {"enabled": true}}'
 
 
-@bentoml.service(name="mlcycle", traffic={"timeout": 30})
+def model_ref() -> str:
+    """What to serve: MLCYCLE_MODEL_TAG (a full tag or a model name), default `adult`."""
+    return os.environ.get("MLCYCLE_MODEL_TAG", "adult")
+
+
+def serving_config(bundle: ModelBundle) -> ServingConfig:
+    """The bundle's `serving:` section with the overrides of MLCYCLE_SERVING applied (deep merge)."""
+    base = bundle.config.serving.model_dump()
+    extra = os.environ.get(SERVING_ENV)
+    if extra:
+        base = _merge(base, json.loads(extra))
+    return ServingConfig.model_validate(base)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+# --- the model being served ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Predictor:
+    """One loaded model with its validator; replaced as a whole when the champion changes."""
+
+    bundle: ModelBundle
+    validator: RecordValidator
+    feature_sources: list[str]  # per model feature, the request field it comes from (derived → its source)
+
+    @classmethod
+    def load(cls, ref: str, threads: int = 1) -> Predictor:
+        bundle = load_bundle(ref)
+        bundle.booster.set_param({"nthread": threads})
+        schema = resolve_schema(bundle.config.features_schema_ref)
+        sources = {d.name: d.source for d in bundle.preprocessor.derived}
+        return cls(bundle, record_model(schema, (example_records(bundle.config.name) or [None])[0]),
+                   [sources.get(n, n) for n in bundle.preprocessor.feature_names])  # fmt: skip
+
+    @property
+    def tag(self) -> str:
+        return self.bundle.tag
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(self.bundle.booster.inplace_predict(features), dtype=np.float64)
+
+    def answers(self, raw: np.ndarray) -> list[dict[str, Any]]:
+        if self.bundle.config.task == "binary":
+            negative, positive = self.bundle.classes
+            return [{"probability": p, "label": positive if p >= 0.5 else negative} for p in raw.tolist()]
+        return [{"value": v} for v in raw.tolist()]
+
+    def explain(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """XGBoost's own SHAP values (pred_contribs) per model feature, and the bias column."""
+        import xgboost as xgb
+
+        booster = self.bundle.booster
+        matrix = xgb.DMatrix(features, feature_names=booster.feature_names, feature_types=booster.feature_types,
+                             enable_categorical=True, nthread=1)  # fmt: skip
+        contribs = booster.predict(matrix, pred_contribs=True)
+        return contribs[:, :-1], contribs[:, -1]
+
+
+def example_records(name: str) -> list[dict[str, Any]]:
+    path = EXAMPLES / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+# --- request bodies: read once, limits and API key checked before parsing --------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    error: str
+    errors: tuple[FieldError, ...] = ()
+
+    def response(self, request_id: str, model: str | None) -> Response:
+        body = {"error": self.error, "errors": [e.as_dict() for e in self.errors], "model": model,
+                "request_id": request_id}  # fmt: skip
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return Response(orjson.dumps(body), status_code=self.status, media_type="application/json", headers=headers)
+
+
+@dataclass
+class Guard:
+    """The limits and API key the request readers enforce; set by the service when it starts."""
+
+    api_key: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_upload_bytes: int = 64 * 1024 * 1024
+
+
+GUARD = Guard()
+
+
+def check_key(headers: Any) -> Refusal | None:
+    if not GUARD.api_key:
+        return None
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return Refusal(401, "this endpoint needs an API key: send 'Authorization: Bearer <key>'")
+    if not hmac.compare_digest(token.strip().encode(), GUARD.api_key.encode()):
+        return Refusal(401, "the API key is not valid")
+    return None
+
+
+async def read_body(request: Request, limit: int) -> bytes | Refusal:
+    """The request body, or 401/413 before it is read in full."""
+    refused = check_key(request.headers)
+    if refused:
+        return refused
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return Refusal(413, f"request body is {int(declared)} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return Refusal(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class RecordsInput(IODescriptor):
+    """`{"records": [...]}`; the record model is set from the features schema when the service module loads."""
+
+    records: list[dict[str, Any]]
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> IODescriptor:
+        # The body reaches the API method unparsed: the method validates it with the model being served now,
+        # and answers 400/413/422 itself (BentoML's own input errors are all 400 without record index).
+        return cls.model_construct(records=await read_body(request, GUARD.max_body_bytes))  # type: ignore[arg-type]
+
+
+class UploadInput(IODescriptor):
+    """A CSV or Parquet file as the raw request body (Content-Type text/csv or application/vnd.apache.parquet)."""
+
+    file: bytes
+
+    @classmethod
+    def mime_type(cls) -> str:
+        return "application/octet-stream"
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> IODescriptor:
+        body = await read_body(request, GUARD.max_upload_bytes)
+        content_type = request.headers.get("content-type", "")
+        return cls.model_construct(file=(body, content_type))  # type: ignore[arg-type]
+
+
+class EmptyInput(IODescriptor):
+    """No body needed (any body is ignored)."""
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> IODescriptor:
+        return cls.model_construct()
+
+
+def _input_spec(base: type[IODescriptor], record: type[BaseModel], max_records: int, example: Any) -> type:
+    """A RecordsInput whose documented record type is the generated model (for the OpenAPI document)."""
+    config = ConfigDict(json_schema_extra={"example": {"records": example}} if example else None)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{record.__name__}Request", __base__=base, __config__=config,
+        records=(list[record], Field(min_length=1, max_length=max_records,  # type: ignore[valid-type]
+                                     description=f"1 to {max_records} records")),
+    )  # fmt: skip
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="The tag of the model that answered.")
+    request_id: str
+    predictions: list[dict[str, Any]] = Field(
+        description="Per record: `probability` and `label` (classification) or `value` (regression)."
+    )
+    unseen_categories: dict[str, int] = Field(description="Per feature, values never seen in training.")
+
+
+# The record model documented in OpenAPI: the one of the model chosen at start (a reload keeps its dataset).
+def _startup_spec() -> tuple[type, int]:
+    try:
+        startup = Predictor.load(model_ref())
+    except Exception as exc:  # no model yet (e.g. `bentoml build` before training): a generic record model
+        log.warning("cannot load %s for the OpenAPI document: %s", model_ref(), exc)
+        return RecordsInput, 1000
+    limit = serving_config(startup.bundle).max_records
+    spec = _input_spec(RecordsInput, startup.validator.model, limit, example_records(startup.bundle.config.name)[:2])
+    return spec, limit
+
+
+STARTUP_SPEC, _ = _startup_spec()
+metadata_app = Starlette(routes=[])  # GET /metadata; its route is added by the service instance
+_LIVE: dict[str, Any] = {}
+COUNTERS: dict[str, Any] = {}  # Prometheus counters, registered once per process
+
+
+async def _metadata_route(request: Request) -> Response:
+    service = _LIVE.get("service")
+    if service is None:
+        return JSONResponse({"error": "service is starting"}, status_code=503)
+    return Response(orjson.dumps(service.metadata_body(), default=str), media_type="application/json")
+
+
+metadata_app.router.routes.append(Route("/metadata", _metadata_route, methods=["GET"]))
+
+
+def _resolved_tag() -> str:
+    from tasks import registry
+
+    ref = model_ref()
+    try:
+        return registry.resolve(ref)
+    except Exception:  # inside a built Bento there may be no registry: BentoML's own store decides
+        return ref
+
+
+@bentoml.service(name="mlcycle", traffic={"timeout": 60})
+@bentoml.asgi_app(metadata_app, path="/")
 class MLCycleService:
-    # Read when BentoML imports the service (the service's own entry point), so `bentoml build` can pin it.
-    model_ref = bentoml.models.BentoModel(os.environ.get("MLCYCLE_MODEL_TAG", "adult"))
+    # Resolved when BentoML imports the service, so `bentoml build` pins the champion into the Bento.
+    model = bentoml.models.BentoModel(_resolved_tag())
 
     def __init__(self) -> None:
-        self.bundle = load_bundle(str(self.model_ref.tag))
-        self.features_schema = resolve_schema(self.bundle.config.features_schema_ref)
-        log.info("serving %s", self.bundle.tag)
+        self.ref = model_ref()
+        self.predictor = Predictor.load(self.ref)
+        self.config = serving_config(self.predictor.bundle)
+        self.predictor.bundle.booster.set_param({"nthread": self.config.predict_threads})
+        GUARD.api_key = os.environ.get(self.config.api_key_env) or None
+        GUARD.max_body_bytes = self.config.max_body_bytes
+        GUARD.max_upload_bytes = self.config.max_upload_bytes
+        batching = self.config.batching
+        self.batcher = MicroBatcher(batching.max_batch_size, batching.max_latency_ms) if batching.enabled else None
+        self.request_log = self._request_log(self.predictor)
+        self._reload_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics()
+        _LIVE["service"] = self
+        log.info("serving %s (ref %s, batching %s)", self.predictor.tag, self.ref, batching.enabled)
 
-    @bentoml.api
-    def predict(self, records: list[dict[str, Any]], ctx: bentoml.Context) -> dict[str, Any]:
-        """Predict for a list of records with the dataset's feature fields."""
-        request_id = uuid.uuid4().hex
+    def _metrics(self) -> None:
+        if not COUNTERS:  # one registration per process
+            labels = ["model"]
+            COUNTERS.update({
+                "predictions": bentoml.metrics.Counter(name="mlcycle_predictions", documentation="Records predicted",
+                                                       labelnames=labels),  # fmt: skip
+                "failures": bentoml.metrics.Counter(name="mlcycle_validation_failures",
+                                                    documentation="Requests refused by validation (4xx)",
+                                                    labelnames=[*labels, "status"]),  # fmt: skip
+                "unseen": bentoml.metrics.Counter(name="mlcycle_unseen_categories",
+                                                  documentation="Category values never seen in training",
+                                                  labelnames=[*labels, "feature"]),  # fmt: skip
+                "reloads": bentoml.metrics.Counter(name="mlcycle_model_reloads",
+                                                   documentation="Champion changes picked up", labelnames=labels),  # fmt: skip
+            })
+
+    def _request_log(self, predictor: Predictor) -> RequestLog | None:
+        settings = self.config.request_log
+        if not settings.enabled or settings.sample_rate <= 0:
+            return None
+        columns = {n: str(c.dtype) for n, c in predictor.validator.schema.to_schema().columns.items()}
+        return RequestLog(predictor.bundle.config.name, columns, settings)
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    @bentoml.on_startup
+    async def start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.request_log is not None:
+            self._tasks.append(loop.create_task(self._flush_every(self.config.request_log.flush_s)))
+        if ":" not in self.ref and self.config.reload_poll_s > 0:
+            self._tasks.append(loop.create_task(self._poll_champion(self.config.reload_poll_s)))
+
+    @bentoml.on_shutdown
+    async def stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self.request_log is not None:
+            await asyncio.to_thread(self.request_log.flush)
+
+    async def _flush_every(self, seconds: float) -> None:
+        assert self.request_log is not None
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await asyncio.to_thread(self.request_log.flush)
+            except Exception:  # a full disk must not stop predictions; the next flush tries again
+                log.exception("request log flush failed")
+
+    async def _poll_champion(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.reload_model()
+            except Exception:
+                log.exception("champion poll failed; still serving %s", self.predictor.tag)
+
+    async def reload_model(self) -> dict[str, Any]:
+        """Serve the current champion of the name given at start; the old model answers until the new one is
+        loaded, then one assignment switches (no request is refused or dropped)."""
+        async with self._reload_lock:
+            previous = self.predictor.tag
+            target = await asyncio.to_thread(_resolve, self.ref)
+            if target == previous:
+                return {"model": previous, "previous": previous, "changed": False}
+            fresh = await asyncio.to_thread(Predictor.load, target, self.config.predict_threads)
+            if self.request_log is not None and fresh.bundle.config.name != self.predictor.bundle.config.name:
+                await asyncio.to_thread(self.request_log.flush)
+                self.request_log = self._request_log(fresh)
+            self.predictor = fresh
+            COUNTERS["reloads"].labels(model=fresh.tag).inc()
+            log.info("now serving %s (was %s)", fresh.tag, previous)
+            return {"model": fresh.tag, "previous": previous, "changed": True}
+
+    # --- the work, callable directly (tier-1 tests) -------------------------------------------------------------
+
+    def parse(self, body: bytes, predictor: Predictor) -> list[dict[str, Any]] | Refusal:
+        """Validate a JSON body `{"records": [...]}`: 400 if it is not JSON, 413 over the record limit, 422 with
+        record index and field for every broken record."""
+        limit = self.config.max_records
         try:
-            frame, errors = check_records(records, self.features_schema, self.bundle.config.serving.max_records)
-        except SchemaContractError as exc:
-            frame, errors = None, []
-            message = str(exc)
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return Refusal(400, f"body is not valid JSON: {exc}")
+        if not isinstance(parsed, dict) or "records" not in parsed:
+            return Refusal(422, 'body must be a JSON object {"records": [{field: value, ...}, ...]}')
+        extra = sorted(set(parsed) - {"records"})
+        if extra:
+            return Refusal(422, f"unexpected top-level field(s) {extra}; only 'records' is allowed")
+        records = parsed["records"]
+        if not isinstance(records, list):
+            return Refusal(422, f"'records' must be a list of objects, got {type(records).__name__}")
+        if not records:
+            return Refusal(422, "'records' is empty; send 1 to {limit} records".format(limit=limit))
+        if len(records) > limit:
+            return Refusal(413, f"at most {limit} records per request, got {len(records)}")
+        rows, errors = predictor.validator.validate_python(records)
+        if errors:
+            broken = len({e.record for e in errors})
+            return Refusal(422, f"{broken} of {len(records)} record(s) failed validation", tuple(errors))
+        return rows
+
+    async def score(self, rows: list[dict[str, Any]], predictor: Predictor) -> tuple[np.ndarray, dict[str, int]]:
+        features, unseen = encode_records(predictor.bundle.preprocessor, rows)
+        if self.batcher is not None:
+            raw = await self.batcher.predict(features, predictor.predict)
+        elif len(rows) <= 64:  # a few rows: cheaper on the event loop than a thread hop
+            raw = predictor.predict(features)
         else:
-            message = f"{len({e.record for e in errors})} record(s) failed validation"
-        if frame is None:
-            ctx.response.status_code = 422
-            return {"error": message, "errors": [e.as_dict() for e in errors], "model": self.bundle.tag,
-                    "request_id": request_id}  # fmt: skip
-        predictions, unseen = self.bundle.predict_records(frame)
-        return {"model": self.bundle.tag, "request_id": request_id, "predictions": predictions,
-                "unseen_categories": unseen}  # fmt: skip
+            raw = await asyncio.to_thread(predictor.predict, features)
+        return raw, unseen
+
+    def account(self, predictor: Predictor, rows: list[dict[str, Any]], raw: np.ndarray,
+                unseen: dict[str, int], request_id: str) -> None:  # fmt: skip
+        counters = COUNTERS
+        counters["predictions"].labels(model=predictor.tag).inc(len(rows))
+        for feature, count in unseen.items():
+            counters["unseen"].labels(model=predictor.tag, feature=feature).inc(count)
+        if self.request_log is not None and self.request_log.sampled():
+            due = self.request_log.add(rows, predictor.tag, request_id, raw.tolist())
+            if due:
+                asyncio.get_running_loop().run_in_executor(None, self.request_log.flush)
+
+    def refuse(self, refusal: Refusal, request_id: str, model: str) -> Response:
+        COUNTERS["failures"].labels(model=model, status=str(refusal.status)).inc()
+        return refusal.response(request_id, model)
+
+    async def predict_body(self, body: bytes | Refusal) -> Response:
+        request_id = uuid.uuid4().hex
+        predictor = self.predictor  # one model per request, even if a reload switches mid-way
+        rows = body if isinstance(body, Refusal) else self.parse(body, predictor)
+        if isinstance(rows, Refusal):
+            return self.refuse(rows, request_id, predictor.tag)
+        raw, unseen = await self.score(rows, predictor)
+        self.account(predictor, rows, raw, unseen, request_id)
+        answer = {"model": predictor.tag, "request_id": request_id, "predictions": predictor.answers(raw),
+                  "unseen_categories": unseen}  # fmt: skip
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    def metadata_body(self) -> dict[str, Any]:
+        from tasks import registry
+
+        predictor = self.predictor
+        bundle = predictor.bundle
+        name = bundle.config.name
+        try:
+            since = registry.champion_since(name) if registry.champion(name) == bundle.tag else None
+        except Exception:
+            since = None
+        return {
+            "model": bundle.tag,
+            "name": name,
+            "task": bundle.config.task,
+            "classes": bundle.classes,
+            "champion": since is not None,
+            "champion_since": since,
+            "served_ref": self.ref,
+            "schema": predictor.validator.model.model_json_schema(),
+            "features": bundle.preprocessor.feature_names,
+            "metrics": bundle.metrics,
+            "lineage": bundle.lineage,
+            "serving": self.config.model_dump(exclude={"api_key_env"}),
+            "api_key_required": GUARD.api_key is not None,
+        }
+
+    # --- HTTP endpoints -----------------------------------------------------------------------------------------
+
+    @bentoml.api(route="/predict", input_spec=STARTUP_SPEC, output_spec=PredictResponse)
+    async def predict(self, records: Any) -> Any:
+        """Predict for 1 to `max_records` records. 422 names the record index and field of every problem."""
+        return await self.predict_body(records)
+
+    @bentoml.api(route="/explain", input_spec=STARTUP_SPEC)
+    async def explain(self, records: Any) -> Any:
+        """Per-record, per-field SHAP contributions (XGBoost pred_contribs; derived features count to their source
+        field), in log-odds for classification, target units for regression; they sum to `margin` with `bias`."""
+        request_id = uuid.uuid4().hex
+        predictor = self.predictor
+        rows = records if isinstance(records, Refusal) else self.parse(records, predictor)
+        if isinstance(rows, Refusal):
+            return self.refuse(rows, request_id, predictor.tag)
+        features, unseen = encode_records(predictor.bundle.preprocessor, rows)
+        contribs, bias = await asyncio.to_thread(predictor.explain, features)
+        raw = predictor.predict(features)
+        fields = predictor.validator.fields
+        explanations = []
+        for i in range(len(rows)):
+            by_field = dict.fromkeys(fields, 0.0)
+            for j, source in enumerate(predictor.feature_sources):
+                by_field[source] += float(contribs[i, j])
+            explanations.append({"bias": float(bias[i]), "contributions": by_field,
+                                 "margin": float(bias[i] + contribs[i].sum()), **predictor.answers(raw[i:i + 1])[0]})  # fmt: skip
+        units = "log-odds" if predictor.bundle.config.task == "binary" else "target"
+        answer = {"model": predictor.tag, "request_id": request_id, "units": units, "explanations": explanations,
+                  "unseen_categories": unseen}  # fmt: skip
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    @bentoml.api(route="/predict_batch", input_spec=UploadInput)
+    async def predict_batch(self, file: Any) -> Any:
+        """Score a CSV or Parquet file sent as the request body; a bad row is reported by its 0-based row index."""
+        request_id = uuid.uuid4().hex
+        predictor = self.predictor
+        body, content_type = file
+        if isinstance(body, Refusal):
+            return self.refuse(body, request_id, predictor.tag)
+        started = time.perf_counter()
+        rows = await asyncio.to_thread(self.parse_upload, body, content_type, predictor)
+        if isinstance(rows, Refusal):
+            return self.refuse(rows, request_id, predictor.tag)
+        features, unseen = await asyncio.to_thread(encode_records, predictor.bundle.preprocessor, rows)
+        raw = await asyncio.to_thread(predictor.predict, features)
+        self.account(predictor, rows, raw, unseen, request_id)
+        answer = {"model": predictor.tag, "request_id": request_id, "rows": len(rows),
+                  "predictions": predictor.answers(raw), "unseen_categories": unseen,
+                  "seconds": round(time.perf_counter() - started, 4)}  # fmt: skip
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    def parse_upload(self, body: bytes, content_type: str, predictor: Predictor) -> list[dict[str, Any]] | Refusal:
+        import pandas as pd
+
+        if not body:
+            return Refusal(400, "the upload is empty; send a CSV or Parquet file as the request body")
+        is_parquet = body[:4] == b"PAR1" or "parquet" in content_type
+        try:
+            frame = pd.read_parquet(io.BytesIO(body)) if is_parquet else pd.read_csv(io.BytesIO(body))
+        except Exception as exc:  # any parser error is the upload's fault
+            kind = "Parquet" if is_parquet else "CSV"
+            return Refusal(400, f"cannot read the upload as {kind}: {type(exc).__name__}: {exc}")
+        limit = self.config.max_upload_rows
+        if len(frame) > limit:
+            return Refusal(413, f"at most {limit} rows per upload, got {len(frame)}")
+        if frame.empty:
+            return Refusal(422, "the upload has no rows")
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        rows, errors = predictor.validator.validate_python(records)
+        if errors:
+            broken = len({e.record for e in errors})
+            return Refusal(422, f"{broken} of {len(records)} row(s) failed validation (row = 0-based data row)",
+                           tuple(errors[:1000]))  # fmt: skip
+        return rows
+
+    @bentoml.api(route="/reload", input_spec=EmptyInput)
+    async def reload(self, ctx: bentoml.Context) -> dict[str, Any]:
+        """Switch to the current champion of the served name now (a pinned tag stays). Needs the API key if set."""
+        refused = check_key(ctx.request.headers)
+        if refused is not None:
+            ctx.response.status_code = 401
+            return {"error": refused.error}
+        return await self.reload_model()
 
     @bentoml.api(route="/model")
-    def model(self) -> dict[str, Any]:
-        """Which model answers, with its test metrics and lineage."""
-        return {"model": self.bundle.tag, "metrics": self.bundle.metrics, "lineage": self.bundle.lineage}
+    def model_info(self) -> dict[str, Any]:
+        """Which model answers, with its metrics and lineage (GET /metadata has more)."""
+        bundle = self.predictor.bundle
+        return {"model": bundle.tag, "metrics": bundle.metrics, "lineage": bundle.lineage}
+
+
+def _resolve(ref: str) -> str:
+    from tasks import registry
+
+    return registry.resolve(ref)
+

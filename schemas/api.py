@@ -1,0 +1,199 @@
+"""The service's request model, generated from the dataset's pandera features schema.
+
+One contract: the pandera `DataFrameModel` that validates training rows also defines what a request record may
+hold. `record_model` turns its columns into a pydantic model (types, nullability, ranges and allowed categories, so
+they show in the OpenAPI document) that pydantic-core validates in microseconds per record, without pandas. Checks
+pydantic cannot express (a schema's own `@pa.check` functions) run afterwards, once per request, on the column of
+values, through pandera itself; `RecordValidator.validate` returns the same verdict the pandera schema gives.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import pandera.pandas as pa
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+
+# Checks expressed as pydantic constraints: pandera check name → (pydantic keyword, statistic).
+_BOUNDS = {
+    "greater_than_or_equal_to": [("ge", "min_value")],
+    "greater_than": [("gt", "min_value")],
+    "less_than_or_equal_to": [("le", "max_value")],
+    "less_than": [("lt", "max_value")],
+}
+_INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
+
+
+def _integer(value: Any) -> Any:
+    # pandera coerces "39" and 39.0 to 39 but refuses True, "39.0" and 39.5; pydantic's lax int would take them.
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(value, str) and not _INTEGER_TEXT.match(value.strip()):
+        raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
+def _nullable_float(value: Any) -> Any:
+    # A NaN in a nullable float column is a missing value to pandera.
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _text(value: Any) -> Any:
+    # pandera coerces numbers to text (5 → "5") before its checks; booleans likewise ("True").
+    return str(value) if isinstance(value, int | float) else value
+
+
+def _field_type(column: pa.Column) -> tuple[Any, dict[str, Any], list[pa.Check]]:
+    """The pydantic type and constraints of one pandera column, and the checks left for pandera to run."""
+    dtype = str(column.dtype).lower()
+    constraints: dict[str, Any] = {}
+    leftover: list[pa.Check] = []
+    allowed: list[Any] | None = None
+    pattern: str | None = None
+    for check in column.checks:
+        stats = check.statistics or {}
+        if check.name in _BOUNDS:
+            for keyword, stat in _BOUNDS[check.name]:
+                constraints[keyword] = stats[stat]
+        elif check.name == "in_range":
+            constraints["ge" if stats.get("include_min", True) else "gt"] = stats["min_value"]
+            constraints["le" if stats.get("include_max", True) else "lt"] = stats["max_value"]
+        elif check.name == "isin":
+            allowed = list(stats["allowed_values"])
+        elif check.name == "str_matches":
+            pattern = str(stats["pattern"])
+        else:
+            leftover.append(check)
+    validators: list[Any] = []
+    if allowed is not None:
+        base: Any = Literal[tuple(allowed)]  # type: ignore[valid-type]
+        if all(isinstance(v, str) for v in allowed):
+            validators.append(BeforeValidator(_text))
+    elif dtype.startswith(("int", "uint")):
+        base = int
+        validators.append(BeforeValidator(_integer))
+    elif dtype.startswith("float"):
+        base = float
+        constraints["allow_inf_nan"] = False
+        if column.nullable:
+            validators.append(BeforeValidator(_nullable_float))
+    elif dtype.startswith("bool"):
+        base = bool
+    else:
+        base = str
+        validators.append(BeforeValidator(_text))
+    if pattern is not None:
+        # pandera's str_matches is re.match (anchored at the start); Python's re keeps the dialect identical.
+        validators.append(BeforeValidator(_matcher(pattern)))
+        constraints.setdefault("json_schema_extra", {"pattern": pattern})
+    kind = Annotated[base, *validators] if validators else base  # type: ignore[valid-type]
+    if column.nullable:
+        kind = kind | None
+    return kind, constraints, leftover
+
+
+def _matcher(pattern: str) -> Any:
+    compiled = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        text = str(value) if isinstance(value, int | float) else value
+        if isinstance(text, str) and not compiled.match(text):
+            raise ValueError(f"{text!r} does not match {pattern!r}")
+        return text
+
+    return check
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One reason a record was refused: which record, which field, which rule, in words."""
+
+    record: int | None
+    field: str | None
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"record": self.record, "field": self.field, "rule": self.rule, "message": self.message}
+
+
+@dataclass
+class RecordValidator:
+    """Validates JSON records against a features schema without pandas, with pandera's verdict."""
+
+    schema: type[pa.DataFrameModel]
+    model: type[BaseModel]
+    fields: list[str]
+    leftover: dict[str, list[pa.Check]] = field(default_factory=dict)
+
+    def validate_python(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[FieldError]]:
+        """Validated records as dicts, or the errors of every broken record (index and field named)."""
+        rows: list[dict[str, Any]] = []
+        errors: list[FieldError] = []
+        for index, record in enumerate(records):
+            try:
+                rows.append(self.model.model_validate(record).__dict__)
+            except ValidationError as exc:
+                errors += pydantic_errors(exc, offset=(index,))
+        if not errors:
+            errors = self.check_leftover(rows)
+        return rows, errors
+
+    def check_leftover(self, rows: list[dict[str, Any]]) -> list[FieldError]:
+        """Run the schema's own checks (those pydantic cannot express) through pandera, one column at a time."""
+        if not self.leftover or not rows:
+            return []
+        import pandas as pd
+
+        errors = []
+        for name, checks in self.leftover.items():
+            present = [(i, r[name]) for i, r in enumerate(rows) if r[name] is not None]
+            if not present:
+                continue
+            values = pd.Series([v for _, v in present])
+            for check in checks:
+                passed = check(values).check_output
+                errors += [FieldError(present[j][0], name, check.name, f"{present[j][1]!r} fails {check.name}")
+                           for j in range(len(present)) if not bool(passed.iloc[j])]  # fmt: skip
+        return sorted(errors, key=lambda e: (e.record or 0, e.field or ""))
+
+
+def pydantic_errors(exc: ValidationError, offset: tuple[Any, ...] = ()) -> list[FieldError]:
+    """Pydantic's errors as record index + field + rule + message."""
+    found = []
+    for error in exc.errors(include_url=False, include_context=False):
+        loc = (*offset, *error["loc"])
+        record = next((p for p in loc if isinstance(p, int)), None)
+        names = [p for p in loc if isinstance(p, str) and p != "records"]
+        name = names[0] if names else None
+        kind = error["type"]
+        rule = {"missing": "missing field", "extra_forbidden": "unexpected field"}.get(kind, kind)
+        message = error["msg"].removeprefix("Value error, ")
+        if kind == "literal_error":
+            message = f"{error.get('input')!r} is not an allowed value"
+        elif kind == "value_error":
+            rule = "type"
+        elif kind not in ("missing", "extra_forbidden"):
+            message = f"{message} (got {error.get('input')!r})"
+        found.append(FieldError(record, name, rule, message))
+    return found
+
+
+def record_model(schema: type[pa.DataFrameModel], example: dict[str, Any] | None = None) -> RecordValidator:
+    """Generate the request record model of a pandera features schema (strict: no missing, no extra fields)."""
+    frame_schema = schema.to_schema()
+    definitions: dict[str, Any] = {}
+    leftover: dict[str, list[pa.Check]] = {}
+    for name, column in frame_schema.columns.items():
+        kind, constraints, rest = _field_type(column)
+        description = column.description or None
+        definitions[name] = (kind, Field(..., description=description, **constraints))
+        if rest:
+            leftover[name] = rest
+    config = ConfigDict(extra="forbid", json_schema_extra={"example": example} if example else None)
+    model = create_model(f"{schema.__name__}Record", __config__=config, **definitions)
+    model.__doc__ = (schema.__doc__ or "").strip() or None
+    return RecordValidator(schema=schema, model=model, fields=list(frame_schema.columns), leftover=leftover)
