@@ -172,7 +172,11 @@ def pydantic_errors(exc: ValidationError, offset: tuple[Any, ...] = ()) -> list[
         kind = error["type"]
         rule = {"missing": "missing field", "extra_forbidden": "unexpected field"}.get(kind, kind)
         message = error["msg"].removeprefix("Value error, ")
-        if kind == "literal_error":
+        if kind == "missing":
+            message = f"field {name!r} is missing"
+        elif kind == "extra_forbidden":
+            message = f"field {name!r} is not in the schema"
+        elif kind == "literal_error":
             message = f"{error.get('input')!r} is not an allowed value"
         elif kind == "value_error":
             rule = "type"

@@ -65,7 +65,7 @@ class MicroBatcher:
                     except TimeoutError:
                         break
                 # A batch holds one model's rows; a request for another (just reloaded) model starts the next.
-                if item.predict is not first.predict or size + len(item.rows) > self.max_batch_size:
+                if item.predict != first.predict or size + len(item.rows) > self.max_batch_size:
                     pending = item
                     break
                 batch.append(item)

@@ -168,7 +168,7 @@ async def read_body(request: Request, limit: int) -> bytes | Refusal:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            return Refusal(413, f"request body exceeds the limit of {limit} bytes")
+            return Refusal(413, f"request body exceeds {limit} bytes; the limit is {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -290,18 +290,20 @@ class MLCycleService:
         log.info("serving %s (ref %s, batching %s)", self.predictor.tag, self.ref, batching.enabled)
 
     def _metrics(self) -> None:
-        if not COUNTERS:  # one registration per process
+        if not COUNTERS:  # one registration per process; BentoML's /metrics exports prometheus_client's registry
+            from prometheus_client import Counter
+
             labels = ["model"]
             COUNTERS.update({
-                "predictions": bentoml.metrics.Counter(name="mlcycle_predictions", documentation="Records predicted",
+                "predictions": Counter(name="mlcycle_predictions", documentation="Records predicted",
                                                        labelnames=labels),  # fmt: skip
-                "failures": bentoml.metrics.Counter(name="mlcycle_validation_failures",
+                "failures": Counter(name="mlcycle_validation_failures",
                                                     documentation="Requests refused by validation (4xx)",
                                                     labelnames=[*labels, "status"]),  # fmt: skip
-                "unseen": bentoml.metrics.Counter(name="mlcycle_unseen_categories",
+                "unseen": Counter(name="mlcycle_unseen_categories",
                                                   documentation="Category values never seen in training",
                                                   labelnames=[*labels, "feature"]),  # fmt: skip
-                "reloads": bentoml.metrics.Counter(name="mlcycle_model_reloads",
+                "reloads": Counter(name="mlcycle_model_reloads",
                                                    documentation="Champion changes picked up", labelnames=labels),  # fmt: skip
             })
 
@@ -374,7 +376,10 @@ class MLCycleService:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return Refusal(400, f"body is not valid JSON: {exc}")
+            try:  # NaN and Infinity are not JSON, but common encoders write them: refuse them by field (422)
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return Refusal(400, f"body is not valid JSON: {exc}")
         if not isinstance(parsed, dict) or "records" not in parsed:
             return Refusal(422, 'body must be a JSON object {"records": [{field: value, ...}, ...]}')
         extra = sorted(set(parsed) - {"records"})

@@ -31,9 +31,10 @@ def bike_rows(n: int = 300, seed: int = 0) -> pd.DataFrame:
     }).assign(cnt=lambda f: f.casual + f.registered)  # fmt: skip
 
 
-def save_small_model(dataset: str, rounds: int = 20, seed: int = 0, rows: pd.DataFrame | None = None) -> str:
-    """Train a small real booster for `dataset` and save it as a new version; returns its tag."""
-    config = load_config(ROOT / "configs" / f"{dataset}.yaml")
+def save_small_model(dataset: str, rounds: int = 20, seed: int = 0, name: str | None = None) -> str:
+    """Train a small real booster for `dataset` (saved under `name`, default the dataset's) and return its tag."""
+    config = load_config(ROOT / "configs" / f"{dataset}.yaml", {"name": name} if name else None)
+    rows = None
     frame = rows if rows is not None else (adult_rows(300) if dataset == "adult" else bike_rows(300, seed))
     features = feature_columns(list(frame.columns), config)
     spec = fit_preprocessor(frame, features, config.preprocess)

@@ -1,0 +1,61 @@
+"""The request log: one Parquet schema per model, sampling, and a bounded folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from schemas.config import RequestLogConfig
+from tasks.request_log import RequestLog
+from tests.conftest import ADULT_RECORD
+
+COLUMNS = {"age": "int64", "workclass": "str", "hum": "float64"}
+ROW = {"age": 39, "workclass": None, "hum": 50.5}
+
+
+def test_rows_keep_their_types_even_when_a_column_is_all_missing(tmp_path: Path) -> None:
+    log = RequestLog("adult", COLUMNS, RequestLogConfig(), root=tmp_path)
+    log.add([ROW, {**ROW, "age": 40}], "adult:v1", "req1", [0.25, 0.75])
+    table = pq.read_table(log.flush())
+    assert table.schema.field("workclass").type == "string" and table.schema.field("_ts").type.tz == "UTC"
+    assert table.column("_prediction").to_pylist() == [0.25, 0.75]
+    assert table.column("_model").to_pylist() == ["adult:v1"] * 2
+    assert log.flush() is None  # nothing buffered, no empty file
+
+
+def test_sampling_follows_the_rate_and_the_off_switch(tmp_path: Path) -> None:
+    half = RequestLog("adult", COLUMNS, RequestLogConfig(sample_rate=0.5), root=tmp_path, seed=1)
+    drawn = sum(half.sampled() for _ in range(2000))
+    assert 850 < drawn < 1150
+    off = RequestLog("adult", COLUMNS, RequestLogConfig(enabled=False), root=tmp_path)
+    assert not any(off.sampled() for _ in range(100))
+
+
+def test_flush_is_due_after_flush_rows(tmp_path: Path) -> None:
+    log = RequestLog("adult", COLUMNS, RequestLogConfig(flush_rows=3), root=tmp_path)
+    assert log.add([ROW, ROW], "t", "r", [0.1, 0.2]) is False
+    assert log.add([ROW], "t", "r", [0.3]) is True
+
+
+def test_folder_stays_under_its_bound_by_deleting_the_oldest(tmp_path: Path) -> None:
+    log = RequestLog("adult", COLUMNS, RequestLogConfig(max_bytes=6000), root=tmp_path)
+    written = []
+    for i in range(8):
+        log.add([{**ROW, "age": 20 + i}] * 20, "t", f"r{i}", [0.5] * 20)
+        path = log.flush()
+        assert path is not None
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))  # distinct mtimes: the order of writing
+        written.append(path)
+    remaining = sorted(tmp_path.glob("*.parquet"))
+    assert sum(p.stat().st_size for p in remaining) <= 6000
+    assert written[-1] in remaining and written[0] not in remaining
+    assert remaining == [p for p in written if p in remaining]  # the newest ones stayed
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_unused_record_fields_are_not_logged(tmp_path: Path) -> None:
+    log = RequestLog("adult", {"age": "int64"}, RequestLogConfig(), root=tmp_path)
+    log.add([ADULT_RECORD], "t", "r", [0.5])
+    assert pq.read_table(log.flush()).column_names == ["age", "_ts", "_model", "_request_id", "_prediction"]

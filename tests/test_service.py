@@ -1,0 +1,280 @@
+"""The service in-process: direct calls to the service class (tier 1) and BentoML's ASGI app under Starlette's
+test client (tier 2), on a small real model saved to the session's model store. Tier 3 (a real `bentoml serve`)
+is in tests/integration/test_service_http.py."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+with warnings.catch_warnings():  # starlette 1.10 nudges towards `httpx2`, which the lock does not hold
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from tests.conftest import ADULT_RECORD, ROOT
+from tests.service_models import offline, save_small_model
+
+GOLDEN = json.loads((ROOT / "serving/examples/adult.json").read_text())
+LIMITS = {"max_body_bytes": 600_000, "reload_poll_s": 0, "request_log": {"flush_rows": 10_000, "flush_s": 3600}}
+
+
+@pytest.fixture(scope="module")
+def service_module(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """serving.service imported with MLCYCLE_MODEL_TAG pinned to a fresh small Adult model."""
+    tag = save_small_model("adult", rounds=30)
+    saved = {k: os.environ.get(k) for k in ("MLCYCLE_MODEL_TAG", "MLCYCLE_SERVING", "MLCYCLE_API_KEY")}
+    os.environ["MLCYCLE_MODEL_TAG"] = tag
+    os.environ["MLCYCLE_SERVING"] = json.dumps(LIMITS)
+    os.environ.pop("MLCYCLE_API_KEY", None)
+    import serving.service
+
+    module = importlib.reload(serving.service)  # the OpenAPI record model is built at import
+    module.TAG = tag  # type: ignore[attr-defined]
+    yield module
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def client(service_module: Any) -> Iterator[TestClient]:
+    with TestClient(service_module.MLCycleService.to_asgi(), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+# --- tier 1: direct calls -----------------------------------------------------------------------------------------
+
+
+def test_direct_predictions_equal_offline(service_module: Any) -> None:
+    service = service_module.MLCycleService()
+    response = asyncio.run(service.predict_body(json.dumps({"records": GOLDEN}).encode()))
+    body = json.loads(response.body)
+    assert response.status_code == 200 and body["model"] == service_module.TAG
+    served = np.array([p["probability"] for p in body["predictions"]])
+    np.testing.assert_allclose(served, offline(service_module.TAG, GOLDEN), rtol=0, atol=1e-6)
+    assert body["unseen_categories"]  # the small training set lacks some golden categories, and says so
+
+
+def test_direct_parse_refuses_with_record_and_field(service_module: Any) -> None:
+    service = service_module.MLCycleService()
+    refusal = service.parse(json.dumps({"records": [ADULT_RECORD, {**ADULT_RECORD, "age": 7}]}).encode(),
+                            service.predictor)  # fmt: skip
+    assert refusal.status == 422 and [(e.record, e.field) for e in refusal.errors] == [(1, "age")]
+
+
+def test_batched_answers_equal_unbatched(service_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLCYCLE_SERVING", json.dumps({**LIMITS, "batching": {"enabled": True, "max_latency_ms": 5}}))
+    service = service_module.MLCycleService()
+    bodies = [json.dumps({"records": GOLDEN[i % 12:i % 12 + 1 + i % 3]}).encode() for i in range(24)]
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(*(service.predict_body(b) for b in bodies))
+
+    answers = asyncio.run(all_at_once())
+    assert service.batcher is not None and service.batcher.batches < len(bodies)  # requests did share calls
+    for body, response in zip(bodies, answers, strict=True):
+        records = json.loads(body)["records"]
+        served = [p["probability"] for p in json.loads(response.body)["predictions"]]
+        np.testing.assert_allclose(served, offline(service_module.TAG, records), rtol=0, atol=1e-6)
+
+
+def test_explain_contributions_add_up_to_the_prediction(client: TestClient) -> None:
+    response = client.post("/explain", json={"records": GOLDEN[:3]})
+    assert response.status_code == 200, response.text
+    for item in response.json()["explanations"]:
+        assert set(item["contributions"]) == set(ADULT_RECORD)
+        total = item["bias"] + sum(item["contributions"].values())
+        assert total == pytest.approx(item["margin"], abs=1e-4)
+        assert 1 / (1 + math.exp(-item["margin"])) == pytest.approx(item["probability"], abs=1e-5)
+
+
+# --- tier 2: the ASGI app in-process --------------------------------------------------------------------------------
+
+
+def test_asgi_golden_rows_equal_offline(client: TestClient, service_module: Any) -> None:
+    response = client.post("/predict", json={"records": GOLDEN})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == service_module.TAG and len(body["request_id"]) == 32
+    served = np.array([p["probability"] for p in body["predictions"]])
+    np.testing.assert_allclose(served, offline(service_module.TAG, GOLDEN), rtol=0, atol=1e-6)
+    assert {p["label"] for p in body["predictions"]} <= {"<=50K", ">50K"}
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_batch_upload_answers_like_predict(client: TestClient, service_module: Any, kind: str) -> None:
+    frame = pd.DataFrame(GOLDEN * 50)
+    buffer = io.BytesIO()
+    if kind == "csv":
+        frame.to_csv(buffer, index=False)
+    else:
+        frame.to_parquet(buffer, index=False)
+    content_type = "text/csv" if kind == "csv" else "application/vnd.apache.parquet"
+    response = client.post("/predict_batch", content=buffer.getvalue(), headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["rows"] == 600 and body["model"] == service_module.TAG
+    served = np.array([p["probability"] for p in body["predictions"]])
+    np.testing.assert_allclose(served, np.tile(offline(service_module.TAG, GOLDEN), 50), rtol=0, atol=1e-6)
+
+
+def test_metadata_names_model_schema_metrics_and_lineage(client: TestClient, service_module: Any) -> None:
+    body = client.get("/metadata").json()
+    assert body["model"] == service_module.TAG and body["task"] == "binary"
+    assert body["schema"]["properties"]["age"]["maximum"] == 100
+    assert body["metrics"]["primary"] == "roc_auc" and body["lineage"]["data_hash"]
+    assert body["champion"] is False and body["champion_since"] is None  # a challenger pinned by tag
+
+
+def test_openapi_documents_the_generated_record_model(client: TestClient) -> None:
+    spec = client.get("/docs.json").json()
+    request = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert request["example"]["records"][0] == GOLDEN[0]
+    record = spec["components"]["schemas"]["AdultFeaturesRecord"]
+    assert record["properties"]["sex"]["enum"] == ["Female", "Male"]
+    assert record["properties"]["hours_per_week"]["minimum"] == 1
+
+
+def test_request_log_holds_served_records_with_their_predictions(client: TestClient, service_module: Any) -> None:
+    service = service_module._LIVE["service"]
+    assert service.request_log is not None
+    service.request_log.flush()
+    before = service.request_log.written_rows
+    response = client.post("/predict", json={"records": GOLDEN[:5]})
+    path = service.request_log.flush()
+    assert path is not None and service.request_log.written_rows == before + 5
+    assert path.parent.name == "adult" and path.parent.parent.name == "requests"
+    table = pq.read_table(path).to_pandas()
+    assert list(table.columns) == [*ADULT_RECORD, "_ts", "_model", "_request_id", "_prediction"]
+    assert (table["_request_id"] == response.json()["request_id"]).all()
+    assert table["_prediction"].tolist() == [p["probability"] for p in response.json()["predictions"]]
+    assert table["age"].tolist() == [r["age"] for r in GOLDEN[:5]]
+
+
+def _big_body() -> bytes:
+    return json.dumps({"records": [{**ADULT_RECORD, "education": "x" * 1000}] * 700}).encode()
+
+
+BAD_BODIES: list[tuple[str, bytes | Any, int, str, set[tuple[int | None, str | None]]]] = [
+    ("malformed json", b'{"records": [bad', 400, "not valid JSON", set()),
+    ("empty body", b"", 400, "not valid JSON", set()),
+    ("truncated", b'{"records": [{"age": 39', 400, "not valid JSON", set()),
+    ("a list, not an object", [1, 2], 422, "must be a JSON object", set()),
+    ("no records key", {}, 422, "must be a JSON object", set()),
+    ("records not a list", {"records": 5}, 422, "must be a list", set()),
+    ("records empty", {"records": []}, 422, "is empty", set()),
+    ("extra top-level key", {"records": [ADULT_RECORD], "model": "x"}, 422, "unexpected top-level", set()),
+    ("record not an object", {"records": [7]}, 422, "failed validation", {(0, None)}),
+    ("missing field", {"records": [{k: v for k, v in ADULT_RECORD.items() if k != "sex"}]}, 422, "field 'sex' is missing",
+     {(0, "sex")}),
+    ("extra field", {"records": [{**ADULT_RECORD, "colour": "red"}]}, 422, "'colour' is not in the schema", {(0, "colour")}),
+    ("text for an integer", {"records": [{**ADULT_RECORD, "age": "old"}]}, 422, "not an integer", {(0, "age")}),
+    ("fraction for an integer", {"records": [{**ADULT_RECORD, "age": 39.5}]}, 422, "fractional", {(0, "age")}),
+    ("boolean for an integer", {"records": [{**ADULT_RECORD, "age": True}]}, 422, "boolean", {(0, "age")}),
+    ("null for a required number", {"records": [{**ADULT_RECORD, "age": None}]}, 422, "valid integer",
+     {(0, "age")}),
+    ("below the range", {"records": [{**ADULT_RECORD, "age": 15}]}, 422, "greater than or equal to 16",
+     {(0, "age")}),
+    ("above the range", {"records": [{**ADULT_RECORD, "hours_per_week": 100}]}, 422, "less than or equal to 99",
+     {(0, "hours_per_week")}),
+    ("negative money", {"records": [{**ADULT_RECORD, "capital_gain": -1}]}, 422, "greater than or equal to 0",
+     {(0, "capital_gain")}),
+    ("unknown category", {"records": [{**ADULT_RECORD, "sex": "X"}]}, 422, "not an allowed value", {(0, "sex")}),
+    ("number for a category", {"records": [{**ADULT_RECORD, "workclass": 5}]}, 422, "not an allowed value",
+     {(0, "workclass")}),
+    ("null for a required category", {"records": [{**ADULT_RECORD, "education": None}]}, 422, "allowed value",
+     {(0, "education")}),
+    ("list for a field", {"records": [{**ADULT_RECORD, "race": ["White"]}]}, 422, "allowed value", {(0, "race")}),
+    ("NaN for a number", b'{"records": [' + json.dumps({**ADULT_RECORD, "age": float("nan")}).encode() + b"]}", 422,
+     "finite number", {(0, "age")}),
+    ("Infinity for a number", b'{"records": [' + json.dumps({**ADULT_RECORD, "fnlwgt": float("inf")}).encode()
+     + b"]}", 422, "finite", {(0, "fnlwgt")}),
+    ("only the second record is bad", {"records": [ADULT_RECORD, {**ADULT_RECORD, "age": 200}]}, 422,
+     "1 of 2 record(s)", {(1, "age")}),
+    ("two bad records", {"records": [{**ADULT_RECORD, "sex": "?"}, ADULT_RECORD, {**ADULT_RECORD, "age": 1}]}, 422,
+     "2 of 3 record(s)", {(0, "sex"), (2, "age")}),
+    ("too many records", {"records": [ADULT_RECORD] * 1001}, 413, "at most 1000 records", set()),
+    ("body over the byte limit", _big_body(), 413, "the limit is 600000 bytes", set()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "payload", "status", "message", "located"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+def test_bad_request_suite(client: TestClient, name: str, payload: Any, status: int, message: str,
+                           located: set[tuple[int | None, str | None]]) -> None:  # fmt: skip
+    content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    for route in ("/predict", "/explain"):
+        response = client.post(route, content=content, headers={"content-type": "application/json"})
+        assert response.status_code == status, (route, response.text)
+        body = response.json()
+        assert message in body["error"] + " ".join(e["message"] for e in body["errors"]), body
+        assert {(e["record"], e["field"]) for e in body["errors"]} == located
+
+
+UPLOAD_CASES = [
+    ("empty upload", b"", "text/csv", 400, "upload is empty"),
+    ("not parquet", b"PAR1 this is not parquet", "application/vnd.apache.parquet", 400, "cannot read the upload"),
+    ("header only", ",".join(ADULT_RECORD).encode() + b"\n", "text/csv", 422, "no rows"),
+    ("bad row", None, "text/csv", 422, "1 of 3 row(s)"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "content_type", "status", "message"), UPLOAD_CASES,
+                         ids=[c[0] for c in UPLOAD_CASES])  # fmt: skip
+def test_bad_uploads(client: TestClient, name: str, content: bytes | None, content_type: str, status: int,
+                     message: str) -> None:  # fmt: skip
+    if content is None:
+        rows = [ADULT_RECORD, {**ADULT_RECORD, "age": 300}, ADULT_RECORD]
+        content = pd.DataFrame(rows).to_csv(index=False).encode()
+    response = client.post("/predict_batch", content=content, headers={"content-type": content_type})
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    if name == "bad row":
+        assert [(e["record"], e["field"]) for e in response.json()["errors"]] == [(1, "age")]
+
+
+def test_validation_failures_and_predictions_are_counted(client: TestClient, service_module: Any) -> None:
+    counters = service_module.COUNTERS
+    tag = service_module.TAG
+
+    def value(name: str, **labels: str) -> float:
+        return float(counters[name].labels(model=tag, **labels)._value.get())
+
+    failures, predictions = value("failures", status="422"), value("predictions")
+    client.post("/predict", json={"records": [{**ADULT_RECORD, "age": 1}]})
+    client.post("/predict", json={"records": [ADULT_RECORD] * 3})
+    assert value("failures", status="422") == failures + 1 and value("predictions") == predictions + 3
+
+
+def test_api_key_protects_prediction_endpoints(client: TestClient, service_module: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # One BentoML app per process (its Prometheus metrics register once), so the key is read by a second service
+    # instance, as a server would at start, and enforced by the running app through the shared guard.
+    monkeypatch.setenv("MLCYCLE_API_KEY", "s3cret-token")
+    try:
+        service_module.MLCycleService()
+        assert service_module.GUARD.api_key == "s3cret-token"
+        for route in ("/predict", "/explain", "/predict_batch", "/reload"):
+            missing = client.post(route, json={"records": [ADULT_RECORD]})
+            wrong = client.post(route, json={"records": [ADULT_RECORD]}, headers={"authorization": "Bearer nope"})
+            assert missing.status_code == 401 and "API key" in missing.text, (route, missing.text)
+            assert wrong.status_code == 401 and "not valid" in wrong.text, (route, wrong.text)
+        good = client.post("/predict", json={"records": [ADULT_RECORD]},
+                           headers={"authorization": "Bearer s3cret-token"})  # fmt: skip
+        assert good.status_code == 200, good.text
+        assert client.get("/metadata").json()["api_key_required"] is True  # metadata stays open
+    finally:
+        service_module.GUARD.api_key = None
