@@ -28,14 +28,14 @@ import bentoml
 import numpy as np
 import orjson
 from _bentoml_sdk.io_models import IODescriptor
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from schemas import resolve_schema
-from schemas.api import FieldError, RecordValidator, pydantic_errors, record_model
+from schemas.api import FieldError, RecordValidator, record_model
 from schemas.config import ServingConfig
 from serving.batching import MicroBatcher
 from tasks.bundle import ModelBundle, load_bundle
@@ -44,12 +44,27 @@ from tasks.request_log import RequestLog
 
 log = logging.getLogger("mlcycle.serving")
 EXAMPLES = Path(__file__).parent / "examples"
-SERVING_ENV = "MLCYCLE_SERVING"  # JSON overrides of the `serving:` config section, e.g. '{"batching": {"enabled": true}}'
+SERVING_ENV = (
+    "MLCYCLE_SERVING"  # JSON overrides of the `serving:` config section, e.g. '{"batching": {"enabled": true}}'
+)
 
 
 def model_ref() -> str:
-    """What to serve: MLCYCLE_MODEL_TAG (a full tag or a model name), default `adult`."""
-    return os.environ.get("MLCYCLE_MODEL_TAG", "adult")
+    """What to serve: MLCYCLE_MODEL_TAG (a full tag or a model name); else, inside a built Bento, the model it
+    pinned at build time; else `adult` (its champion)."""
+    return os.environ.get("MLCYCLE_MODEL_TAG") or bento_pinned_tag() or "adult"
+
+
+def bento_pinned_tag() -> str | None:
+    """The model tag a built Bento holds (its bento.yaml sits above the copied sources), or None outside one."""
+    manifest = Path(__file__).resolve().parents[2] / "bento.yaml"
+    if not manifest.exists():
+        return None
+    import yaml
+
+    services = yaml.safe_load(manifest.read_text()).get("services") or []
+    tags = [m["tag"] for s in services for m in s.get("models", [])]
+    return tags[0] if tags else None
 
 
 def serving_config(bundle: ModelBundle) -> ServingConfig:
@@ -294,18 +309,26 @@ class MLCycleService:
             from prometheus_client import Counter
 
             labels = ["model"]
-            COUNTERS.update({
-                "predictions": Counter(name="mlcycle_predictions", documentation="Records predicted",
-                                                       labelnames=labels),  # fmt: skip
-                "failures": Counter(name="mlcycle_validation_failures",
-                                                    documentation="Requests refused by validation (4xx)",
-                                                    labelnames=[*labels, "status"]),  # fmt: skip
-                "unseen": Counter(name="mlcycle_unseen_categories",
-                                                  documentation="Category values never seen in training",
-                                                  labelnames=[*labels, "feature"]),  # fmt: skip
-                "reloads": Counter(name="mlcycle_model_reloads",
-                                                   documentation="Champion changes picked up", labelnames=labels),  # fmt: skip
-            })
+            COUNTERS.update(
+                {
+                    "predictions": Counter(
+                        name="mlcycle_predictions", documentation="Records predicted", labelnames=labels
+                    ),  # fmt: skip
+                    "failures": Counter(
+                        name="mlcycle_validation_failures",
+                        documentation="Requests refused by validation (4xx)",
+                        labelnames=[*labels, "status"],
+                    ),  # fmt: skip
+                    "unseen": Counter(
+                        name="mlcycle_unseen_categories",
+                        documentation="Category values never seen in training",
+                        labelnames=[*labels, "feature"],
+                    ),  # fmt: skip
+                    "reloads": Counter(
+                        name="mlcycle_model_reloads", documentation="Champion changes picked up", labelnames=labels
+                    ),  # fmt: skip
+                }
+            )
 
     def _request_log(self, predictor: Predictor) -> RequestLog | None:
         settings = self.config.request_log
@@ -389,7 +412,7 @@ class MLCycleService:
         if not isinstance(records, list):
             return Refusal(422, f"'records' must be a list of objects, got {type(records).__name__}")
         if not records:
-            return Refusal(422, "'records' is empty; send 1 to {limit} records".format(limit=limit))
+            return Refusal(422, f"'records' is empty; send 1 to {limit} records")
         if len(records) > limit:
             return Refusal(413, f"at most {limit} records per request, got {len(records)}")
         rows, errors = predictor.validator.validate_python(records)
@@ -557,4 +580,3 @@ def _resolve(ref: str) -> str:
     from tasks import registry
 
     return registry.resolve(ref)
-

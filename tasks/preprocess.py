@@ -147,7 +147,9 @@ def _date_part_value(value: Any, kind: str) -> float:
         except ValueError:
             return math.nan
     # Anything but a plain ISO date: pandas decides, exactly as derive_features does.
-    return float(derive_features(pd.DataFrame({"v": [value]}), [DerivedFeature(name="p", source="v", kind=kind)])["p"].iloc[0])  # type: ignore[arg-type]
+    return float(
+        derive_features(pd.DataFrame({"v": [value]}), [DerivedFeature(name="p", source="v", kind=kind)])["p"].iloc[0]
+    )  # type: ignore[arg-type]
 
 
 def encode_records(spec: PreprocessorSpec, rows: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, int]]:

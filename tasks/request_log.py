@@ -48,8 +48,12 @@ class RequestLog:
         self.root = root or requests_dir(name)
         self.schema = pa.schema(
             [pa.field(c, arrow_type(t)) for c, t in columns.items()]
-            + [pa.field("_ts", pa.timestamp("us", tz="UTC")), pa.field("_model", pa.string()),
-               pa.field("_request_id", pa.string()), pa.field("_prediction", pa.float64())]  # fmt: skip
+            + [
+                pa.field("_ts", pa.timestamp("us", tz="UTC")),
+                pa.field("_model", pa.string()),
+                pa.field("_request_id", pa.string()),
+                pa.field("_prediction", pa.float64()),
+            ]  # fmt: skip
         )
         self._columns = list(columns)
         self._rows: list[dict[str, Any]] = []

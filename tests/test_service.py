@@ -79,7 +79,7 @@ def test_direct_parse_refuses_with_record_and_field(service_module: Any) -> None
 def test_batched_answers_equal_unbatched(service_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLCYCLE_SERVING", json.dumps({**LIMITS, "batching": {"enabled": True, "max_latency_ms": 5}}))
     service = service_module.MLCycleService()
-    bodies = [json.dumps({"records": GOLDEN[i % 12:i % 12 + 1 + i % 3]}).encode() for i in range(24)]
+    bodies = [json.dumps({"records": GOLDEN[i % 12 : i % 12 + 1 + i % 3]}).encode() for i in range(24)]
 
     async def all_at_once() -> list[Any]:
         return await asyncio.gather(*(service.predict_body(b) for b in bodies))
@@ -212,7 +212,9 @@ BAD_BODIES: list[tuple[str, bytes | Any, int, str, set[tuple[int | None, str | N
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "payload", "status", "message", "located"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("name", "payload", "status", "message", "located"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES]
+)
 def test_bad_request_suite(client: TestClient, name: str, payload: Any, status: int, message: str,
                            located: set[tuple[int | None, str | None]]) -> None:  # fmt: skip
     content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

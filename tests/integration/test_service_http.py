@@ -1,12 +1,24 @@
-"""A real `bentoml serve` answering HTTP: the same predictions as offline, and 4xx for what it cannot use."""
+"""A real `bentoml serve` answering HTTP: the same predictions as offline, 4xx for what it cannot use, a champion
+change picked up without downtime, 32 clients for a minute without an error, and a built Bento that answers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from schemas import resolve_schema
@@ -16,7 +28,9 @@ from tasks.bundle import load_bundle
 from tasks.ingest import read_source
 from tasks.paths import mlcycle_home
 from tasks.validate import validate_frame
-from tests.conftest import ADULT_RECORD, ROOT
+from tests.conftest import ADULT_RECORD, BIKE_RECORD, ROOT
+from tests.integration.conftest import _free_port
+from tests.service_models import save_small_model
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +100,153 @@ def test_model_endpoint_says_which_model_answers(adult_run, served_adult: str) -
     body = httpx.post(f"{served_adult}/model", json={}, timeout=10).json()
     assert body["model"] == result.tag
     assert body["lineage"]["data_hash"]
+    metadata = httpx.get(f"{served_adult}/metadata", timeout=10).json()
+    assert metadata["model"] == result.tag and metadata["schema"]["properties"]["age"]["minimum"] == 16
+    assert metadata["metrics"] == load_bundle(result.tag).metrics
+
+
+def test_health_probes_and_mlcycle_counters(served_adult: str) -> None:
+    assert httpx.get(f"{served_adult}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{served_adult}/readyz", timeout=10).status_code == 200
+    httpx.post(f"{served_adult}/predict", json={"records": [{**ADULT_RECORD, "age": 1}]}, timeout=10)
+    httpx.post(f"{served_adult}/predict", json={"records": [ADULT_RECORD] * 2}, timeout=10)
+    metrics = httpx.get(f"{served_adult}/metrics", timeout=10).text
+    assert re.search(r'^mlcycle_predictions_total\{model="[^"]+"\} [1-9]', metrics, re.M), metrics[-2000:]
+    assert re.search(r'^mlcycle_validation_failures_total\{.*status="422".*\} [1-9]', metrics, re.M)
+
+
+def test_thirty_two_clients_for_a_minute_get_no_errors(served_adult: str) -> None:
+    """Load on loopback: 32 concurrent clients send single-record requests for 60 s; every answer is a 200."""
+    statuses: dict[int | str, int] = {}
+
+    async def client(http: httpx.AsyncClient, stop: float) -> None:
+        while time.monotonic() < stop:
+            try:
+                response = await http.post("/predict", json={"records": [ADULT_RECORD]})
+                key: int | str = response.status_code
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            statuses[key] = statuses.get(key, 0) + 1
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        async with httpx.AsyncClient(base_url=served_adult, timeout=30, limits=limits) as http:
+            stop = time.monotonic() + 60
+            await asyncio.gather(*(client(http, stop) for _ in range(32)))
+
+    asyncio.run(run())
+    assert set(statuses) == {200} and statuses[200] > 100, statuses
+    assert httpx.get(f"{served_adult}/readyz", timeout=10).status_code == 200  # healthy afterwards
+    after = httpx.post(f"{served_adult}/predict", json={"records": [ADULT_RECORD]}, timeout=10)
+    assert after.status_code == 200
+
+
+@contextmanager
+def _serve(target: str, env: dict[str, str], cwd: Path = ROOT) -> Iterator[str]:
+    """A real `bentoml serve` of `target` on a free loopback port, stopped at the end (MLCYCLE_MODEL_TAG only if
+    `env` sets it)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    inherited = {k: v for k, v in os.environ.items() if k != "MLCYCLE_MODEL_TAG"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**inherited, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"bentoml serve exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}"
+                )
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("bentoml serve was not ready within 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_champion_change_is_served_without_downtime() -> None:
+    """Served by name, the service follows real promotions: at once on POST /reload, and by polling the registry;
+    requests sent all along are all answered."""
+    from tasks import registry
+
+    name = "svc-reload"  # a model name of this test's own (bike schema), so no other test's champion moves
+    first, second, third = (save_small_model("bike", seed=s, name=name) for s in (1, 2, 3))
+    registry.promote(first, reason="test: initial champion")
+    settings = {"reload_poll_s": 1, "request_log": {"flush_s": 1}}
+    with _serve("serving.service:MLCycleService", {"MLCYCLE_MODEL_TAG": name,
+                                                   "MLCYCLE_SERVING": json.dumps(settings)}) as url:  # fmt: skip
+        answers: list[tuple[int, str | None]] = []
+        stop = threading.Event()
+
+        def traffic() -> None:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                while not stop.is_set():
+                    response = http.post("/predict", json={"records": [BIKE_RECORD]})
+                    answers.append((response.status_code, response.json().get("model")))
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            time.sleep(1)
+            registry.promote(second, reason="test: promote by request")
+            reloaded = httpx.post(f"{url}/reload", timeout=60).json()
+            assert reloaded == {"model": second, "previous": first, "changed": True}
+            assert httpx.post(f"{url}/predict", json={"records": [BIKE_RECORD]}).json()["model"] == second
+            registry.promote(third, reason="test: promote, found by polling")
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{url}/metadata").json()["model"] != third and time.monotonic() < deadline:
+                time.sleep(0.5)
+            metadata = httpx.get(f"{url}/metadata").json()
+            assert metadata["model"] == third and metadata["champion"] is True
+            assert metadata["champion_since"] == registry.champion_since(name)
+            time.sleep(2)  # the request log flushes every second
+        finally:
+            stop.set()
+            sender.join(timeout=60)
+    assert answers and all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:5]
+    served = [model for _, model in answers]
+    assert served[0] == first and served[-1] == third and set(served) == {first, second, third}
+    assert served == sorted(served, key=[first, second, third].index)  # never back to an older model
+    logged = pq.read_table(mlcycle_home() / "requests" / name).to_pandas()
+    assert set(logged["_model"]) <= {first, second, third} and len(logged) > 0
+    assert {"temp", "hr", "_ts", "_request_id", "_prediction"} <= set(logged.columns)
+
+
+def test_built_bento_holds_the_model_and_answers(adult_run) -> None:  # type: ignore[no-untyped-def]
+    """`bentoml build` with serving/bentofile.yaml, then `bentoml serve` of the built Bento (not the source tree)."""
+    _, result = adult_run
+    env = {**os.environ, "MLCYCLE_MODEL_TAG": result.tag}
+    build = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", "serving/bentofile.yaml", "."],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    bento = re.search(r"mlcycle:[a-z0-9]+", build.stdout + build.stderr)
+    assert bento, build.stdout
+    info = subprocess.run([sys.executable, "-m", "bentoml", "get", bento.group(0), "-o", "json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.tag in info.stdout  # the Bento pins the model it was built with
+    golden = json.loads((ROOT / "serving/examples/adult.json").read_text())
+    with _serve(bento.group(0), {}, cwd=Path("/")) as url:  # no MLCYCLE_MODEL_TAG: the Bento's own model
+        response = httpx.post(f"{url}/predict", json={"records": golden}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == result.tag
+    served = np.array([p["probability"] for p in response.json()["predictions"]])
+    np.testing.assert_allclose(served, load_bundle(result.tag).predict_raw(_frame(golden)), rtol=0, atol=1e-6)
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:  # type: ignore[type-arg]
+    from schemas.adult import AdultFeatures
+
+    frame, errors = check_records(records, AdultFeatures, max_records=100)
+    assert frame is not None and not errors
+    return frame
