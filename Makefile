@@ -24,7 +24,7 @@ test: install          ## the whole suite: unit tests and real Prefect, Ray Tune
 test-fast: install     ## unit tests only
 	$(BIN)/python -m pytest -m "not integration"
 
-serve: install         ## serve the newest Adult model on http://127.0.0.1:3000
+serve: install         ## serve the Adult champion on http://127.0.0.1:3000 (loopback only)
 	$(BIN)/mlcycle serve adult
 
 bench: install

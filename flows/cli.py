@@ -183,24 +183,31 @@ def quarantine_replay(config: ConfigOption, set_: SetOption = None) -> None:
 
 @app.command()
 def serve(
-    tag: Annotated[str, typer.Argument(help="Model tag, or a name for its newest version.")] = "adult",
+    tag: Annotated[
+        str, typer.Argument(help="A model name (serves its champion, following promotions) or a full tag.")
+    ] = "adult",
     port: int = 3000,
-    host: Annotated[str, typer.Option(help="Bind address; 0.0.0.0 only when you mean it.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Bind address (default loopback only).")] = "127.0.0.1",
+    public: Annotated[bool, typer.Option("--public", help="Listen on all interfaces (0.0.0.0).")] = False,
+    batching: Annotated[
+        bool | None, typer.Option("--batching/--no-batching", help="Override serving.batching.enabled.")
+    ] = None,
 ) -> None:
-    """Serve a model bundle over HTTP with BentoML."""
+    """Serve a model over HTTP with BentoML (set MLCYCLE_API_KEY to require a Bearer token for predictions)."""
+    if public:
+        host = "0.0.0.0"
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("MLCYCLE_API_KEY"):
+        typer.echo(
+            f"warning: listening on {host} without MLCYCLE_API_KEY: anyone who can reach it can predict", err=True
+        )
     env = {**os.environ, "MLCYCLE_MODEL_TAG": tag}
+    if batching is not None:
+        overrides = json.loads(env.get("MLCYCLE_SERVING") or "{}")
+        overrides.setdefault("batching", {})["enabled"] = batching
+        env["MLCYCLE_SERVING"] = json.dumps(overrides)
     root = Path(__file__).resolve().parent.parent
-    cmd = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:MLCycleService",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", host,
+           "--port", str(port)]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd, env=env, cwd=root))
 
 
