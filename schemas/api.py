@@ -9,13 +9,14 @@ values, through pandera itself; `RecordValidator.validate` returns the same verd
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import pandera.pandas as pa
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 # Checks expressed as pydantic constraints: pandera check name → (pydantic keyword, statistic).
 _BOUNDS = {
@@ -131,16 +132,15 @@ class RecordValidator:
 
     def validate_python(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[FieldError]]:
         """Validated records as dicts, or the errors of every broken record (index and field named)."""
-        rows: list[dict[str, Any]] = []
-        errors: list[FieldError] = []
-        for index, record in enumerate(records):
-            try:
-                rows.append(self.model.model_validate(record).__dict__)
-            except ValidationError as exc:
-                errors += pydantic_errors(exc, offset=(index,))
-        if not errors:
-            errors = self.check_leftover(rows)
-        return rows, errors
+        try:
+            rows = [m.__dict__ for m in self.adapter.validate_python(records)]
+        except ValidationError as exc:  # one pass over all records: every broken record is reported
+            return [], pydantic_errors(exc)
+        return rows, self.check_leftover(rows)
+
+    @functools.cached_property
+    def adapter(self) -> TypeAdapter[list[Any]]:
+        return TypeAdapter(list[self.model])  # type: ignore[name-defined]
 
     def check_leftover(self, rows: list[dict[str, Any]]) -> list[FieldError]:
         """Run the schema's own checks (those pydantic cannot express) through pandera, one column at a time."""

@@ -222,7 +222,7 @@ class BatchingConfig(_Strict):
     enabled: bool = False
     max_batch_size: int = Field(default=256, ge=1, description="Rows per booster call at most.")
     max_latency_ms: float = Field(
-        default=2.0,
+        default=1.0,
         ge=0,
         description="How long a batch waits for more requests once the first has arrived; 0 batches only what "
         "queued while the previous batch ran.",
@@ -249,6 +249,9 @@ class ServingConfig(_Strict):
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="/predict_batch file size limit.")
     max_upload_rows: int = Field(default=200_000, ge=1, description="Rows per /predict_batch upload.")
     predict_threads: int = Field(default=1, ge=1, description="XGBoost threads per booster call.")
+    access_log: bool = Field(
+        default=False, description="BentoML's per-request access log line (costs CPU under load; metrics count anyway)."
+    )
     reload_poll_s: float = Field(
         default=30.0,
         ge=0,

@@ -244,18 +244,18 @@ class PredictResponse(BaseModel):
 
 
 # The record model documented in OpenAPI: the one of the model chosen at start (a reload keeps its dataset).
-def _startup_spec() -> tuple[type, int]:
+def _startup_spec() -> tuple[type, ServingConfig]:
     try:
         startup = Predictor.load(model_ref())
     except Exception as exc:  # no model yet (e.g. `bentoml build` before training): a generic record model
         log.warning("cannot load %s for the OpenAPI document: %s", model_ref(), exc)
-        return RecordsInput, 1000
-    limit = serving_config(startup.bundle).max_records
-    spec = _input_spec(RecordsInput, startup.validator.model, limit, example_records(startup.bundle.config.name)[:2])
-    return spec, limit
+        return RecordsInput, ServingConfig()
+    config = serving_config(startup.bundle)
+    examples = example_records(startup.bundle.config.name)[:2]
+    return _input_spec(RecordsInput, startup.validator.model, config.max_records, examples), config
 
 
-STARTUP_SPEC, _ = _startup_spec()
+STARTUP_SPEC, STARTUP_CONFIG = _startup_spec()
 metadata_app = Starlette(routes=[])  # GET /metadata; its route is added by the service instance
 _LIVE: dict[str, Any] = {}
 COUNTERS: dict[str, Any] = {}  # Prometheus counters, registered once per process
@@ -281,7 +281,7 @@ def _resolved_tag() -> str:
         return ref
 
 
-@bentoml.service(name="mlcycle", traffic={"timeout": 60})
+@bentoml.service(name="mlcycle", traffic={"timeout": 60}, logging={"access": {"enabled": STARTUP_CONFIG.access_log}})
 @bentoml.asgi_app(metadata_app, path="/")
 class MLCycleService:
     # Resolved when BentoML imports the service, so `bentoml build` pins the champion into the Bento.
