@@ -1,4 +1,8 @@
-"""Turn a request's records into validated rows, or into field-level reasons the caller can act on."""
+"""Records → a validated DataFrame through the pandera schema itself: the reference path.
+
+The service validates with the request model generated from the same schema (schemas/api.py), which is faster;
+this module is what it is held equal to (tests/test_requests_model.py) and what offline checks use.
+"""
 
 from __future__ import annotations
 
