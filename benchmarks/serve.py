@@ -185,7 +185,7 @@ def main() -> None:
     single = [golden[0]]
     batch = (golden * 84)[:1000]
     bento = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", "127.0.0.1",
-             "--port", "{port}"]  # fmt: skip
+             "--port", "{port}", "--timeout-keep-alive", "75"]  # fmt: skip
     setups = {
         "floor": (
             [

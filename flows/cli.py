@@ -206,8 +206,10 @@ def serve(
         overrides.setdefault("batching", {})["enabled"] = batching
         env["MLCYCLE_SERVING"] = json.dumps(overrides)
     root = Path(__file__).resolve().parent.parent
+    from schemas.config import ServingConfig
+
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", host,
-           "--port", str(port)]  # fmt: skip
+           "--port", str(port), "--timeout-keep-alive", str(ServingConfig().keep_alive_s)]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd, env=env, cwd=root))
 
 

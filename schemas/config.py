@@ -249,6 +249,12 @@ class ServingConfig(_Strict):
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="/predict_batch file size limit.")
     max_upload_rows: int = Field(default=200_000, ge=1, description="Rows per /predict_batch upload.")
     predict_threads: int = Field(default=1, ge=1, description="XGBoost threads per booster call.")
+    keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description="HTTP keep-alive of idle connections (`mlcycle serve`); above the clients' own, so the server "
+        "never closes a connection a client is about to reuse (uvicorn's 5 s default reset a few under load).",
+    )
     access_log: bool = Field(
         default=False, description="BentoML's per-request access log line (costs CPU under load; metrics count anyway)."
     )

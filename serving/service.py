@@ -256,7 +256,7 @@ def _startup_spec() -> tuple[type, ServingConfig]:
 
 
 STARTUP_SPEC, STARTUP_CONFIG = _startup_spec()
-metadata_app = Starlette(routes=[])  # GET /metadata; its route is added by the service instance
+metadata_app = Starlette(routes=[])  # GET /metadata (BentoML APIs are POST only), mounted on the service below
 _LIVE: dict[str, Any] = {}
 COUNTERS: dict[str, Any] = {}  # Prometheus counters, registered once per process
 

@@ -45,7 +45,7 @@ def served_adult(adult_run) -> Iterator[str]:  # type: ignore[no-untyped-def]
     port = _free_port()
     env = {**os.environ, "MLCYCLE_MODEL_TAG": result.tag}
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService",
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+           "--host", "127.0.0.1", "--port", str(port), "--timeout-keep-alive", "75"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

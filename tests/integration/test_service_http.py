@@ -202,7 +202,8 @@ def test_champion_change_is_served_without_downtime() -> None:
             time.sleep(1)
             registry.promote(second, reason="test: promote by request")
             reloaded = httpx.post(f"{url}/reload", timeout=60).json()
-            assert reloaded == {"model": second, "previous": first, "changed": True}
+            # The registry poll (every second) may have switched first; either way the answer is the new champion.
+            assert reloaded["model"] == second and (reloaded["changed"] or reloaded["previous"] == second)
             assert httpx.post(f"{url}/predict", json={"records": [BIKE_RECORD]}).json()["model"] == second
             registry.promote(third, reason="test: promote, found by polling")
             deadline = time.monotonic() + 60
