@@ -202,6 +202,8 @@ def main() -> None:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--timeout-keep-alive",
+                "75",
             ],
             {},
             home,

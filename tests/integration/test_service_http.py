@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -147,18 +148,20 @@ def _serve(target: str, env: dict[str, str], cwd: Path = ROOT) -> Iterator[str]:
     """A real `bentoml serve` of `target` on a free loopback port, stopped at the end (MLCYCLE_MODEL_TAG only if
     `env` sets it)."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port),
+           "--timeout-keep-alive", "75"]  # fmt: skip
     inherited = {k: v for k, v in os.environ.items() if k != "MLCYCLE_MODEL_TAG"}
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**inherited, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    # Output to a file, not a pipe nobody reads: a full pipe would stall the server mid-test.
+    output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**inherited, **env}, stdout=output, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                pytest.fail(
-                    f"bentoml serve exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}"
-                )
+                output.seek(0)
+                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{output.read()[-5000:]}")
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
@@ -174,6 +177,7 @@ def _serve(target: str, env: dict[str, str], cwd: Path = ROOT) -> Iterator[str]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        output.close()
 
 
 def test_champion_change_is_served_without_downtime() -> None:
