@@ -78,7 +78,7 @@ def main() -> None:
 
         slow = median_ms(reference, repeats)
         ours = median_ms(served, repeats)
-        print(f"{n:>8} {bare:>9.2f} {slow:>11.2f} {ours:>11.2f} {ours / bare:>7.1f}x {n / ours * 1000:>11,.0f}")
+        print(f"{n:>8} {bare:>9.2f} {slow:>11.2f} {ours:>11.2f} {ours / bare:>7.2f}x {n / ours * 1000:>11,.0f}")
 
 
 if __name__ == "__main__":
