@@ -1,7 +1,10 @@
 """The cycle's commands (`mlcycle deploy`, `undeploy`, `watch`, `retrain`, `drift`, `simulate`), registered on the
-main CLI by `flows.cli`."""
+main CLI by `flows.cli`.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: typer reads the annotations, and the option types are local to
+`register`.
+"""
+
 
 import json
 from pathlib import Path
@@ -23,7 +26,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigsOption = None,
         set_: SetOption = None,
         name: Annotated[
-            list[str] | None, typer.Option(help="Deploy only these (`flow/deployment`, globs allowed).")
+            list[str] | None, typer.Option(help="Deploy only these: entrypoint function/deployment name, e.g. `train_flow/bike`.")
         ] = None,
     ) -> None:
         """Bring up the local production setup: Prefect server on loopback (unless PREFECT_API_URL names one),

@@ -57,7 +57,7 @@ def variables_for(config: PipelineConfig) -> dict[str, object]:
         f"{prefix}_retrain_cron": config.schedule.retrain_cron,
         f"{prefix}_drift_cron": config.schedule.drift_cron,
         f"{prefix}_timezone": config.schedule.timezone,
-        f"{prefix}_watch_interval_s": config.schedule.watch_interval_s,
+        f"{prefix}_watch_cron": config.schedule.watch_cron,
         f"{prefix}_cooldown_s": config.retrain.cooldown_s,
     }
 
@@ -100,26 +100,30 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], folder: Path) -> subp
     return proc
 
 
-def deployment_env(api_url: str) -> dict[str, str]:
+def deployment_env(api_url: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the worker and the CLI calls: the API, the project folder, mlcycle's home."""
     configure_environment()
-    return {**os.environ, "PREFECT_API_URL": api_url, "MLCYCLE_PROJECT_DIR": str(PROJECT_DIR),
+    return {**os.environ, **(overrides or {}), "PREFECT_API_URL": api_url, "MLCYCLE_PROJECT_DIR": str(PROJECT_DIR),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
 
 
-def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startup_timeout_s: float = 180) -> Deployed:
-    """Server (unless PREFECT_API_URL is set), work pool, worker, variables, then `prefect deploy`."""
+def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startup_timeout_s: float = 180,
+           env_overrides: dict[str, str] | None = None) -> Deployed:  # fmt: skip
+    """Server (unless PREFECT_API_URL is set), work pool, worker, variables, then `prefect deploy`.
+
+    `env_overrides` go to every process started (and only there), e.g. a temporary PREFECT_HOME in tests."""
     folder = state_dir()
     folder.mkdir(parents=True, exist_ok=True)
     running = [p.stem for p in folder.glob("*.pid") if _alive(int(p.read_text()))]
     if running:
         raise RuntimeError(f"already deployed ({', '.join(running)} running, pids in {folder}); `mlcycle undeploy` first")
     started: dict[str, int] = {}
-    api_url = os.environ.get("PREFECT_API_URL", "")
+    overrides = env_overrides or {}
+    api_url = overrides.get("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", ""))
     if not api_url:
         port = free_port()
         api_url = f"http://127.0.0.1:{port}/api"
-        env = {**deployment_env(api_url), "PREFECT_SERVER_API_HOST": "127.0.0.1"}
+        env = {**deployment_env(api_url, overrides), "PREFECT_SERVER_API_HOST": "127.0.0.1"}
         server = _spawn("server", [*prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                         env, folder)  # fmt: skip
         started["server"] = server.pid
@@ -127,7 +131,7 @@ def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startu
     else:
         wait_healthy(api_url, None, 30, None)
     (folder / "api_url").write_text(api_url)
-    env = deployment_env(api_url)
+    env = deployment_env(api_url, overrides)
     _run([*prefect_cli(), "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], env)
     worker = _spawn("worker", [*prefect_cli(), "worker", "start", "--pool", WORK_POOL, "--type", "process"],
                     env, folder)  # fmt: skip

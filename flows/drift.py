@@ -16,6 +16,7 @@ from prefect.events import emit_event
 from pydantic import BaseModel
 
 from schemas import PipelineConfig
+from tasks import registry
 from tasks.bundle import ModelBundle, load_bundle
 from tasks.drift import REQUEST_COLUMNS, FeatureDrift, feature_drift, prediction_drift, read_request_log
 from tasks.paths import mlcycle_home
@@ -139,6 +140,10 @@ def drift_markdown(result: DriftResult, config: PipelineConfig) -> str:
 def drift_flow(config: PipelineConfig) -> DriftResult:
     """Compare recent curated batches and served requests with the champion's training data; report, and emit an
     event when the data has drifted."""
+    if not registry.versions(config.name):
+        print(f"drift check {config.name}: no model yet, nothing to compare against")
+        return DriftResult(dataset=config.name, champion=None, reference_rows=0, recent_rows={}, rows=[],
+                           detected=False, drifted=[], notes=["no model yet"])  # fmt: skip
     bundle = load_champion_task(config.name)
     reference, trained_on = read_reference_task(config, bundle)
     batches, batch_ids = read_recent_task(config, trained_on)

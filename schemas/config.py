@@ -220,7 +220,7 @@ class ScheduleConfig(_Strict):
 
     retrain_cron: str = Field(default="0 3 * * 0", description="Scheduled retraining, cron (default Sundays 03:00).")
     drift_cron: str = Field(default="0 * * * *", description="Drift check, cron (default hourly).")
-    watch_interval_s: int = Field(default=60, ge=5, description="How often watch-landing looks for new files.")
+    watch_cron: str = Field(default="* * * * *", description="When watch-landing looks for new files (every minute).")
     timezone: str = "UTC"
 
 
@@ -266,6 +266,24 @@ class DriftConfig(_Strict):
     reference_rows: int = Field(default=20000, ge=100, description="Seeded sample of the training data, at most.")
 
 
+class SimulateConfig(_Strict):
+    """`mlcycle simulate`: the replay of a dated dataset month by month through the cycle."""
+
+    initial_months: int = Field(default=3, ge=1, description="Months in the first model (the frozen one).")
+    score_from: str = Field(default="2012-01", description="First month (YYYY-MM) whose RMSE is recorded.")
+    full_every_months: int = Field(
+        default=1,
+        ge=1,
+        description="The scheduled full re-tune, in replayed months; in between the cycle refreshes on new data.",
+    )
+    tune_overrides: dict[str, Any] = Field(
+        default_factory=lambda: {"tune.num_samples": 3, "tune.max_rounds": 400, "tune.report_every": 10,
+                                 "tune.grace_period": 5, "tune.early_stopping_rounds": 30,
+                                 "tune.final_fit": "train_valid", "split.test_size": 0.05},
+        description="Config overrides for every training of the replay: a small search, so it runs in minutes.",
+    )  # fmt: skip
+
+
 class PipelineConfig(_Strict):
     """Everything one training run needs to know about a dataset."""
 
@@ -289,6 +307,7 @@ class PipelineConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
 
     @model_validator(mode="after")
     def _task_rules(self) -> PipelineConfig:
