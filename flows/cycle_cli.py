@@ -5,7 +5,6 @@ No `from __future__ import annotations` here: typer reads the annotations, and t
 `register`.
 """
 
-
 import json
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,7 +25,8 @@ def register(app: typer.Typer) -> None:
         config: ConfigsOption = None,
         set_: SetOption = None,
         name: Annotated[
-            list[str] | None, typer.Option(help="Deploy only these: entrypoint function/deployment name, e.g. `train_flow/bike`.")
+            list[str] | None,
+            typer.Option(help="Deploy only these: entrypoint function/deployment name, e.g. `train_flow/bike`."),
         ] = None,
     ) -> None:
         """Bring up the local production setup: Prefect server on loopback (unless PREFECT_API_URL names one),
@@ -82,7 +82,9 @@ def register(app: typer.Typer) -> None:
         """Replay the bike-sharing history month by month through the cycle; RMSE per month of 2012 for the
         cycle's champion, a frozen model and incremental refresh only."""
         if dataset != "bike":
-            raise typer.BadParameter("only `bike` can be replayed: it is the dataset with dated rows", param_hint="DATASET")
+            raise typer.BadParameter(
+                "only `bike` can be replayed: it is the dataset with dated rows", param_hint="DATASET"
+            )
         from flows.simulate import simulate
 
         simulate(load_pipeline(config, set_), echo=typer.echo)

@@ -116,7 +116,9 @@ def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startu
     folder.mkdir(parents=True, exist_ok=True)
     running = [p.stem for p in folder.glob("*.pid") if _alive(int(p.read_text()))]
     if running:
-        raise RuntimeError(f"already deployed ({', '.join(running)} running, pids in {folder}); `mlcycle undeploy` first")
+        raise RuntimeError(
+            f"already deployed ({', '.join(running)} running, pids in {folder}); `mlcycle undeploy` first"
+        )
     started: dict[str, int] = {}
     overrides = env_overrides or {}
     api_url = overrides.get("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", ""))
@@ -145,7 +147,9 @@ def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startu
 def _run(cmd: list[str], env: dict[str, str]) -> None:
     done = subprocess.run(cmd, env=env, cwd=PROJECT_DIR, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[2:])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd[2:])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
 
 
 def _alive(pid: int) -> bool:

@@ -90,9 +90,16 @@ def measure_task(config: PipelineConfig, bundle: ModelBundle, reference: pd.Data
     found.append(prediction_drift(bundle.predict_raw(reference), bundle.predict_raw(recent_features),
                                   config.drift.bins))  # fmt: skip
     return [
-        DriftRow(source=source, feature=d.feature, kind=d.kind, psi=round(d.psi, 4), detail=d.detail,
-                 drifted=d.drifted(config.drift.prediction_psi_threshold if d.kind == "prediction"
-                                   else config.drift.psi_threshold))  # fmt: skip
+        DriftRow(
+            source=source,
+            feature=d.feature,
+            kind=d.kind,
+            psi=round(d.psi, 4),
+            detail=d.detail,
+            drifted=d.drifted(
+                config.drift.prediction_psi_threshold if d.kind == "prediction" else config.drift.psi_threshold
+            ),
+        )  # fmt: skip
         for d in found
     ]
 
@@ -110,10 +117,19 @@ def publish_task(result: DriftResult, config: PipelineConfig) -> None:
         emit_event(
             event="mlcycle.drift.detected",
             resource={"prefect.resource.id": f"mlcycle.dataset.{config.name}"},
-            related=[{"prefect.resource.id": f"mlcycle.model.{config.name}", "prefect.resource.role": "champion",
-                      "mlcycle.tag": result.champion or ""}],  # fmt: skip
-            payload={"champion": result.champion, "drifted": result.drifted, "recent_rows": result.recent_rows,
-                     "max_psi": max(r.psi for r in result.rows if r.drifted)},  # fmt: skip
+            related=[
+                {
+                    "prefect.resource.id": f"mlcycle.model.{config.name}",
+                    "prefect.resource.role": "champion",
+                    "mlcycle.tag": result.champion or "",
+                }
+            ],  # fmt: skip
+            payload={
+                "champion": result.champion,
+                "drifted": result.drifted,
+                "recent_rows": result.recent_rows,
+                "max_psi": max(r.psi for r in result.rows if r.drifted),
+            },  # fmt: skip
         )
 
 
@@ -131,7 +147,9 @@ def drift_markdown(result: DriftResult, config: PipelineConfig) -> str:
         "|---|---|---|---:|---|---|",
     ]
     for r in sorted(result.rows, key=lambda r: -r.psi):
-        lines.append(f"| {r.source} | {r.feature} | {r.kind} | {r.psi:.4f} | {'yes' if r.drifted else ''} | {r.detail} |")
+        lines.append(
+            f"| {r.source} | {r.feature} | {r.kind} | {r.psi:.4f} | {'yes' if r.drifted else ''} | {r.detail} |"
+        )
     lines += [f"- {note}" for note in result.notes]
     return "\n".join(lines)
 
@@ -170,4 +188,3 @@ def drift_flow(config: PipelineConfig) -> DriftResult:
     for note in notes:
         print(note)
     return result
-

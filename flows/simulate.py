@@ -156,7 +156,9 @@ def write_outputs(table: pd.DataFrame, out: Path, dataset: str, elapsed_s: float
     lines = ["| month | rows | cycle | frozen | refresh only | drift flagged |", "|---|---:|---:|---:|---:|---|"]
     lines += [f"| {r.month} | {r.rows} | {r.cycle:.1f} | {r.frozen:.1f} | {r.refresh_only:.1f} | {r.drift or ''} |"
               for r in table.itertuples()]  # fmt: skip
-    lines.append(f"| **mean** | | **{means['cycle']:.1f}** | **{means['frozen']:.1f}** | **{means['refresh_only']:.1f}** | |")
+    lines.append(
+        f"| **mean** | | **{means['cycle']:.1f}** | **{means['frozen']:.1f}** | **{means['refresh_only']:.1f}** | |"
+    )
     (out / "rmse_by_month.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 4))
     for column, label in (("frozen", "frozen after the first months"), ("refresh_only", "incremental refresh only"),
@@ -172,5 +174,7 @@ def write_outputs(table: pd.DataFrame, out: Path, dataset: str, elapsed_s: float
     echo("\n".join(lines))
     echo(f"wrote {out / 'rmse_by_month.csv'}, {out / 'rmse_by_month.md'}, {out / 'rmse_by_month.png'} "
          f"in {elapsed_s:.0f} s")  # fmt: skip
-    echo(f"improvement over frozen {improvement(table):.0%} "
-         f"(refresh only: {1 - means['refresh_only'] / means['frozen']:.0%})")
+    echo(
+        f"improvement over frozen {improvement(table):.0%} "
+        f"(refresh only: {1 - means['refresh_only'] / means['frozen']:.0%})"
+    )

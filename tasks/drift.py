@@ -10,6 +10,7 @@ Rule of thumb: below 0.1 stable, 0.1-0.25 moderate, above 0.25 a shift worth act
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def _bin_labels(edges: np.ndarray) -> list[str]:
     if edges.size == 0:
         return ["all"]
     bounds = ["-inf", *(f"{e:.4g}" for e in edges), "inf"]
-    return [f"[{lo}, {hi})" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [f"[{lo}, {hi})" for lo, hi in itertools.pairwise(bounds)]
 
 
 def _top_moves(labels: list[str], ref: np.ndarray, cur: np.ndarray, n: int = 3) -> str:

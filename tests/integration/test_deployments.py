@@ -120,7 +120,8 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
     prefect_home = tmp_path_factory.mktemp("prefect-home")
     config = load_config(ROOT / "configs" / "bike.yaml", CYCLE)
     overrides = {"PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": "", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                 "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}  # fmt: skip
+                 "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+                 "PREFECT_WORKER_QUERY_SECONDS": "3"}  # fmt: skip
     try:
         deployed = deploy([config], DEPLOYMENTS, startup_timeout_s=240, env_overrides=overrides)
         yield Cycle(deployed.api_url, prefect_home)
@@ -160,7 +161,9 @@ def test_a_burst_of_landed_files_causes_one_retraining(cycle: Cycle) -> None:
         bike_rows(400, 400 * i).to_csv(landing() / f"drop-{i}.csv", index=False)
     watch = cycle.wait(cycle.run("watch-landing/bike"))
 
-    ingested = [e for e in cycle.events("mlcycle.batch.ingested", 3) if e["resource"]["mlcycle.source.kind"] == "landing"]
+    ingested = [
+        e for e in cycle.events("mlcycle.batch.ingested", 3) if e["resource"]["mlcycle.source.kind"] == "landing"
+    ]
     assert sorted(Path(e["payload"]["source"]).name for e in ingested) == ["drop-0.csv", "drop-1.csv"]
     assert [e["payload"]["rows_accepted"] for e in ingested] == [400, 400]
     assert all(e["resource"]["prefect.resource.id"] == "mlcycle.dataset.bike" for e in ingested)
