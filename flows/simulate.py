@@ -116,9 +116,9 @@ def simulate(config: PipelineConfig, echo: Callable[[str], None] = print) -> pd.
                             "refresh_only": rmse(refresh_tag, rows, config.target), "cycle_model": champion})  # fmt: skip
         drop_file(out / "landing" / "cycle", month, rows)
         watch_flow(cycle)
+        drift = drift_flow(cycle) if scored else None  # the new month against the model that has not seen it
         full = (i + 1) % settings.full_every_months == 0
         retrained = retrain_flow(cycle, cause="schedule" if full else "new-data", mode="full" if full else "refresh")
-        drift = drift_flow(cycle) if scored else None
         ingest_flow(refresh, [str(drop_file(out / "landing" / "refresh", month, rows))])
         refreshed = refresh_flow(refresh, refresh_tag)
         refresh_tag = refreshed.tag if refreshed else refresh_tag

@@ -10,6 +10,7 @@ a shifted batch → the drift check emits `mlcycle.drift.detected` → the drift
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -188,6 +189,13 @@ def test_a_shifted_batch_is_detected_as_drift_and_retrains(cycle: Cycle) -> None
     time.sleep(5)  # inside the cooldown window: this batch must not start another retraining
     assert len(cycle.runs_of("retrain/bike-on-new-data")) == 1
 
+    # The service's request log (helper format: features as validated + _ts, _model, _request_id, _prediction):
+    # ordinary traffic, which must not be flagged.
+    requests = bike_rows(300, 2000).drop(columns=["casual", "registered", "cnt"])
+    requests = requests.assign(_ts=pd.Timestamp.now(tz="UTC"), _model=before.tag, _request_id="r1", _prediction=1.0)
+    (mlcycle_home() / "requests" / "bike").mkdir(parents=True, exist_ok=True)
+    requests.to_parquet(mlcycle_home() / "requests" / "bike" / "part-0.parquet")
+
     check = cycle.wait(cycle.run("drift-check/bike"))
     (event,) = cycle.events("mlcycle.drift.detected")
     assert event["resource"]["prefect.resource.id"] == "mlcycle.dataset.bike"
@@ -195,7 +203,11 @@ def test_a_shifted_batch_is_detected_as_drift_and_retrains(cycle: Cycle) -> None
     assert "batches:season" not in event["payload"]["drifted"]  # an unchanged feature stays quiet
     with cycle.settings(), cycle.client() as client:
         keys = {a.key for a in client.read_artifacts() if a.flow_run_id == check.id}
+        (table,) = [a for a in client.read_artifacts() if a.flow_run_id == check.id and a.key == "drift-bike"]
     assert {"drift-bike", "drift-bike-summary"} <= keys
+    rows = json.loads(table.data)
+    assert {r["source"] for r in rows} == {"batches", "requests"}
+    assert not [r["feature"] for r in rows if r["source"] == "requests" and r["drifted"]]
 
     retrain = cycle.wait_for_triggered_run("retrain/bike-on-drift", 1)
     assert retrain.parameters["cause"] == "drift"
