@@ -213,3 +213,14 @@ def test_a_shifted_batch_is_detected_as_drift_and_retrains(cycle: Cycle) -> None
     assert retrain.parameters["cause"] == "drift"
     newest = registry.versions("bike")[0]
     assert newest.tag != before.tag and load_bundle(newest.tag).lineage["parent_tag"] == before.tag
+
+
+def test_new_data_below_the_row_threshold_retrains_nothing(adult_run) -> None:  # type: ignore[no-untyped-def]
+    from flows.retrain import retrain_flow
+
+    config, _ = adult_run
+    before = [v.tag for v in registry.versions("adult")]
+    result = retrain_flow(config, cause="new-data", event="a test event")
+    assert result.tag is None and result.new_rows < config.retrain.min_new_rows
+    assert "fewer than retrain.min_new_rows=500" in result.reason
+    assert [v.tag for v in registry.versions("adult")] == before
