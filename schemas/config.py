@@ -272,7 +272,7 @@ class SimulateConfig(_Strict):
     initial_months: int = Field(default=3, ge=1, description="Months in the first model (the frozen one).")
     score_from: str = Field(default="2012-01", description="First month (YYYY-MM) whose RMSE is recorded.")
     full_every_months: int = Field(
-        default=1,
+        default=3,
         ge=1,
         description="The scheduled full re-tune, in replayed months; in between the cycle refreshes on new data.",
     )
