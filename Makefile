@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/adult.yaml
 
-.PHONY: install run test test-fast serve lock bench lint clean
+.PHONY: install run test test-fast serve deploy undeploy simulate lock bench lint clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,15 @@ test-fast: install     ## unit tests only
 
 serve: install         ## serve the Adult champion on http://127.0.0.1:3000 (loopback only)
 	$(BIN)/mlcycle serve adult
+
+deploy: install        ## Prefect server on loopback (unless PREFECT_API_URL is set), work pool, worker, deployments
+	$(BIN)/mlcycle deploy
+
+undeploy: install      ## stop the worker and the server that `make deploy` started (pids in .mlcycle/deploy/)
+	$(BIN)/mlcycle undeploy
+
+simulate: install      ## replay the bike-sharing history month by month through the cycle
+	$(BIN)/mlcycle simulate bike
 
 bench: install
 	$(BIN)/python benchmarks/predict.py

@@ -215,3 +215,12 @@ def serve(
 
 def main() -> None:
     app()
+
+
+def _register_cycle() -> None:
+    from flows.cycle_cli import register
+
+    register(app)
+
+
+_register_cycle()

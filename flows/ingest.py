@@ -79,7 +79,8 @@ def publish_task(result: BatchResult, config: PipelineConfig) -> None:
         )
     emit_event(
         event=f"mlcycle.batch.{'ingested' if result.outcome == 'accepted' else 'rejected'}",
-        resource={"prefect.resource.id": f"mlcycle.dataset.{config.name}"},
+        # The source kind lets a trigger tell live data (landing, sql) from a training run re-reading its files.
+        resource={"prefect.resource.id": f"mlcycle.dataset.{config.name}", "mlcycle.source.kind": config.source.kind},
         payload={"batch_id": record.batch_id, "source": record.source, "rows_read": record.rows_read,
                  "rows_accepted": record.rows_accepted, "rows_quarantined": record.rows_quarantined},
     )  # fmt: skip

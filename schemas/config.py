@@ -271,6 +271,75 @@ class ServingConfig(_Strict):
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
 
 
+class ScheduleConfig(_Strict):
+    """When the deployments run on their own (`prefect.yaml` reads these through Prefect variables)."""
+
+    retrain_cron: str = Field(default="0 3 * * 0", description="Scheduled retraining, cron (default Sundays 03:00).")
+    drift_cron: str = Field(default="0 * * * *", description="Drift check, cron (default hourly).")
+    watch_cron: str = Field(default="* * * * *", description="When watch-landing looks for new files (every minute).")
+    timezone: str = "UTC"
+
+
+class RetrainConfig(_Strict):
+    """How the cycle retrains: which path each cause takes, and when new data is enough to act on."""
+
+    mode: Literal["full", "refresh"] = Field(
+        default="full",
+        description="Scheduled retraining: `full` tunes again on every accepted batch; `refresh` keeps boosting "
+        "the champion on the batches that arrived after its snapshot.",
+    )
+    on_new_data: Literal["full", "refresh"] = Field(default="refresh", description="Path taken on new data.")
+    on_drift: Literal["full", "refresh"] = Field(default="full", description="Path taken on detected drift.")
+    min_new_rows: int = Field(
+        default=500,
+        ge=1,
+        description="New accepted rows (after the newest model's snapshot) needed before new data retrains.",
+    )
+    cooldown_s: int = Field(
+        default=900,
+        ge=0,
+        description="After new data or drift has triggered a retraining, further events within this window "
+        "trigger nothing: a burst of files causes one retraining.",
+    )
+    landing: str | None = Field(
+        default=None, description="The folder watch-landing ingests; unset: `$MLCYCLE_HOME/landing/<name>`."
+    )
+
+
+class DriftConfig(_Strict):
+    """The drift check: recent batches and served requests against the champion's training data."""
+
+    psi_threshold: float = Field(
+        default=0.25, gt=0, description="A feature whose population stability index reaches this has drifted."
+    )
+    prediction_psi_threshold: float = Field(
+        default=0.25, gt=0, description="The same, for the champion's predictions (reference vs recent)."
+    )
+    bins: int = Field(default=10, ge=2, description="Quantile bins of the reference for numeric features.")
+    recent_batches: int = Field(default=3, ge=1, description="Newest accepted batches compared, at most.")
+    request_window_h: float = Field(default=168, gt=0, description="Served requests of this many last hours.")
+    min_rows: int = Field(default=100, ge=1, description="Fewer recent rows than this: not judged.")
+    reference_rows: int = Field(default=20000, ge=100, description="Seeded sample of the training data, at most.")
+
+
+class SimulateConfig(_Strict):
+    """`mlcycle simulate`: the replay of a dated dataset month by month through the cycle."""
+
+    initial_months: int = Field(default=3, ge=1, description="Months in the first model (the frozen one).")
+    score_from: str = Field(default="2012-01", description="First month (YYYY-MM) whose RMSE is recorded.")
+    full_every_months: int = Field(
+        default=3,
+        ge=1,
+        description="The scheduled full re-tune, in replayed months; in between the cycle refreshes on new data.",
+    )
+    tune_overrides: dict[str, Any] = Field(
+        default_factory=lambda: {"tune.num_samples": 3, "tune.max_rounds": 400, "tune.report_every": 10,
+                                 "tune.grace_period": 5, "tune.early_stopping_rounds": 30,
+                                 "tune.final_fit": "train_valid", "split.test_size": 0.05},
+        description="Config overrides for every training of the replay: a small search, so it runs in minutes.",
+    )  # fmt: skip
+
+
 class PipelineConfig(_Strict):
     """Everything one training run needs to know about a dataset."""
 
@@ -291,6 +360,10 @@ class PipelineConfig(_Strict):
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
 
     @model_validator(mode="after")
     def _task_rules(self) -> PipelineConfig:

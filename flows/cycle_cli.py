@@ -1,0 +1,90 @@
+"""The cycle's commands (`mlcycle deploy`, `undeploy`, `watch`, `retrain`, `drift`, `simulate`), registered on the
+main CLI by `flows.cli`.
+
+No `from __future__ import annotations` here: typer reads the annotations, and the option types are local to
+`register`.
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+ConfigsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--config", "-c", help="Dataset configs to deploy (repeatable); default: every configs/*.yaml."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    from flows.cli import ConfigOption, SetOption, load_pipeline
+
+    @app.command()
+    def deploy(
+        config: ConfigsOption = None,
+        set_: SetOption = None,
+        name: Annotated[
+            list[str] | None,
+            typer.Option(help="Deploy only these: entrypoint function/deployment name, e.g. `train_flow/bike`."),
+        ] = None,
+    ) -> None:
+        """Bring up the local production setup: Prefect server on loopback (unless PREFECT_API_URL names one),
+        the `mlcycle` process work pool and a worker, and the deployments of prefect.yaml."""
+        from flows.deploy import PROJECT_DIR, deploy, summary
+
+        files = config or sorted((PROJECT_DIR / "configs").glob("*.yaml"))
+        result = deploy([load_pipeline(f, set_) for f in files], name)
+        typer.echo(summary(result))
+        typer.echo(f"export PREFECT_API_URL={result.api_url}   # then e.g. prefect deployment run 'train/bike'")
+        typer.echo("stop with: mlcycle undeploy (or make undeploy)")
+
+    @app.command()
+    def undeploy() -> None:
+        """Stop the worker and the Prefect server that `mlcycle deploy` started (nothing else)."""
+        from flows.deploy import undeploy as stop
+
+        stopped = stop()
+        typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+    @app.command()
+    def watch(config: ConfigOption = Path("configs/bike.yaml"), set_: SetOption = None) -> None:
+        """Ingest new files from the dataset's landing folder once (what the watch-landing deployment runs)."""
+        from flows.watch import watch_flow
+
+        typer.echo(json.dumps(watch_flow(load_pipeline(config, set_)).model_dump(), indent=2))
+
+    @app.command()
+    def retrain(
+        config: ConfigOption = Path("configs/bike.yaml"),
+        mode: Annotated[str | None, typer.Option(help="full or refresh; default: the config's retrain.mode.")] = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Retrain now: a full re-tune or an incremental refresh of the champion."""
+        from flows.retrain import retrain_flow
+
+        chosen: Literal["full", "refresh"] | None = mode  # type: ignore[assignment]
+        typer.echo(json.dumps(retrain_flow(load_pipeline(config, set_), "manual", chosen).model_dump(), indent=2))
+
+    @app.command()
+    def drift(config: ConfigOption = Path("configs/bike.yaml"), set_: SetOption = None) -> None:
+        """Check recent batches and served requests for drift against the champion's training data."""
+        from flows.drift import drift_flow
+
+        typer.echo(json.dumps(drift_flow(load_pipeline(config, set_)).model_dump(), indent=2))
+
+    @app.command()
+    def simulate(
+        dataset: Annotated[str, typer.Argument(help="Only `bike`: the replay needs dated rows.")] = "bike",
+        config: ConfigOption = Path("configs/bike.yaml"),
+        set_: SetOption = None,
+    ) -> None:
+        """Replay the bike-sharing history month by month through the cycle; RMSE per month of 2012 for the
+        cycle's champion, a frozen model and incremental refresh only."""
+        if dataset != "bike":
+            raise typer.BadParameter(
+                "only `bike` can be replayed: it is the dataset with dated rows", param_hint="DATASET"
+            )
+        from flows.simulate import simulate
+
+        simulate(load_pipeline(config, set_), echo=typer.echo)
