@@ -128,8 +128,9 @@ def _data_parallel_trial(
                             settings.data_parallel_workers, Path(storage), f"train-{trial_id}",
                             report_every=settings.report_every, in_tune=True)  # fmt: skip
     tune.report({"valid_score": fit.best_score, "rounds": fit.best_rounds, "boosted": fit.boosted, "done": True,
-                 "node_id": fit.workers[0]["node_id"], "worker_nodes": [w["node_id"] for w in fit.workers],
-                 "worker_rows": [w["rows"] for w in fit.workers]})  # fmt: skip
+                 # as text: Tune's result loggers take scalars, not lists
+                 "node_id": fit.workers[0]["node_id"], "worker_nodes": ",".join(w["node_id"] for w in fit.workers),
+                 "worker_rows": ",".join(str(w["rows"]) for w in fit.workers)})  # fmt: skip
 
 
 class _ProgressLog(tune.Callback):
@@ -285,7 +286,10 @@ def _trial_record(result: Any) -> dict[str, Any]:
         "seconds": float(metrics.get("time_total_s", 0.0)),
         "node_id": metrics.get("node_id"),
         **(
-            {"worker_nodes": metrics["worker_nodes"], "worker_rows": metrics["worker_rows"]}
+            {
+                "worker_nodes": metrics["worker_nodes"].split(","),
+                "worker_rows": [int(r) for r in metrics["worker_rows"].split(",")],
+            }
             if "worker_nodes" in metrics
             else {}
         ),  # fmt: skip
