@@ -71,7 +71,8 @@ def data_parallel() -> dict[str, Any]:
     data = TrainingData(x[:4000], y[:4000], x[4000:5000], y[4000:5000])
     x_test, y_test = x[5000:], y[5000:]
     overrides = {"tune.num_samples": 1, "tune.data_parallel_workers": 2, "tune.max_rounds": 200,
-                 "tune.report_every": 50, "tune.grace_period": 200, "tune.final_fit": "train", "tune.resume": False}  # fmt: skip
+                 "tune.report_every": 50, "tune.grace_period": 200, "tune.final_fit": "train", "tune.resume": False,
+                 "tune.searcher": "random", "tune.time_budget_s": None}  # fmt: skip
     config = load_config(ROOT / "configs/adult.yaml", overrides)
     result = tune_xgboost(data, "binary", config.tune, config.seed, Path(tempfile.mkdtemp()), "data-parallel")
     final = fit_final_model(data, result.best_config, result.best_rounds, config)
