@@ -15,8 +15,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-run: install           ## train on the embedded defaults (Adult census income)
-	$(BIN)/mlcycle train --config $(CONFIG)
+RUN_SET ?= --set tune.time_budget_s=60
+
+run: install           ## train on the embedded defaults (Adult census income), a 60 s search; RUN_SET= for the full one
+	$(BIN)/mlcycle train --config $(CONFIG) $(RUN_SET)
 
 test: install          ## the whole suite: unit tests and real Prefect, Ray Tune and bentoml serve
 	$(BIN)/python -m pytest

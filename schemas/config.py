@@ -180,14 +180,20 @@ class TuneConfig(_Strict):
     )
     max_rounds: int = Field(default=2000, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
-    report_every: int = Field(default=10, ge=1, description="Boosting rounds between reports to the scheduler.")
+    report_every: int = Field(
+        default=25, ge=1, description="Boosting rounds between reports to the scheduler (each report costs Tune work)."
+    )
     grace_period: int = Field(
-        default=30,
+        default=300,
         ge=1,
-        description="ASHA: reports a trial gets before it may be stopped; long enough that slow learning rates "
-        "are not cut before they have converged.",
+        description="ASHA: boosting rounds a trial gets before it may be stopped; long enough that slow learning "
+        "rates are not cut before they have converged. ASHA compares trials every `reduction_factor` times as many "
+        "rounds after that.",
     )
     reduction_factor: int = Field(default=3, ge=2)
+    log_every: int = Field(
+        default=4, ge=1, description="Log a progress line (trials done, best so far, elapsed) every this many trials."
+    )
     final_fit: Literal["train", "train_valid"] = Field(
         default="train",
         description="`train`: the best configuration boosted on the training split with early stopping, the model "
@@ -195,6 +201,13 @@ class TuneConfig(_Strict):
         "scaled by the larger data.",
     )
     ray_address: str | None = Field(default=None, description="An existing Ray cluster; RAY_ADDRESS also works.")
+    data_parallel_workers: int = Field(
+        default=0,
+        ge=0,
+        description="0: each trial trains in one process. N >= 1: each trial, and the final fit, train one booster "
+        "data-parallel across N Ray Train workers of `cpus_per_trial` CPUs, each holding only its shard of the "
+        "rows (for data larger than one worker's memory).",
+    )
     space: dict[str, list[float]] = Field(
         default_factory=lambda: {
             "eta": [0.01, 0.2],
@@ -209,6 +222,16 @@ class TuneConfig(_Strict):
         description="Bounds per XGBoost parameter; eta, lambda and alpha are sampled log-uniformly, max_depth and "
         "max_bin as integers.",
     )
+
+    @model_validator(mode="after")
+    def _data_parallel_rules(self) -> TuneConfig:
+        if self.data_parallel_workers and self.time_budget_s is not None:
+            raise ValueError(
+                "tune.time_budget_s cannot be combined with tune.data_parallel_workers: stopping a data-parallel "
+                "trial at the deadline would leave its Ray Train workers holding their CPUs (Ray 2.60); bound the "
+                "search with tune.num_samples"
+            )
+        return self
 
 
 class BatchingConfig(_Strict):

@@ -13,7 +13,7 @@ from typing import Any
 import ray
 import xgboost as xgb
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from schemas.config import PipelineConfig, TaskType, TuneConfig
@@ -91,14 +91,16 @@ class _ReportRounds(xgb.callback.TrainingCallback):
 
     def __init__(self, metric: str, every: int, node_id: str) -> None:
         self.metric, self.every, self.node_id = metric, every, node_id
-        self.best, self.best_round = math.inf, 0
+        self.best, self.best_round, self.boosted = math.inf, 0, 0
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
         score = evals_log["valid"][self.metric][-1]
         if score < self.best:
             self.best, self.best_round = score, epoch + 1
-        if (epoch + 1) % self.every == 0:
-            tune.report({"valid_score": self.best, "rounds": self.best_round, "done": False, "node_id": self.node_id})
+        self.boosted = epoch + 1
+        if self.boosted % self.every == 0:
+            tune.report({"valid_score": self.best, "rounds": self.best_round, "boosted": self.boosted, "done": False,
+                         "node_id": self.node_id})  # fmt: skip
         return False
 
 
@@ -109,16 +111,36 @@ def _trial(sampled: dict[str, Any], data: TrainingData, task: TaskType, settings
     node_id = ray.get_runtime_context().get_node_id()
     reporter = _ReportRounds(STOPPING_METRIC[task], settings.report_every, node_id)
     fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=[reporter])
-    tune.report({"valid_score": reporter.best, "rounds": reporter.best_round, "done": True, "node_id": node_id})
+    tune.report({"valid_score": reporter.best, "rounds": reporter.best_round, "boosted": reporter.boosted,
+                 "done": True, "node_id": node_id})  # fmt: skip
+
+
+def _data_parallel_trial(
+    sampled: dict[str, Any], shards: Any, task: TaskType, settings: TuneConfig, seed: int, storage: str
+) -> None:
+    """One trial trained data-parallel: the trial's function runs a Ray Train trainer (Train v2's way of nesting
+    in Tune), whose workers' reports reach Tune through Ray's TuneReportCallback."""
+    from tasks.distributed import fit_data_parallel
+
+    params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed)
+    trial_id = tune.get_context().get_trial_id()
+    fit = fit_data_parallel(shards, params, settings.max_rounds, settings.early_stopping_rounds,
+                            settings.data_parallel_workers, Path(storage), f"train-{trial_id}",
+                            report_every=settings.report_every, in_tune=True)  # fmt: skip
+    tune.report({"valid_score": fit.best_score, "rounds": fit.best_rounds, "boosted": fit.boosted, "done": True,
+                 # as text: Tune's result loggers take scalars, not lists
+                 "node_id": fit.workers[0]["node_id"], "worker_nodes": ",".join(w["node_id"] for w in fit.workers),
+                 "worker_rows": ",".join(str(w["rows"]) for w in fit.workers)})  # fmt: skip
 
 
 class _ProgressLog(tune.Callback):
-    """Logs trials done of total, the best score so far and the elapsed time (terminal and Prefect logs)."""
+    """One line every `every` finished trials (and at the last): trials done of total, the best score so far and
+    the elapsed time, in the terminal and the Prefect logs. Ray's own progress table is turned off: it redraws
+    every few seconds and floods the Prefect logs."""
 
-    def __init__(self, total: int, metric: str) -> None:
-        self.total, self.metric = total, metric
+    def __init__(self, total: int, metric: str, every: int) -> None:
+        self.total, self.metric, self.every = total, metric, max(1, every)
         self.started = time.monotonic()
-        self.done = 0
         self.best = math.inf
 
     def on_trial_result(
@@ -127,9 +149,10 @@ class _ProgressLog(tune.Callback):
         self.best = min(self.best, result["valid_score"])
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.done = sum(1 for t in trials if t.status == "TERMINATED")
-        log.info("trials done %d/%d, best valid %s so far %.5f, elapsed %.0f s",
-                 self.done, self.total, self.metric, self.best, time.monotonic() - self.started)  # fmt: skip
+        done = sum(1 for t in trials if t.is_finished())
+        if done % self.every == 0 or done >= self.total:
+            log.info("tuning: %d/%d trials done, best valid %s so far %.5f, %.0f s elapsed",
+                     done, self.total, self.metric, self.best, time.monotonic() - self.started)  # fmt: skip
 
 
 def _searcher(settings: TuneConfig, seed: int, concurrent: int) -> Any:
@@ -160,22 +183,46 @@ def tune_xgboost(
     """
     ensure_ray(settings.ray_address)
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    concurrent = max(1, cpus // settings.cpus_per_trial)
     metric = STOPPING_METRIC[task]
-    resources = {
-        "cpu": settings.cpus_per_trial,
-        **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
-    }
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, data=data, task=task, settings=settings, seed=seed), resources
-    )
     path = storage.resolve() / experiment
+    workers = settings.data_parallel_workers
+    if workers:
+        from tasks.distributed import shard_data
+
+        # The trial's own process only drives the trainer; its Ray Train workers hold the CPUs. (Tune refuses a
+        # trial with no resources at all, so it asks for one byte of memory: nothing a worker needs.)
+        concurrent = max(1, cpus // (workers * settings.cpus_per_trial))
+        trainable = tune.with_resources(
+            tune.with_parameters(_data_parallel_trial, shards=shard_data(data), task=task, settings=settings,
+                                 seed=seed, storage=str(path / "train")),
+            {"cpu": 0, "memory": 1},
+        )  # fmt: skip
+    else:
+        concurrent = max(1, cpus // settings.cpus_per_trial)
+        resources = {
+            "cpu": settings.cpus_per_trial,
+            **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
+        }
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, data=data, task=task, settings=settings, seed=seed), resources
+        )
     resumed = settings.resume and tune.Tuner.can_restore(str(path))
     if resumed:
         log.info("resuming the search in %s: finished trials are kept", path)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        reports = max(1, settings.max_rounds // settings.report_every)
+        # ASHA counts boosting rounds, not reports, so `report_every` only sets how often it looks.
+        scheduler = ASHAScheduler(
+            time_attr="boosted",
+            max_t=settings.max_rounds,
+            grace_period=min(settings.grace_period, settings.max_rounds),
+            reduction_factor=settings.reduction_factor,
+        )
+        if workers:
+            # No ASHA for data-parallel trials: stopping one kills its Ray Train controller before it releases its
+            # workers' placement group, and Ray 2.60's cleaner for that needs the dashboard's state API (off here),
+            # so the CPUs would stay held. Each trial stops by its own early stopping instead.
+            scheduler = FIFOScheduler()
         tuner = tune.Tuner(
             trainable,
             param_space=search_space(settings),
@@ -185,19 +232,16 @@ def tune_xgboost(
                 num_samples=settings.num_samples,
                 time_budget_s=settings.time_budget_s,
                 search_alg=_searcher(settings, seed, concurrent),
-                scheduler=ASHAScheduler(
-                    max_t=reports,
-                    grace_period=min(settings.grace_period, reports),
-                    reduction_factor=settings.reduction_factor,
-                ),  # fmt: skip
-                # A worker process per trial costs seconds of start-up and imports; reuse them.
-                reuse_actors=True,
+                scheduler=scheduler,
+                # A worker process per trial costs seconds of start-up and imports; reuse them. Not with Ray
+                # Train inside: there the trial's process only drives a trainer and is cheap next to it.
+                reuse_actors=not workers,
             ),
             run_config=tune.RunConfig(
                 name=experiment,
                 storage_path=str(storage.resolve()),
-                verbose=1,
-                callbacks=[_ProgressLog(settings.num_samples, metric)],
+                verbose=0,
+                callbacks=[_ProgressLog(settings.num_samples, metric, settings.log_every)],
             ),
         )
     log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
@@ -238,8 +282,17 @@ def _trial_record(result: Any) -> dict[str, Any]:
         "valid_score": float(metrics["valid_score"]) if "valid_score" in metrics else None,
         "rounds": int(metrics.get("rounds", 0)),
         "reports": int(metrics.get("training_iteration", 0)),
+        "boosted": int(metrics.get("boosted", 0)),
         "seconds": float(metrics.get("time_total_s", 0.0)),
         "node_id": metrics.get("node_id"),
+        **(
+            {
+                "worker_nodes": metrics["worker_nodes"].split(","),
+                "worker_rows": [int(r) for r in metrics["worker_rows"].split(",")],
+            }
+            if "worker_nodes" in metrics
+            else {}
+        ),  # fmt: skip
         "error": str(result.error)[:300] if result.error else None,
         **dict(result.config or {}),
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+from pydantic import ValidationError
 
 from schemas import load_config
 from tasks.train import TrainingData, fit_final_model
@@ -35,3 +37,8 @@ def test_train_rule_keeps_only_the_rounds_early_stopping_chose() -> None:
                                                        "tune.early_stopping_rounds": 5})  # fmt: skip
     booster = fit_final_model(_data(), {"eta": 0.3, "max_depth": 3}, best_rounds=0, config=config)
     assert 1 <= booster.num_boosted_rounds() < 500
+
+
+def test_data_parallel_refuses_a_wall_clock_budget() -> None:
+    with pytest.raises(ValidationError, match="time_budget_s cannot be combined with tune.data_parallel_workers"):
+        load_config(ROOT / "configs/adult.yaml", {"tune.data_parallel_workers": 2, "tune.time_budget_s": 60})

@@ -16,7 +16,8 @@ from schemas import load_config
 from tests.conftest import ROOT
 
 SMALL_RUN = {"source.sample_rows": 1500, "tune.num_samples": 2, "tune.max_rounds": 60, "tune.report_every": 5,
-             "tune.grace_period": 2, "tune.early_stopping_rounds": 10}  # fmt: skip
+             "tune.grace_period": 10, "tune.early_stopping_rounds": 10, "tune.searcher": "random",
+             "tune.time_budget_s": None}  # fmt: skip
 
 
 def run_training(dataset: str):  # type: ignore[no-untyped-def]

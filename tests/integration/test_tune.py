@@ -36,7 +36,7 @@ def _configs(result) -> list[tuple[float, ...]]:  # type: ignore[no-untyped-def]
 
 
 def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Path) -> None:
-    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=1, resume=False)
+    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=10, resume=False)
     first = tune_xgboost(_data(), "binary", settings, seed=7, storage=tmp_path, experiment="a")
     second = tune_xgboost(_data(), "binary", settings, seed=7, storage=tmp_path, experiment="b")
     other = tune_xgboost(_data(), "binary", settings, seed=8, storage=tmp_path, experiment="c")
@@ -47,7 +47,7 @@ def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Pa
 
 
 def test_optuna_searcher_runs(local_ray: None, tmp_path: Path) -> None:
-    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=1, searcher="optuna")
+    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=10, searcher="optuna")
     result = tune_xgboost(_data(), "binary", settings, seed=0, storage=tmp_path, experiment="optuna")
     assert len(result.trials) == 3 and result.best_score < 0.7
 
@@ -78,10 +78,11 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(prefect_server: N
     env = {**os.environ, "MLCYCLE_HOME": str(tmp_path / "home"), "BENTOML_HOME": str(tmp_path / "home/bentoml"),
            "PREFECT_API_URL": str(PREFECT_API_URL.value())}  # fmt: skip
     cmd = [sys.executable, "-c", "from flows.cli import main; main()", "train", "--config", "configs/adult.yaml",
-           "--set", "source.sample_rows=3000", "--set", "tune.num_samples=24", "--set", "tune.max_rounds=1500",
+           "--set", "source.sample_rows=3000", "--set", "tune.num_samples=24",
+           "--set", "tune.searcher=random", "--set", "tune.time_budget_s=null", "--set", "tune.max_rounds=1500",
            # no early stop of either kind: every trial boosts all its rounds, so the search outlasts the kill
            "--set", "tune.early_stopping_rounds=1500", "--set", "tune.report_every=50",
-           "--set", "tune.grace_period=1000"]  # fmt: skip
+           "--set", "tune.grace_period=1500"]  # fmt: skip
     experiments = tmp_path / "home/ray_results"
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # fmt: skip
@@ -106,3 +107,20 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(prefect_server: N
     after = {t["trial_id"]: t["valid_score"] for t in trials}
     for trial_id, score in before.items():  # kept, not run again
         assert after[trial_id] == pytest.approx(score)
+
+
+def test_data_parallel_trials_train_across_two_workers_on_two_nodes() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/cluster_search.py"), "data-parallel"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(report["trials"]) == 1
+    for trial in report["trials"]:
+        # one worker per node, each trained on its own half of the rows, and the search saw the result
+        assert sorted(trial["worker_nodes"]) == report["cluster_nodes"], trial
+        assert sum(trial["worker_rows"]) == report["train_rows"] and min(trial["worker_rows"]) > 0
+        assert trial["rounds"] > 0
+    # The final fit is a plain booster, as good as the same configuration trained in one process.
+    assert report["final_is_booster"]
+    assert report["final_auc"] > 0.85
+    assert report["final_auc"] == pytest.approx(report["single_auc"], abs=0.01)
