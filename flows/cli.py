@@ -219,9 +219,16 @@ def models_list(name: Annotated[str | None, typer.Argument(help="Model name; def
 @models_app.command("show")
 def models_show(tag: Annotated[str, typer.Argument(help="Full tag, or a name for its champion.")]) -> None:
     """Everything recorded for one version: metrics, lineage, config, gate decision, events."""
-    from flows.models import describe
+    from bentoml.exceptions import NotFound
 
-    typer.echo(json.dumps(describe(tag), indent=2, default=str))
+    from flows.models import describe
+    from tasks.registry import RegistryError
+
+    try:
+        typer.echo(json.dumps(describe(tag), indent=2, default=str))
+    except (NotFound, RegistryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @models_app.command("history")
@@ -235,7 +242,9 @@ def models_history(name: str) -> None:
 @app.command()
 def rollback(
     name: str,
-    to: Annotated[str | None, typer.Option("--to", help="Version to go back to; default: the previous champion.")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to go back to; default: the previous champion.")
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the promotion log.")] = "manual rollback",
 ) -> None:
     """Make an earlier version champion again once it has passed a smoke test with the real service."""
@@ -259,6 +268,8 @@ def export(
     max_depth: Annotated[int, typer.Option(min=1)] = 4,
 ) -> None:
     """Export a model for client devices, checked against the registered model on the golden rows."""
+    from bentoml.exceptions import NotFound
+
     from tasks.export import ExportError, export_model
     from tasks.reproduce import ReproduceError
 
@@ -267,7 +278,7 @@ def export(
         raise typer.Exit(2)
     try:
         report = export_model(tag, format_, out, compact, max_trees, max_depth)  # type: ignore[arg-type]
-    except (ExportError, ReproduceError, FileNotFoundError) as exc:
+    except (ExportError, ReproduceError, FileNotFoundError, NotFound) as exc:
         typer.echo(f"error: export failed: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(report.as_dict(), indent=2))
@@ -283,11 +294,13 @@ def reproduce(
     tolerance: Annotated[float, typer.Option(help="Largest prediction difference accepted.")] = 1e-6,
 ) -> None:
     """Refit a model from its recorded snapshot, config and seed; check its test-set predictions match."""
+    from bentoml.exceptions import NotFound
+
     from tasks.reproduce import ReproduceError, reproduce
 
     try:
         result = reproduce(tag, tolerance)
-    except ReproduceError as exc:
+    except (ReproduceError, NotFound) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     verdict = "reproduced" if result.matches else "NOT reproduced"

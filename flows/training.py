@@ -210,7 +210,9 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     tag = save_bundle_task(booster, preprocessor, config, class_names(config), metrics, lineage)
     files = write_report_task(tag, evaluation, booster, leakage, tuned, config)
     publish_task(tag, evaluation, leakage, files, tuned, splits, validated)
-    gate = record_decision_task(gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config))
+    gate = record_decision_task(
+        gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
+    )
     primary = metrics["primary"]
     print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (trivial {metrics['baseline'][primary]:.4f})")
     return TrainResult(
@@ -275,7 +277,9 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
     )  # fmt: skip
     metrics = {**evaluation.metrics, "parent_on_same_test": base_on_new}
     tag = save_bundle_task(booster, base.preprocessor, config, class_names(config), metrics, lineage)
-    gate = record_decision_task(gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config))
+    gate = record_decision_task(
+        gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
+    )
     primary = metrics["primary"]
     print(f"model {tag} refreshed from {base.tag} with {booster.num_boosted_rounds() - base.booster.num_boosted_rounds()} "
           f"rounds on {splits.sizes()} new rows: test {primary} {metrics['test'][primary]:.4f} "

@@ -70,7 +70,9 @@ def rebuild_data(bundle: ModelBundle) -> tuple[Splits, PreprocessorSpec, Trainin
     """The bundle's splits, its preprocessing fitted again on the training rows, and the model-ready data."""
     config = bundle.config
     splits = rebuild_splits(bundle)
-    preprocessor = fit_preprocessor(splits.train, feature_columns(list(splits.train.columns), config), config.preprocess)
+    preprocessor = fit_preprocessor(
+        splits.train, feature_columns(list(splits.train.columns), config), config.preprocess
+    )
     data = TrainingData(
         x_train=apply_preprocessor(preprocessor, splits.train),
         y_train=encode_target(splits.train[config.target], config),

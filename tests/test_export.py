@@ -104,8 +104,14 @@ def test_regression_export_adds_the_mean_as_base_score(tmp_path: Path) -> None:
 def test_native_categorical_splits_export_with_set_membership(tmp_path: Path) -> None:
     booster, spec = _fit(_frame(), {"objective": "binary:logistic"}, 30)
     trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
-    partitions = [t for t in trees if any(len(t["categories"][s:s + n]) > 1 for s, n in  # fmt: skip
-                  zip(t["categories_segments"], t["categories_sizes"], strict=True))]
+    partitions = [
+        t
+        for t in trees
+        if any(
+            len(t["categories"][s : s + n]) > 1
+            for s, n in zip(t["categories_segments"], t["categories_sizes"], strict=True)  # fmt: skip
+        )
+    ]
     assert partitions, "the test needs trees that split on sets of several categories"
     for fmt in ("onnx", "xgboost-json"):
         report = _export(tmp_path, booster, spec, fmt)

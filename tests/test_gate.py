@@ -37,14 +37,18 @@ def noisy_adult(n: int, seed: int) -> pd.DataFrame:
 def make_bundle(name: str, train: pd.DataFrame, rounds: int, depth: int = 3, gate: dict[str, Any] | None = None,
                 shuffle_labels: bool = False) -> tuple[str, Any]:  # fmt: skip
     """Fit a small booster on `train` and save it as a challenger of `name`."""
-    config = load_config(ROOT / "configs/adult.yaml", {"name": name, **{f"gate.{k}": v for k, v in {**FAST, **(gate or {})}.items()}})
+    config = load_config(
+        ROOT / "configs/adult.yaml", {"name": name, **{f"gate.{k}": v for k, v in {**FAST, **(gate or {})}.items()}}
+    )
     features = [c for c in train.columns if c != "income"]
     spec = fit_preprocessor(train, features, config.preprocess)
     y = encode_target(train["income"], config)
     if shuffle_labels:
         y = np.random.default_rng(1).permutation(y)
     data = TrainingData(apply_preprocessor(spec, train), y, apply_preprocessor(spec, train[:10]), y[:10])
-    booster = fit_rounds(data.x_train, data.y_train, xgb_params("binary", {"max_depth": depth, "eta": 0.3}, 1, 0), rounds)
+    booster = fit_rounds(
+        data.x_train, data.y_train, xgb_params("binary", {"max_depth": depth, "eta": 0.3}, 1, 0), rounds
+    )
     metrics = {"primary": "roc_auc", "test": {"roc_auc": 0.0}, "baseline": {"roc_auc": 0.5}}
     return save_bundle(booster, spec, config, ["<=50K", ">50K"], metrics, {"data_hash": "unit"}), config
 

@@ -28,6 +28,12 @@ def adult_run(prefect_server: None, local_ray: None):  # type: ignore[no-untyped
     return run_training("adult")
 
 
+@pytest.fixture(scope="session")
+def bike_run(prefect_server: None, local_ray: None):  # type: ignore[no-untyped-def]
+    """The real training flow on Bike Sharing (regression, time split), same small settings."""
+    return run_training("bike")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
