@@ -3,6 +3,7 @@ never none and never two, with version statuses and the log agreeing."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
@@ -53,7 +54,7 @@ def _assert_consistent(expected_champions: set[str]) -> str:
     assert set(statuses.values()) <= {"champion", "retired", "challenger"}  # m:2 may never have been promoted
     log = registry.history("m")
     assert log[-1].to_tag == champion  # the last logged change is the one in force
-    assert all(a.to_tag == b.from_tag for a, b in zip(log, log[1:], strict=False))  # an unbroken chain
+    assert all(a.to_tag == b.from_tag for a, b in itertools.pairwise(log))  # an unbroken chain
     with sqlite3.connect(registry.registry_path()) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT COUNT(*) FROM champions WHERE name = 'm'").fetchone()[0] == 1
