@@ -143,8 +143,14 @@ def versions_table(name: str | None = None) -> str:
 def history_table(name: str) -> str:
     """`mlcycle models history`: the promotion log, oldest first."""
     rows = [{"at": e.at, "action": e.action, "from": e.from_tag, "to": e.to_tag, "by": e.actor,
-             "flow run": (e.flow_run_id or "")[:8], "reason": e.reason} for e in registry.history(name)]  # fmt: skip
+             "flow run": (e.flow_run_id or "")[:8], "reason": _short(e.reason)} for e in registry.history(name)]  # fmt: skip
     return markdown_table(rows, ["at", "action", "from", "to", "by", "flow run", "reason"])
+
+
+def _short(text: str, limit: int = 160) -> str:
+    """A log reason for a table cell; `models show` has the whole record."""
+    text = text.replace("|", "/").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def describe(tag: str) -> dict[str, Any]:
