@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "serving" / "examples"
 
 
+_STARTUP_FAILED = "Application startup failed"
+
+
 class ServeError(RuntimeError):
     """The service did not start, or stopped, or did not become ready in time; carries its output."""
 
@@ -52,13 +55,16 @@ def serving_model(tag: str, timeout_s: float = 120.0) -> Iterator[str]:
 
         def tail() -> str:
             output.seek(0)
-            return output.read()[-4000:]
+            return output.read()[-6000:]
 
         try:
             deadline = time.monotonic() + timeout_s
             while True:
                 if proc.poll() is not None:
                     raise ServeError(f"bentoml serve of {tag} exited with code {proc.returncode}:\n{tail()}")
+                # BentoML's arbiter outlives a worker whose startup failed and keeps restarting it: fail now.
+                if _STARTUP_FAILED in tail():
+                    raise ServeError(f"bentoml serve of {tag} could not start the service:\n{tail()}")
                 try:
                     if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                         break
