@@ -22,7 +22,7 @@ from tests.conftest import ROOT, adult_rows
 
 _names = itertools.count()
 # The latency budget is out of reach here except where a test lowers it: tests never depend on wall time.
-FAST = {"bootstrap_samples": 200, "latency_rows": 20, "latency_p99_ms": 1e6, "smoke_test": False}
+FAST = {"bootstrap_samples": 100, "latency_rows": 10, "latency_p99_ms": 1e6, "smoke_test": False}
 
 
 def noisy_adult(n: int, seed: int) -> pd.DataFrame:
