@@ -248,9 +248,10 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why, for the promotion log.")] = "manual rollback",
 ) -> None:
     """Make an earlier version champion again once it has passed a smoke test with the real service."""
-    from flows.models import RollbackError, rollback_flow
+    from flows.models import RollbackError, rollback_flow, rollback_target
 
     try:
+        rollback_target(name, to)  # a target that cannot be named fails here, before a flow run is started
         result = rollback_flow(name, to, reason)
     except RollbackError as exc:
         typer.echo(f"error: {exc}", err=True)
