@@ -287,6 +287,10 @@ def export(
                f" kB, {report.trees} trees); parity max |diff| {report.parity_max_abs_diff:.3g} on "
                f"{report.parity_rows} golden rows; single-row p50 {report.latency_p50_ms:.3f} ms, "
                f"p99 {report.latency_p99_ms:.3f} ms", err=True)  # fmt: skip
+    if report.compact:
+        c = report.compact
+        typer.echo(f"compact: {c['trees_before']} → {c['trees']} trees of depth ≤ {c['max_depth']}; test {c['metric']} "
+                   f"{c['full']:.4f} → {c['compact']:.4f} (costs {c['cost']:.4f})", err=True)  # fmt: skip
 
 
 @app.command()
