@@ -183,7 +183,9 @@ def quarantine_replay(config: ConfigOption, set_: SetOption = None) -> None:
 
 @app.command()
 def serve(
-    tag: Annotated[str, typer.Argument(help="Model tag, or a name for its champion (its newest version before any promotion).")] = "adult",
+    tag: Annotated[
+        str, typer.Argument(help="Model tag, or a name for its champion (its newest version before any promotion).")
+    ] = "adult",
     port: int = 3000,
     host: Annotated[str, typer.Option(help="Bind address; 0.0.0.0 only when you mean it.")] = "127.0.0.1",
 ) -> None:
