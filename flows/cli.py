@@ -65,9 +65,7 @@ def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = N
 @app.command()
 def refresh(
     config: ConfigOption = Path("configs/adult.yaml"),
-    base: Annotated[
-        str | None, typer.Option(help="Model to continue; default: the newest of the dataset's name.")
-    ] = None,
+    base: Annotated[str | None, typer.Option(help="Model to continue; default: the dataset's champion.")] = None,
     set_: SetOption = None,
 ) -> None:
     """Incremental refresh: continue boosting the model on batches that arrived after its snapshot."""

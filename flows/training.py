@@ -250,7 +250,7 @@ def refresh_task(base: ModelBundle, data: TrainingData, config: PipelineConfig) 
 
 @flow(name="refresh", log_prints=True)
 def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainResult | None:
-    """The cheap retraining path: continue boosting a model (default: the newest of the dataset's name) on the
+    """The cheap retraining path: continue boosting a model (default: the dataset's champion) on the
     batches that arrived after its snapshot, with its own preprocessing and parameters. None if nothing is new."""
     if config.source.snapshot is None:
         ingest_flow(config)
