@@ -65,9 +65,7 @@ def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = N
 @app.command()
 def refresh(
     config: ConfigOption = Path("configs/adult.yaml"),
-    base: Annotated[
-        str | None, typer.Option(help="Model to continue; default: the newest of the dataset's name.")
-    ] = None,
+    base: Annotated[str | None, typer.Option(help="Model to continue; default: the dataset's champion.")] = None,
     set_: SetOption = None,
 ) -> None:
     """Incremental refresh: continue boosting the model on batches that arrived after its snapshot."""
@@ -211,6 +209,118 @@ def serve(
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", host,
            "--port", str(port), "--timeout-keep-alive", str(ServingConfig().keep_alive_s)]  # fmt: skip
     raise typer.Exit(subprocess.call(cmd, env=env, cwd=root))
+
+
+models_app = typer.Typer(help="The model registry: versions, champion and promotion log.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(name: Annotated[str | None, typer.Argument(help="Model name; default: all.")] = None) -> None:
+    """Versions with creation time, primary metric, data snapshot and status, newest first."""
+    from flows.models import versions_table
+
+    typer.echo(versions_table(name))
+
+
+@models_app.command("show")
+def models_show(tag: Annotated[str, typer.Argument(help="Full tag, or a name for its champion.")]) -> None:
+    """Everything recorded for one version: metrics, lineage, config, gate decision, events."""
+    from bentoml.exceptions import NotFound
+
+    from flows.models import describe
+    from tasks.registry import RegistryError
+
+    try:
+        typer.echo(json.dumps(describe(tag), indent=2, default=str))
+    except (NotFound, RegistryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@models_app.command("history")
+def models_history(name: str) -> None:
+    """The promotion log of a model name: promotions, rejections and rollbacks, oldest first."""
+    from flows.models import history_table
+
+    typer.echo(history_table(name))
+
+
+@app.command()
+def rollback(
+    name: str,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to go back to; default: the previous champion.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the promotion log.")] = "manual rollback",
+) -> None:
+    """Make an earlier version champion again once it has passed a smoke test with the real service."""
+    from flows.models import RollbackError, rollback_flow, rollback_target
+
+    try:
+        rollback_target(name, to)  # a target that cannot be named fails here, before a flow run is started
+        result = rollback_flow(name, to, reason)
+    except RollbackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result.model_dump(), indent=2))
+
+
+@app.command()
+def export(
+    tag: Annotated[str, typer.Argument(help="Full tag, or a name for its champion.")],
+    format_: Annotated[str, typer.Option("--format", help="onnx or xgboost-json.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Folder to write; default under MLCYCLE_HOME/exports.")] = None,
+    compact: Annotated[bool, typer.Option(help="Refit with at most --max-trees trees of --max-depth.")] = False,
+    max_trees: Annotated[int, typer.Option(min=1)] = 50,
+    max_depth: Annotated[int, typer.Option(min=1)] = 4,
+) -> None:
+    """Export a model for client devices, checked against the registered model on the golden rows."""
+    from bentoml.exceptions import NotFound
+
+    from tasks.export import ExportError, export_model
+    from tasks.reproduce import ReproduceError
+
+    if format_ not in ("onnx", "xgboost-json"):
+        typer.echo(f"error: --format must be onnx or xgboost-json, got {format_!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        report = export_model(tag, format_, out, compact, max_trees, max_depth)  # type: ignore[arg-type]
+    except (ExportError, ReproduceError, FileNotFoundError, NotFound) as exc:
+        typer.echo(f"error: export failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(report.as_dict(), indent=2))
+    typer.echo(f"{report.folder}: {report.folder_bytes / 1e3:.1f} kB ({report.model_file} {report.model_bytes / 1e3:.1f}"
+               f" kB, {report.trees} trees); parity max |diff| {report.parity_max_abs_diff:.3g} on "
+               f"{report.parity_rows} golden rows; single-row p50 {report.latency_p50_ms:.3f} ms, "
+               f"p99 {report.latency_p99_ms:.3f} ms", err=True)  # fmt: skip
+    if report.compact:
+        c = report.compact
+        typer.echo(f"compact: {c['trees_before']} → {c['trees']} trees of depth ≤ {c['max_depth']}; test {c['metric']} "
+                   f"{c['full']:.4f} → {c['compact']:.4f} (costs {c['cost']:.4f})", err=True)  # fmt: skip
+
+
+@app.command()
+def reproduce(
+    tag: Annotated[str, typer.Argument(help="Full tag, or a name for its champion.")],
+    tolerance: Annotated[float, typer.Option(help="Largest prediction difference accepted.")] = 1e-6,
+) -> None:
+    """Refit a model from its recorded snapshot, config and seed; check its test-set predictions match."""
+    from bentoml.exceptions import NotFound
+
+    from tasks.reproduce import ReproduceError, reproduce
+
+    try:
+        result = reproduce(tag, tolerance)
+    except (ReproduceError, NotFound) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    verdict = "reproduced" if result.matches else "NOT reproduced"
+    typer.echo(f"{result.tag} {verdict}: {result.rows} test rows of snapshot {result.data_hash}, max |registered - "
+               f"refit| = {result.max_abs_diff:.3g} (tolerance {tolerance:g}); preprocessing "
+               f"{'identical' if result.same_preprocessor else 'DIFFERENT'}, "
+               f"{'same' if result.same_rounds else 'different'} number of trees")  # fmt: skip
+    raise typer.Exit(0 if result.matches else 1)
 
 
 def main() -> None:

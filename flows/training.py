@@ -12,10 +12,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from flows.ingest import ingest_flow
+from flows.models import gate_task, record_decision_task
 from schemas import PipelineConfig, resolve_schema, schema_fingerprint
+from tasks import registry
 from tasks.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
 from tasks.evaluate import evaluate_model, reference_predictions, score
 from tasks.ingest import RawData
@@ -53,6 +55,9 @@ class TrainResult(BaseModel):
     likely_leaks: list[list[str]]
     tuning_seconds: float
     report: str
+    decision: str = Field(default="", description="The gate's verdict on this model: promote or reject.")
+    champion: str | None = Field(default=None, description="The champion of the name after the gate.")
+    gate_reasons: list[str] = Field(default_factory=list, description="Why: each failed rule, or what passed.")
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,9 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     tag = save_bundle_task(booster, preprocessor, config, class_names(config), metrics, lineage)
     files = write_report_task(tag, evaluation, booster, leakage, tuned, config)
     publish_task(tag, evaluation, leakage, files, tuned, splits, validated)
+    gate = record_decision_task(
+        gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
+    )
     primary = metrics["primary"]
     print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (trivial {metrics['baseline'][primary]:.4f})")
     return TrainResult(
@@ -218,6 +226,9 @@ def train_flow(config: PipelineConfig) -> TrainResult:
         likely_leaks=[list(s["columns"]) for s in leakage.suspects],  # type: ignore[call-overload]
         tuning_seconds=tuned.elapsed_s,
         report=str(files.html),
+        decision=gate.decision,
+        champion=registry.champion(config.name),
+        gate_reasons=gate.reasons,
     )
 
 
@@ -239,7 +250,7 @@ def refresh_task(base: ModelBundle, data: TrainingData, config: PipelineConfig) 
 
 @flow(name="refresh", log_prints=True)
 def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainResult | None:
-    """The cheap retraining path: continue boosting a model (default: the newest of the dataset's name) on the
+    """The cheap retraining path: continue boosting a model (default: the dataset's champion) on the
     batches that arrived after its snapshot, with its own preprocessing and parameters. None if nothing is new."""
     if config.source.snapshot is None:
         ingest_flow(config)
@@ -266,6 +277,9 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
     )  # fmt: skip
     metrics = {**evaluation.metrics, "parent_on_same_test": base_on_new}
     tag = save_bundle_task(booster, base.preprocessor, config, class_names(config), metrics, lineage)
+    gate = record_decision_task(
+        gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
+    )
     primary = metrics["primary"]
     print(f"model {tag} refreshed from {base.tag} with {booster.num_boosted_rounds() - base.booster.num_boosted_rounds()} "
           f"rounds on {splits.sizes()} new rows: test {primary} {metrics['test'][primary]:.4f} "
@@ -273,6 +287,7 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
     return TrainResult(
         tag=tag, task=config.task, primary_metric=primary, test=metrics["test"], baseline=metrics["baseline"],
         references=metrics["references"], rows=splits.sizes(), likely_leaks=[], tuning_seconds=0.0, report="",
+        decision=gate.decision, champion=registry.champion(config.name), gate_reasons=gate.reasons,
     )  # fmt: skip
 
 

@@ -363,6 +363,41 @@ class SimulateConfig(_Strict):
     )  # fmt: skip
 
 
+class GateConfig(_Strict):
+    """When a challenger may replace the champion; every rule is checked on the challenger's own test split."""
+
+    margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="The primary metric must improve by more than this (in its own units, lower-is-better metrics "
+        "counted as improvements when they fall): the lower bound of the bootstrap interval on the paired "
+        "difference must exceed it.",
+    )
+    bootstrap_samples: int = Field(default=1000, ge=10, description="Resamples of the holdout rows.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Two-sided level of the interval.")
+    slice_tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        description="A configured slice may lose at most this fraction of the champion's primary metric on it.",
+    )
+    min_slice_rows: int = Field(default=30, ge=1, description="Slices with fewer holdout rows are not judged.")
+    latency_p99_ms: float = Field(
+        default=500.0,
+        gt=0,
+        description="Budget for the p99 of single-row predictions, preprocessing included (p50 ~50 ms, p99 up to ~300 ms "
+        "on a busy 2-core machine, almost all of it in pandas preprocessing).",
+    )
+    latency_rows: int = Field(default=200, ge=10, description="Single-row predictions timed for the p99.")
+    max_size_mb: float = Field(default=50.0, gt=0, description="Budget for the bundle's size on disk.")
+    smoke_test: bool = Field(
+        default=True,
+        description="Start the real service with the challenger, send the golden requests and compare the answers "
+        "with offline predictions. Off only for unit tests.",
+    )
+    smoke_timeout_s: float = Field(default=120.0, gt=0, description="Wait at most this long for the service.")
+    smoke_tolerance: float = Field(default=1e-6, ge=0, description="Served vs offline prediction, at most.")
+
+
 class PipelineConfig(_Strict):
     """Everything one training run needs to know about a dataset."""
 
@@ -387,6 +422,7 @@ class PipelineConfig(_Strict):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     @model_validator(mode="after")
     def _task_rules(self) -> PipelineConfig:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from schemas import load_config
@@ -17,6 +11,7 @@ from tests.conftest import ROOT
 
 SMALL_RUN = {"source.sample_rows": 1500, "tune.num_samples": 2, "tune.max_rounds": 60, "tune.report_every": 5,
              "tune.grace_period": 10, "tune.early_stopping_rounds": 10, "tune.searcher": "random",
+             "gate.bootstrap_samples": 200, "gate.latency_p99_ms": 1e6,  # tests never depend on wall time
              "tune.time_budget_s": None}  # fmt: skip
 
 
@@ -33,41 +28,20 @@ def adult_run(prefect_server: None, local_ray: None):  # type: ignore[no-untyped
     return run_training("adult")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(scope="session")
+def bike_run(prefect_server: None, local_ray: None):  # type: ignore[no-untyped-def]
+    """The real training flow on Bike Sharing (regression, time split), same small settings."""
+    return run_training("bike")
 
 
 @pytest.fixture(scope="session")
 def served_adult(adult_run) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real `bentoml serve` subprocess on loopback, serving the model the flow just trained."""
+    from tasks.smoke import ServeError, serving_model
+
     _, result = adult_run
-    port = _free_port()
-    env = {**os.environ, "MLCYCLE_MODEL_TAG": result.tag}
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService",
-           "--host", "127.0.0.1", "--port", str(port), "--timeout-keep-alive", "75"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"bentoml serve exited with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}"
-                )
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("bentoml serve was not ready within 120 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with serving_model(result.tag, timeout_s=120) as url:
+            yield url
+    except ServeError as exc:
+        pytest.fail(str(exc))

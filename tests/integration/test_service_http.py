@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +27,9 @@ from serving.requests import check_records
 from tasks.bundle import load_bundle
 from tasks.ingest import read_source
 from tasks.paths import mlcycle_home
+from tasks.smoke import ServeError, serving_model
 from tasks.validate import validate_frame
 from tests.conftest import ADULT_RECORD, BIKE_RECORD, ROOT
-from tests.integration.conftest import _free_port
 from tests.service_models import save_small_model
 
 pytestmark = pytest.mark.integration
@@ -147,37 +146,11 @@ def test_thirty_two_clients_for_a_minute_get_no_errors(served_adult: str) -> Non
 def _serve(target: str, env: dict[str, str], cwd: Path = ROOT) -> Iterator[str]:
     """A real `bentoml serve` of `target` on a free loopback port, stopped at the end (MLCYCLE_MODEL_TAG only if
     `env` sets it)."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port),
-           "--timeout-keep-alive", "75"]  # fmt: skip
-    inherited = {k: v for k, v in os.environ.items() if k != "MLCYCLE_MODEL_TAG"}
-    # Output to a file, not a pipe nobody reads: a full pipe would stall the server mid-test.
-    output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**inherited, **env}, stdout=output, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                output.seek(0)
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{output.read()[-5000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("bentoml serve was not ready within 120 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        output.close()
+        with serving_model(env.get("MLCYCLE_MODEL_TAG"), 120, target=target, cwd=cwd, env=env) as url:
+            yield url
+    except ServeError as exc:
+        pytest.fail(str(exc))
 
 
 def test_champion_change_is_served_without_downtime() -> None:

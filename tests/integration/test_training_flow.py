@@ -70,10 +70,8 @@ def test_offline_predictions_match_the_evaluated_model(adult_run) -> None:  # ty
     assert rows["rows"].sum() == result.rows["test"]
 
 
-def test_bike_flow_trains_a_regression_model_on_a_time_split(prefect_server: None, local_ray: None) -> None:
-    from tests.integration.conftest import run_training
-
-    _, result = run_training("bike")
+def test_bike_flow_trains_a_regression_model_on_a_time_split(bike_run) -> None:  # type: ignore[no-untyped-def]
+    _, result = bike_run
     assert result.primary_metric == "rmse"
     assert result.test["rmse"] < result.baseline["rmse"]
     bundle = load_bundle(result.tag)

@@ -1,0 +1,177 @@
+"""Model lifecycle wiring: the gate at the end of training, rollback, and what the `mlcycle models` commands show.
+
+The work itself lives in `tasks.gate`, `tasks.smoke`, `tasks.registry`, `tasks.export` and `tasks.reproduce`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from schemas.config import PipelineConfig
+from tasks import registry
+from tasks.gate import GateRecord, gate_challenger
+from tasks.report import markdown_table
+
+GATE_FILE = "gate.json"  # the decision and its evidence, next to the booster in the bundle's folder
+
+
+class RollbackError(RuntimeError):
+    """A rollback that cannot be done: no earlier champion, an unknown tag, or a target that fails its smoke test."""
+
+
+def bundle_folder(tag: str) -> Path:
+    import bentoml
+
+    return Path(bentoml.models.get(tag).path)
+
+
+@task(name="gate_challenger", cache_policy=NO_CACHE)
+def gate_task(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: np.ndarray,
+              config: PipelineConfig) -> GateRecord:  # fmt: skip
+    """Judge the new model against the current champion on the new model's test rows."""
+    return gate_challenger(tag, test, y_test, trivial, config.gate, registry.champion(config.name))
+
+
+@task(name="record_decision", cache_policy=NO_CACHE)
+def record_decision_task(record: GateRecord) -> GateRecord:
+    """Make the decision real: promote or reject in the registry, keep the record with the model, publish it."""
+    run_id = str(flow_run.id) if flow_run.id else None
+    evidence = record.as_dict()
+    (bundle_folder(record.tag) / GATE_FILE).write_text(json.dumps(evidence, indent=2, sort_keys=True, default=str))
+    if record.promoted:
+        registry.promote(record.tag, reason=record.summary(), evidence=evidence, flow_run_id=run_id)
+    else:
+        registry.reject(record.tag, reason=record.summary(), evidence=evidence, flow_run_id=run_id)
+    name = record.tag.partition(":")[0]
+    key = "gate-" + "".join(c if c.isalnum() else "-" for c in name.lower())
+    create_markdown_artifact(key=key, markdown=record.markdown(), description=f"Gate decision for {record.tag}")
+    create_table_artifact(
+        key=f"{key}-checks",
+        table=[{"rule": c.rule, "passed": c.passed, "detail": c.detail} for c in record.checks],
+        description=f"Gate rules for {record.tag}",
+    )
+    if record.promoted:
+        emit_promoted(name, record.tag, record.champion, "promote", record.summary())
+    print(record.markdown())
+    return record
+
+
+def emit_promoted(name: str, tag: str, previous: str | None, action: str, reason: str) -> None:
+    """`mlcycle.model.promoted` on `mlcycle.model.<name>`: what deployments can react to."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event="mlcycle.model.promoted",
+        resource={"prefect.resource.id": f"mlcycle.model.{name}", "prefect.resource.name": name},
+        payload={"tag": tag, "previous": previous, "action": action, "reason": reason},
+    )
+
+
+class RollbackResult(BaseModel):
+    name: str
+    from_tag: str | None
+    to_tag: str
+    reason: str
+    actor: str | None
+    at: str
+    smoke: str
+
+
+def rollback_target(name: str, to: str | None) -> str:
+    """The version to go back to: `to` (a full tag or the part after the colon), else the previous champion."""
+    if to:
+        tag = to if ":" in to else f"{name}:{to}"
+        if tag.partition(":")[0] != name:
+            raise RollbackError(f"{tag} is not a version of {name}")
+        try:
+            registry.version(tag)
+        except registry.RegistryError as exc:
+            raise RollbackError(str(exc)) from None
+        return tag
+    current = registry.champion(name)
+    if current is None:
+        raise RollbackError(f"{name} has no champion yet: nothing to roll back from")
+    for event in reversed(registry.history(name)):
+        if event.action in ("promote", "rollback") and event.to_tag == current and event.from_tag:
+            return event.from_tag
+    raise RollbackError(f"{name}: {current} is the only champion it ever had; name a version with --to")
+
+
+@task(name="smoke_test_target", cache_policy=NO_CACHE)
+def smoke_target_task(tag: str) -> dict[str, Any]:
+    from tasks.smoke import golden_records, smoke_test
+
+    result = smoke_test(tag, golden_records(tag.partition(":")[0]))
+    if not result.passed:
+        raise RollbackError(f"{tag} failed its smoke test, the champion is unchanged: {result.detail}")
+    return result.as_dict()
+
+
+@flow(name="rollback", log_prints=True)
+def rollback_flow(name: str, to: str | None = None, reason: str = "manual rollback") -> RollbackResult:
+    """Make an earlier version champion again, after checking that it loads and answers the golden requests."""
+    target = rollback_target(name, to)
+    current = registry.champion(name)
+    if target == current:
+        raise RollbackError(f"{target} is already the champion of {name}")
+    smoke = smoke_target_task(target)
+    event = registry.promote(target, reason=reason, action="rollback", flow_run_id=str(flow_run.id or "") or None,
+                             evidence={"smoke": smoke, "rolled_back_from": current})  # fmt: skip
+    emit_promoted(name, target, current, "rollback", reason)
+    print(f"{name}: champion {current} → {target} by {event.actor} at {event.at}: {reason}")
+    return RollbackResult(name=name, from_tag=event.from_tag, to_tag=target, reason=reason, actor=event.actor,
+                          at=event.at, smoke=smoke["detail"])  # fmt: skip
+
+
+def versions_table(name: str | None = None) -> str:
+    """`mlcycle models list`: one row per version, newest first."""
+    rows = [{"tag": v.tag, "created": v.created, "metric": v.primary_metric, "value": v.metric,
+             "data snapshot": (v.data_hash or "")[:12], "status": v.status} for v in registry.versions(name)]  # fmt: skip
+    return markdown_table(rows, ["tag", "created", "metric", "value", "data snapshot", "status"])
+
+
+def history_table(name: str) -> str:
+    """`mlcycle models history`: the promotion log, oldest first."""
+    rows = [{"at": e.at, "action": e.action, "from": e.from_tag, "to": e.to_tag, "by": e.actor,
+             "flow run": (e.flow_run_id or "")[:8], "reason": _short(e.reason)} for e in registry.history(name)]  # fmt: skip
+    return markdown_table(rows, ["at", "action", "from", "to", "by", "flow run", "reason"])
+
+
+def _short(text: str, limit: int = 160) -> str:
+    """A log reason for a table cell; `models show` has the whole record."""
+    text = text.replace("|", "/").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe(tag: str) -> dict[str, Any]:
+    """`mlcycle models show`: everything recorded for one version."""
+    from tasks.bundle import load_bundle
+
+    bundle = load_bundle(tag)
+    folder = bundle_folder(bundle.tag)
+    gate = json.loads((folder / GATE_FILE).read_text()) if (folder / GATE_FILE).exists() else None
+    version = registry.version(bundle.tag)
+    metrics = {k: v for k, v in bundle.metrics.items() if k in ("primary", "test", "baseline", "references", "rows")}
+    return {
+        "tag": bundle.tag,
+        "status": version.status,
+        "created": version.created,
+        "champion_of_name": registry.champion(version.name),
+        "metrics": metrics,
+        "slices": bundle.metrics.get("slices"),
+        "lineage": bundle.lineage,
+        "config": bundle.config.model_dump(mode="json"),
+        "gate": gate,
+        "events": [e.__dict__ for e in registry.history(version.name) if bundle.tag in (e.to_tag, e.from_tag)],
+        "path": str(folder),
+    }

@@ -1,0 +1,241 @@
+"""The promotion gate: may a challenger replace the champion? Every rule is judged on the same holdout rows (the
+challenger's test split) for both models, and the decision keeps all its evidence in one plain-data record.
+
+Rules (thresholds in `schemas.config.GateConfig`):
+- metric: the paired bootstrap interval of the primary metric's improvement lies above the margin (against the
+  trivial baseline for the first model of a name);
+- slices: no configured slice loses more than the tolerance (a share of the champion's metric on it);
+- latency: p99 of single-row predictions within budget; size: the bundle on disk within budget;
+- smoke: the real service, started with the challenger, answers the golden requests as the model does offline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from schemas.config import GateConfig, TaskType
+from tasks.evaluate import score
+
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "rmsle", "log_loss", "brier"})
+
+
+@dataclass
+class Check:
+    """One rule's verdict: passed, failed, or not run (passed is None) with why, and its figures."""
+
+    rule: str
+    passed: bool | None
+    detail: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GateRecord:
+    """The decision and everything it rests on."""
+
+    tag: str
+    champion: str | None
+    decision: str  # "promote" | "reject"
+    reasons: list[str]
+    checks: list[Check]
+    holdout: dict[str, Any]
+    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision == "promote"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verdict = "promoted" if self.promoted else "rejected"
+        against = f"champion {self.champion}" if self.champion else "the trivial baseline (first model of its name)"
+        return f"{self.tag} {verdict} against {against}: " + "; ".join(self.reasons)
+
+    def markdown(self) -> str:
+        lines = [f"## Gate: {self.summary()}", "", "| rule | verdict | detail |", "|---|---|---|"]
+        for check in self.checks:
+            verdict = {True: "pass", False: "**FAIL**", None: "not run"}[check.passed]
+            lines.append(f"| {check.rule} | {verdict} | {check.detail} |")
+        lines += ["", f"holdout: {self.holdout}"]
+        return "\n".join(lines)
+
+
+def improvement(metric: str, new: float, old: float) -> float:
+    """How much better `new` is than `old`: positive is better, whichever way the metric points."""
+    return old - new if metric in LOWER_IS_BETTER else new - old
+
+
+def metric_value(task: TaskType, metric: str, y: np.ndarray, pred: np.ndarray) -> float:
+    """One metric, computed directly for the primary metrics (the bootstrap calls this thousands of times)."""
+    if metric == "roc_auc":
+        return float(skm.roc_auc_score(y, pred)) if len(np.unique(y)) == 2 else float("nan")
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((y - pred) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(y - pred)))
+    return score(task, y, pred)[metric]
+
+
+def paired_bootstrap(task: TaskType, metric: str, y: np.ndarray, challenger: np.ndarray, reference: np.ndarray,
+                     samples: int, confidence: float, seed: int) -> dict[str, float]:  # fmt: skip
+    """Interval of the challenger's improvement over the reference, both scored on the same resampled rows."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    deltas = []
+    for _ in range(samples):
+        rows = rng.integers(0, n, n)
+        delta = improvement(metric, metric_value(task, metric, y[rows], challenger[rows]),
+                            metric_value(task, metric, y[rows], reference[rows]))  # fmt: skip
+        if np.isfinite(delta):
+            deltas.append(delta)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(deltas, [alpha, 1 - alpha]) if deltas else (float("nan"), float("nan"))
+    observed = improvement(metric, metric_value(task, metric, y, challenger), metric_value(task, metric, y, reference))
+    return {"observed": float(observed), "low": float(low), "high": float(high), "samples": len(deltas),
+            "confidence": confidence}  # fmt: skip
+
+
+def check_metric(task: TaskType, metric: str, y: np.ndarray, challenger: np.ndarray, reference: np.ndarray,
+                 against: str, rules: GateConfig, seed: int) -> Check:  # fmt: skip
+    """Improvement of the primary metric over the reference, judged by its bootstrap interval's lower bound."""
+    interval = paired_bootstrap(task, metric, y, challenger, reference, rules.bootstrap_samples, rules.confidence,
+                                seed)  # fmt: skip
+    evidence = {
+        "metric": metric,
+        "against": against,
+        "challenger": metric_value(task, metric, y, challenger),
+        "reference": metric_value(task, metric, y, reference),
+        "margin": rules.margin,
+        **interval,
+    }
+    passed = bool(np.isfinite(interval["low"]) and interval["low"] > rules.margin)
+    pct = round(rules.confidence * 100)
+    detail = (f"{metric} {evidence['challenger']:.4f} vs {against} {evidence['reference']:.4f}: improvement "
+              f"{interval['observed']:+.4f}, {pct}% CI [{interval['low']:+.4f}, {interval['high']:+.4f}] "
+              f"{'>' if passed else 'not >'} margin {rules.margin:g}")  # fmt: skip
+    return Check("metric" if against != "trivial baseline" else "baseline", passed, detail, evidence)
+
+
+def check_slices(task: TaskType, metric: str, y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+                 groups: pd.DataFrame, rules: GateConfig) -> Check:  # fmt: skip
+    """Per configured slice value with enough rows: the challenger may not lose more than the tolerance."""
+    if groups.empty or not len(groups.columns):
+        return Check("slices", True, "no slices configured")
+    rows, worse = [], []
+    for column in groups.columns:
+        values = groups[column].astype("object").where(groups[column].notna(), "<missing>").to_numpy()
+        for value in pd.unique(values):
+            mask = values == value
+            if mask.sum() < rules.min_slice_rows:
+                continue
+            new = metric_value(task, metric, y[mask], challenger[mask])
+            old = metric_value(task, metric, y[mask], champion[mask])
+            if not (np.isfinite(new) and np.isfinite(old)):
+                continue
+            loss = -improvement(metric, new, old)
+            allowed = rules.slice_tolerance * abs(old)
+            row = {"slice": column, "value": str(value), "rows": int(mask.sum()), "challenger": new,
+                   "champion": old, "loss": loss, "allowed": allowed}  # fmt: skip
+            rows.append(row)
+            if loss > allowed:
+                worse.append(row)
+    if worse:
+        named = ", ".join(f"{r['slice']}={r['value']} {r['champion']:.4f}→{r['challenger']:.4f}" for r in worse)
+        return Check("slices", False, f"{len(worse)} slice(s) worse than tolerance "
+                     f"{rules.slice_tolerance:.1%} of the champion's {metric}: {named}", {"slices": rows})  # fmt: skip
+    return Check("slices", True, f"{len(rows)} slice(s) within tolerance {rules.slice_tolerance:.1%}", {"slices": rows})
+
+
+def single_row_latency_ms(predict: Any, rows: pd.DataFrame, count: int) -> np.ndarray:
+    """Milliseconds per call of `predict` on one row at a time, cycling through `rows` (after one warm-up)."""
+    predict(rows.iloc[[0]])
+    times = []
+    for i in range(count):
+        row = rows.iloc[[i % len(rows)]]
+        start = time.perf_counter()
+        predict(row)
+        times.append((time.perf_counter() - start) * 1000)
+    return np.asarray(times)
+
+
+def check_latency(times_ms: np.ndarray, rules: GateConfig) -> Check:
+    p50, p99 = (float(v) for v in np.percentile(times_ms, [50, 99]))
+    passed = p99 <= rules.latency_p99_ms
+    detail = f"single-row p99 {p99:.2f} ms (p50 {p50:.2f}) {'within' if passed else 'over'} budget {rules.latency_p99_ms:g} ms"
+    return Check("latency", passed, detail, {"p50_ms": p50, "p99_ms": p99, "calls": len(times_ms),
+                                             "budget_ms": rules.latency_p99_ms})  # fmt: skip
+
+
+def folder_size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def check_size(size_mb: float, rules: GateConfig) -> Check:
+    passed = size_mb <= rules.max_size_mb
+    detail = f"bundle {size_mb:.3f} MB {'within' if passed else 'over'} budget {rules.max_size_mb:g} MB"
+    return Check("size", passed, detail, {"size_mb": size_mb, "budget_mb": rules.max_size_mb})
+
+
+def decide(tag: str, champion: str | None, checks: list[Check], holdout: dict[str, Any]) -> GateRecord:
+    """Promote only if every rule that ran passed; the reasons name each failure, or summarise the passes."""
+    failed = [c for c in checks if c.passed is False]
+    reasons = [f"{c.rule}: {c.detail}" for c in failed] or [f"{c.rule}: {c.detail}" for c in checks if c.passed]
+    return GateRecord(tag, champion, "reject" if failed else "promote", reasons, checks, holdout)
+
+
+def gate_challenger(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: np.ndarray, rules: GateConfig,
+                    champion: str | None) -> GateRecord:  # fmt: skip
+    """Judge a saved challenger against the champion (or the trivial baseline) on the challenger's test rows.
+
+    The cheap rules run first; the smoke test (seconds: it starts the real service) runs only if they all passed.
+    """
+    import bentoml
+
+    from tasks.bundle import load_bundle
+    from tasks.smoke import golden_records, smoke_test
+
+    bundle = load_bundle(tag)
+    config, metric = bundle.config, bundle.metrics["primary"]
+    challenger_pred = bundle.predict_raw(test)
+    holdout = {"rows": len(test), "data_hash": bundle.lineage.get("data_hash"), "of": tag, "metric": metric}
+    checks: list[Check] = []
+    reference, against, champion_pred = trivial, "trivial baseline", None
+    if champion:
+        try:
+            champion_pred = load_bundle(champion).predict_raw(test)
+            reference, against = champion_pred, f"champion {champion}"
+        except Exception as exc:  # a champion that cannot score today's rows is not a reason to keep it
+            checks.append(Check("champion", None, f"champion {champion} could not predict the holdout "
+                                f"({type(exc).__name__}: {exc}); judged against the trivial baseline"))  # fmt: skip
+    checks.append(check_metric(config.task, metric, y_test, challenger_pred, reference, against, rules, config.seed))
+    if champion_pred is not None:
+        checks.append(check_slices(config.task, metric, y_test, challenger_pred, champion_pred,
+                                   test[config.slices], rules))  # fmt: skip
+    else:
+        checks.append(Check("slices", None, "no champion to compare slices with"))
+    times = single_row_latency_ms(lambda row: bundle.predict_records(row), test, rules.latency_rows)
+    checks.append(check_latency(times, rules))
+    checks.append(check_size(folder_size_mb(Path(bentoml.models.get(tag).path)), rules))
+    if not rules.smoke_test:
+        checks.append(Check("smoke", None, "switched off by gate.smoke_test"))
+    elif any(c.passed is False for c in checks):
+        checks.append(Check("smoke", None, "not run: the challenger already failed a rule"))
+    else:
+        from schemas import resolve_schema
+
+        fields = list(resolve_schema(config.features_schema_ref).to_schema().columns)
+        records = golden_records(config.name, test[fields])
+        result = smoke_test(tag, records, rules.smoke_tolerance, rules.smoke_timeout_s)
+        evidence = result.as_dict()
+        checks.append(Check("smoke", result.passed, result.detail, evidence))
+    return decide(tag, champion, checks, holdout)
