@@ -37,7 +37,10 @@ def test_each_deployment_names_a_flow_and_its_triggers_react_to_mlcycle_events(d
     flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), function)
     assert hasattr(flow, "deploy"), f"{deployment['entrypoint']} is not a Prefect flow"
     dataset = deployment["tags"][-1]
-    assert deployment["parameters"]["config"] == f"{{{{ prefect.variables.mlcycle_{dataset}_config }}}}"
+    if function == "rollback_flow":  # rollback acts on the registry by model name, not on a config
+        assert deployment["parameters"]["name"] == dataset
+    else:
+        assert deployment["parameters"]["config"] == f"{{{{ prefect.variables.mlcycle_{dataset}_config }}}}"
     assert deployment["work_pool"]["name"] == "mlcycle"
     for trigger in deployment.get("triggers", []):
         assert trigger["match"]["prefect.resource.id"] == f"mlcycle.dataset.{dataset}"
@@ -47,4 +50,4 @@ def test_each_deployment_names_a_flow_and_its_triggers_react_to_mlcycle_events(d
 
 def test_deployments_are_unique_per_flow() -> None:
     names = {(d["entrypoint"], d["name"]) for d in PROJECT["deployments"]}
-    assert len(names) == len(PROJECT["deployments"]) == 12
+    assert len(names) == len(PROJECT["deployments"]) == 14
