@@ -28,6 +28,9 @@ from tasks.tune import tune_xgboost
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# The report line is marked: Ray's raylet may print warnings to stdout after it.
+REPORT = "REPORT "
+
 
 def main() -> None:
     # Ray resolves "127.0.0.1" in an address to the machine's outward-facing IP; keep every connection of this
@@ -43,7 +46,7 @@ def main() -> None:
     cluster.wait_for_nodes()
     os.environ["RAY_ADDRESS"] = cluster.address
     try:
-        print(json.dumps(data_parallel() if sys.argv[1:] == ["data-parallel"] else spread_trials()))
+        print(REPORT + json.dumps(data_parallel() if sys.argv[1:] == ["data-parallel"] else spread_trials()))
     finally:
         ray.shutdown()
         cluster.shutdown()

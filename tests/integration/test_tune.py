@@ -56,7 +56,7 @@ def test_trials_run_on_both_nodes_of_a_real_cluster() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/cluster_search.py")], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = _report(proc.stdout)
     assert len(report["cluster_nodes"]) == 2
     assert set(report["trial_nodes"]) == set(report["cluster_nodes"])
 
@@ -109,11 +109,18 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(prefect_server: N
         assert after[trial_id] == pytest.approx(score)
 
 
+def _report(stdout: str) -> dict:
+    """The cluster script's marked report line (Ray's raylet may print warnings after it)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("REPORT ")]
+    assert lines, f"no report line in the output:\n{stdout[-3000:]}"
+    return json.loads(lines[-1].removeprefix("REPORT "))
+
+
 def test_data_parallel_trials_train_across_two_workers_on_two_nodes() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/cluster_search.py"), "data-parallel"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = _report(proc.stdout)
     assert len(report["trials"]) == 1
     for trial in report["trials"]:
         # one worker per node, each trained on its own half of the rows, and the search saw the result
