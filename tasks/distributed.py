@@ -13,7 +13,6 @@ Tune) and Ray's `TuneReportCallback` forwards the workers' reports to Tune, wher
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import pandas as pd
 import xgboost as xgb
 
-from tasks.train import TrainingData
+from tasks.train import RoundReporter, TrainingData
 
 LABEL = "__label__"
 MODEL_FILE = "model.ubj"
@@ -84,29 +83,6 @@ def _shard_dmatrix(name: str, config: dict[str, Any]) -> tuple[xgb.DMatrix, int]
     return xgb.DMatrix(x, label=frame[LABEL].to_numpy(), enable_categorical=True, nthread=config["nthread"]), len(x)
 
 
-class _ReportToTrain(xgb.callback.TrainingCallback):
-    """Every worker reports every `every` rounds (Ray Train's report is a barrier: all ranks call it equally
-    often; the rounds are the same on every rank because the stopping metric is reduced across them).
-
-    No report carries Tune's reserved `done` key: Tune would end the trial on it and kill the trainer before it has
-    released its workers' placement group."""
-
-    def __init__(self, metric: str, every: int) -> None:
-        self.metric, self.every = metric, every
-        self.best, self.best_round, self.boosted = math.inf, 0, 0
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
-        import ray.train
-
-        score = evals_log["valid"][self.metric][-1]
-        if score < self.best:
-            self.best, self.best_round = score, epoch + 1
-        self.boosted = epoch + 1
-        if self.every and self.boosted % self.every == 0:
-            ray.train.report({"valid_score": self.best, "rounds": self.best_round, "boosted": self.boosted})
-        return False
-
-
 def _train_per_worker(config: dict[str, Any]) -> None:
     import ray.train
 
@@ -116,13 +92,16 @@ def _train_per_worker(config: dict[str, Any]) -> None:
     params = config["params"]
     if config["has_valid"]:
         dvalid, _ = _shard_dmatrix("valid", config)
-        reporter = _ReportToTrain(params["eval_metric"], config["report_every"])
+        # Every rank reports equally often (Ray Train's report is a barrier; the rounds agree across ranks because
+        # the stopping metric is reduced over them). No `done` key: Tune would end the trial on it and kill the
+        # trainer before it has released its workers' placement group.
+        reporter = RoundReporter(params["eval_metric"], config["report_every"], ray.train.report)
         booster = xgb.train(params, dtrain, num_boost_round=config["max_rounds"], evals=[(dvalid, "valid")],
                             early_stopping_rounds=config["early_stopping_rounds"], callbacks=[reporter],
                             verbose_eval=False)  # fmt: skip
         best = booster.best_iteration + 1
         booster = booster[:best] if best < booster.num_boosted_rounds() else booster
-        metrics = {"valid_score": reporter.best, "rounds": reporter.best_round, "boosted": reporter.boosted}
+        metrics = reporter.metrics()
     else:
         booster = xgb.train(params, dtrain, num_boost_round=config["max_rounds"], verbose_eval=False)
         metrics = {"valid_score": float("nan"), "rounds": config["max_rounds"], "boosted": config["max_rounds"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,28 @@ def dmatrix(x: pd.DataFrame, y: np.ndarray | None, nthread: int) -> xgb.DMatrix:
 def fit_rounds(x: pd.DataFrame, y: np.ndarray, params: dict[str, Any], rounds: int) -> xgb.Booster:
     """Boost a fixed number of rounds, with no validation set to stop on."""
     return xgb.train(params, dmatrix(x, y, int(params.get("nthread", 1))), num_boost_round=rounds, verbose_eval=False)
+
+
+class RoundReporter(xgb.callback.TrainingCallback):
+    """Tracks the best validation score so far, its round and the rounds boosted, and every `every` rounds hands
+    them (with `extra`) to `report`: Tune's, so ASHA can stop weak trials, or Ray Train's in a data-parallel worker."""
+
+    def __init__(self, metric: str, every: int, report: Callable[[dict[str, Any]], None],
+                 extra: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.metric, self.every, self.report, self.extra = metric, every, report, extra or {}
+        self.best, self.best_round, self.boosted = math.inf, 0, 0
+
+    def metrics(self) -> dict[str, Any]:
+        return {"valid_score": self.best, "rounds": self.best_round, "boosted": self.boosted}
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        score = evals_log["valid"][self.metric][-1]
+        if score < self.best:
+            self.best, self.best_round = score, epoch + 1
+        self.boosted = epoch + 1
+        if self.every and self.boosted % self.every == 0:
+            self.report({**self.metrics(), **self.extra})
+        return False
 
 
 def fit_booster(

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import xgboost as xgb
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from schemas.config import PipelineConfig, TaskType, TuneConfig
-from tasks.train import STOPPING_METRIC, TrainingData, fit_booster, xgb_params
+from tasks.train import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params
 
 log = logging.getLogger("mlcycle.tune")
 
@@ -86,33 +85,15 @@ def ensure_ray(address: str | None) -> None:
                  _node_ip_address="127.0.0.1")  # fmt: skip
 
 
-class _ReportRounds(xgb.callback.TrainingCallback):
-    """Reports the best validation score so far to Tune every few rounds, so ASHA can stop weak trials."""
-
-    def __init__(self, metric: str, every: int, node_id: str) -> None:
-        self.metric, self.every, self.node_id = metric, every, node_id
-        self.best, self.best_round, self.boosted = math.inf, 0, 0
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
-        score = evals_log["valid"][self.metric][-1]
-        if score < self.best:
-            self.best, self.best_round = score, epoch + 1
-        self.boosted = epoch + 1
-        if self.boosted % self.every == 0:
-            tune.report({"valid_score": self.best, "rounds": self.best_round, "boosted": self.boosted, "done": False,
-                         "node_id": self.node_id})  # fmt: skip
-        return False
-
-
 def _trial(sampled: dict[str, Any], data: TrainingData, task: TaskType, settings: TuneConfig, seed: int) -> None:
     params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed)
     if settings.gpus_per_trial > 0:
         params["device"] = "cuda"
     node_id = ray.get_runtime_context().get_node_id()
-    reporter = _ReportRounds(STOPPING_METRIC[task], settings.report_every, node_id)
+    reporter = RoundReporter(STOPPING_METRIC[task], settings.report_every, tune.report,
+                             {"done": False, "node_id": node_id})  # fmt: skip
     fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=[reporter])
-    tune.report({"valid_score": reporter.best, "rounds": reporter.best_round, "boosted": reporter.boosted,
-                 "done": True, "node_id": node_id})  # fmt: skip
+    tune.report({**reporter.metrics(), "done": True, "node_id": node_id})
 
 
 def _data_parallel_trial(
