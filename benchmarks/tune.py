@@ -2,13 +2,15 @@
 
 Adult: the official train file split 80/20 (stratified) into train and validation, the official test file for
 test. The same 24 configurations (those mlcycle's seeded random search samples) for:
-  (a) mlcycle   tune_xgboost as the training flow runs it (ASHA, parallel trials, reused actors)
+  (a) mlcycle   tune_xgboost as the training flow runs it (ASHA at equal learning progress, parallel trials, reused
+                actors); like the flow, it starts Ray first, so Ray's start-up overlaps reading and preparing the
+                data, and (a)'s wall time is what the tuning task takes from there (waiting for Ray included)
   (b) loop      the same configurations trained one after another, 2 threads each, early stopping: the floor
   (c) sklearn   RandomizedSearchCV over XGBClassifier, 24 draws from the same distributions, the same validation
                 split (PredefinedSplit) and early stopping, 2 jobs of 1 thread
 Every approach picks its winner by validation log loss and refits nothing: the winner's model is scored on test.
 Prints wall time, best validation AUC and test AUC per approach, Ray's start-up and per-trial overhead, and the
-ratios measured in this run. Run: `make bench` or `.venv/bin/python benchmarks/tune.py`. Not a test.
+ratios measured in this run; the sklearn ratio also counting all of Ray's start-up, as if nothing overlapped it. Run: `make bench` or `.venv/bin/python benchmarks/tune.py`. Not a test.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tasks.paths import configure_environment
 from tasks.prepare import encode_target, feature_columns
 from tasks.preprocess import apply_preprocessor, fit_preprocessor
 from tasks.train import TrainingData, dmatrix, fit_booster, xgb_params
-from tasks.tune import ensure_ray, tune_xgboost
+from tasks.tune import RAY_START, ensure_ray, start_ray, tune_xgboost
 from tasks.validate import validate_frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,14 +65,17 @@ def auc(booster: Any, x: pd.DataFrame, y: np.ndarray) -> float:
 
 
 def main() -> None:
+    configure_environment()  # telemetry off before Ray starts
+    start_ray(None)  # as train_flow does, before it reads the data
     data, x_test, y_test, config = load_adult()
     settings = config.tune
     rows = []
 
-    # (a) mlcycle
+    # (a) mlcycle, from the moment the data is ready, as the flow's tuning task
     started = time.perf_counter()
     ensure_ray(None)
-    ray_start = time.perf_counter() - started
+    ray_wait = time.perf_counter() - started
+    ray_start = RAY_START["seconds"]
     with tempfile.TemporaryDirectory() as storage:
         began = time.perf_counter()
         result = tune_xgboost(data, "binary", settings, config.seed, Path(storage), "bench")
@@ -140,16 +145,18 @@ def main() -> None:
     print(f"{'approach':<13} {'wall s':>8} {'val AUC':>9} {'test AUC':>9}")
     for row in rows:
         print(f"{row['approach']:<13} {row['wall_s']:>8.1f} {row['val_auc']:>9.4f} {row['test_auc']:>9.4f}")
-    print(f"(a) Ray start-up {ray_start:.1f} s, search {search_s:.1f} s, per-trial overhead {overhead:.2f} s "
+    print(f"(a) Ray start-up {ray_start:.1f} s ({ray_wait:.1f} s of it not hidden behind loading the data), "
+          f"search {search_s:.1f} s, per-trial overhead {overhead:.2f} s "
           f"({len(result.trials)} trials on {cpus} CPUs; ASHA let about {boosted_a} rounds be boosted, "
           f"the loop {rounds_b} with early stopping alone)")  # fmt: skip
     a, b, c = rows
     print(
         f"val AUC (a) - (b) {a['val_auc'] - b['val_auc']:+.4f}; test AUC (a) - (c) {a['test_auc'] - c['test_auc']:+.4f}"
     )
+    whole = (a["wall_s"] - ray_wait + ray_start) / c["wall_s"]  # as if Ray's whole start-up were on the clock
     print(
-        f"time vs loop {a['wall_s'] / b['wall_s']:.2f}, time vs sklearn {a['wall_s'] / c['wall_s']:.2f}, "
-        f"per-trial overhead {overhead:.2f} s"
+        f"time vs loop {a['wall_s'] / b['wall_s']:.2f}, time vs sklearn {a['wall_s'] / c['wall_s']:.2f} "
+        f"({whole:.2f} counting Ray's whole start-up), per-trial overhead {overhead:.2f} s"
     )
 
 

@@ -35,7 +35,7 @@ from tasks.report import (
 )
 from tasks.store import DatasetStore, read_curated, read_new_batches
 from tasks.train import TrainingData, fit_final_model, refresh_booster, xgb_params
-from tasks.tune import TuneResult, experiment_name, tune_xgboost
+from tasks.tune import TuneResult, experiment_name, start_ray, tune_xgboost
 from tasks.validate import Validated, reasons_by_row, validate_frame
 
 # DataFrames and boosters are poor cache keys: no task here caches on its inputs.
@@ -186,6 +186,7 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
 @flow(name="train", log_prints=True)
 def train_flow(config: PipelineConfig) -> TrainResult:
     """Ingest what is new, then train, evaluate and package a model on a snapshot of the curated store."""
+    start_ray(config.tune.ray_address)  # Ray's start-up (5–7 s) overlaps ingest and preparation
     if config.source.snapshot is None:
         ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected
     raw = read_snapshot_task(config)

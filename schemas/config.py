@@ -183,12 +183,13 @@ class TuneConfig(_Strict):
     report_every: int = Field(
         default=25, ge=1, description="Boosting rounds between reports to the scheduler (each report costs Tune work)."
     )
-    grace_period: int = Field(
-        default=300,
-        ge=1,
-        description="ASHA: boosting rounds a trial gets before it may be stopped; long enough that slow learning "
-        "rates are not cut before they have converged. ASHA compares trials every `reduction_factor` times as many "
-        "rounds after that.",
+    grace_progress: float = Field(
+        default=4.0,
+        gt=0,
+        description="ASHA: the learning progress (boosting rounds × learning rate) a trial makes before it may be "
+        "stopped: 4 is 400 rounds at eta 0.01 and 20 at eta 0.2. ASHA compares trials again every "
+        "`reduction_factor` times as much progress. Progress, not rounds: a boosted ensemble's fit grows with "
+        "rounds × eta, so at equal rounds a slow learning rate always looks worst and is cut before it converges.",
     )
     reduction_factor: int = Field(default=3, ge=2)
     log_every: int = Field(
@@ -222,6 +223,16 @@ class TuneConfig(_Strict):
         description="Bounds per XGBoost parameter; eta, lambda and alpha are sampled log-uniformly, max_depth and "
         "max_bin as integers.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "grace_period" in data:
+            raise ValueError(
+                "tune.grace_period (boosting rounds) is now tune.grace_progress (rounds × learning rate; default "
+                "4.0, i.e. 400 rounds at eta 0.01): ASHA compares trials at equal learning progress"
+            )
+        return data
 
     @model_validator(mode="after")
     def _data_parallel_rules(self) -> TuneConfig:
@@ -357,7 +368,7 @@ class SimulateConfig(_Strict):
     )
     tune_overrides: dict[str, Any] = Field(
         default_factory=lambda: {"tune.num_samples": 3, "tune.max_rounds": 400, "tune.report_every": 10,
-                                 "tune.grace_period": 5, "tune.early_stopping_rounds": 30,
+                                 "tune.grace_progress": 1, "tune.early_stopping_rounds": 30,
                                  "tune.final_fit": "train_valid", "split.test_size": 0.05},
         description="Config overrides for every training of the replay: a small search, so it runs in minutes.",
     )  # fmt: skip

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from schemas.config import PipelineConfig, TaskType
+if TYPE_CHECKING:  # not at run time: a Tune trial imports this module and should not pay for pandera (tasks.trial)
+    from schemas.config import PipelineConfig, TaskType
 
 # What the booster optimises and what early stopping watches, per task (lower is better for both).
 OBJECTIVE = {"binary": "binary:logistic", "regression": "reg:squarederror"}
@@ -58,12 +59,16 @@ class RoundReporter(xgb.callback.TrainingCallback):
     them (with `extra`) to `report`: Tune's, so ASHA can stop weak trials, or Ray Train's in a data-parallel worker."""
 
     def __init__(self, metric: str, every: int, report: Callable[[dict[str, Any]], None],
-                 extra: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 extra: dict[str, Any] | None = None, learning_rate: float = 1.0) -> None:  # fmt: skip
         self.metric, self.every, self.report, self.extra = metric, every, report, extra or {}
+        self.learning_rate = learning_rate
         self.best, self.best_round, self.boosted = math.inf, 0, 0
 
     def metrics(self) -> dict[str, Any]:
-        return {"valid_score": self.best, "rounds": self.best_round, "boosted": self.boosted}
+        """The best score and its round, the rounds boosted, and the learning progress (rounds × learning rate)
+        that ASHA compares trials by."""
+        return {"valid_score": self.best, "rounds": self.best_round, "boosted": self.boosted,
+                "progress": self.boosted * self.learning_rate}  # fmt: skip
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
         score = evals_log["valid"][self.metric][-1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from schemas.config import PipelineConfig, TaskType, TuneConfig
-from tasks.train import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params
+from tasks.train import STOPPING_METRIC, TrainingData, xgb_params
 
 log = logging.getLogger("mlcycle.tune")
 
@@ -73,9 +74,22 @@ def search_space(config: TuneConfig) -> dict[str, Any]:
 
 
 def ensure_ray(address: str | None) -> None:
-    """Join the configured Ray cluster (config, then RAY_ADDRESS), or start a local Ray if none is running."""
+    """Join the configured Ray cluster (config, then RAY_ADDRESS), or start a local Ray if none is running; if
+    `start_ray` began that in the background, wait for it."""
+    starting = _STARTING.get("ready")
+    if starting is not None:
+        starting.wait()
+        error = _STARTING.pop("error", None)
+        _STARTING.clear()
+        if error is not None:
+            raise error
+    _init_ray(address)
+
+
+def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
+    began = time.monotonic()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
@@ -83,17 +97,40 @@ def ensure_ray(address: str | None) -> None:
         # "local": always a fresh Ray of our own, never a stale cluster some other process left behind.
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _node_ip_address="127.0.0.1")  # fmt: skip
+    RAY_START["seconds"] = time.monotonic() - began
+    log.info("Ray ready in %.1f s (%s)", RAY_START["seconds"], address or "local")
 
 
-def _trial(sampled: dict[str, Any], data: TrainingData, task: TaskType, settings: TuneConfig, seed: int) -> None:
-    params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed)
-    if settings.gpus_per_trial > 0:
-        params["device"] = "cuda"
-    node_id = ray.get_runtime_context().get_node_id()
-    reporter = RoundReporter(STOPPING_METRIC[task], settings.report_every, tune.report,
-                             {"done": False, "node_id": node_id})  # fmt: skip
-    fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=[reporter])
-    tune.report({**reporter.metrics(), "done": True, "node_id": node_id})
+RAY_START: dict[str, float] = {}  # how long the last ray.init took (benchmarks/tune.py reports it)
+
+
+_STARTING: dict[str, Any] = {}
+
+
+def start_ray(address: str | None) -> None:
+    """Begin `ensure_ray` on a background thread and return at once. A local Ray takes 5–7 s to start on this
+    machine; the training flow calls this first, so the start-up overlaps ingest and preparation, and the tuning
+    task's `ensure_ray` only waits for what is left.
+
+    The thread lives as long as Ray does: Ray's own processes get the parent-death signal when the *thread* that
+    started them ends (Linux's PR_SET_PDEATHSIG is per thread), so a thread that returned would take Ray down."""
+    if ray.is_initialized() or "ready" in _STARTING:
+        return
+    ready = threading.Event()
+    _STARTING["ready"] = ready
+
+    def run() -> None:
+        try:
+            _init_ray(address)
+        except BaseException as exc:  # handed to the ensure_ray that waits
+            _STARTING["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        while ray.is_initialized():  # until ray.shutdown(), or the process ends (daemon thread)
+            time.sleep(1.0)
+
+    threading.Thread(target=run, name="mlcycle-ray-start", daemon=True).start()
 
 
 def _data_parallel_trial(
@@ -130,7 +167,8 @@ class _ProgressLog(tune.Callback):
         self.best = min(self.best, result["valid_score"])
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        done = sum(1 for t in trials if t.is_finished())
+        # Tune calls this before it marks `trial` finished
+        done = sum(1 for t in trials if t.is_finished() or t is trial)
         if done % self.every == 0 or done >= self.total:
             log.info("tuning: %d/%d trials done, best valid %s so far %.5f, %.0f s elapsed",
                      done, self.total, self.metric, self.best, time.monotonic() - self.started)  # fmt: skip
@@ -184,19 +222,25 @@ def tune_xgboost(
             "cpu": settings.cpus_per_trial,
             **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
         }
-        trainable = tune.with_resources(
-            tune.with_parameters(_trial, data=data, task=task, settings=settings, seed=seed), resources
-        )
+        # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.trial
+        # trims what a Ray worker that imports it may load.
+        from tasks.trial import TrialSettings, run_trial
+
+        plain = TrialSettings(task, seed, settings.max_rounds, settings.early_stopping_rounds, settings.report_every,
+                              settings.cpus_per_trial, settings.gpus_per_trial)  # fmt: skip
+        trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=plain), resources)
     resumed = settings.resume and tune.Tuner.can_restore(str(path))
     if resumed:
         log.info("resuming the search in %s: finished trials are kept", path)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        # ASHA counts boosting rounds, not reports, so `report_every` only sets how often it looks.
+        # ASHA compares trials at equal learning progress (rounds × eta, see `tune.grace_progress`), not at equal
+        # reports, so `report_every` only sets how often it looks. No trial gets past max_t: its rounds run out first.
+        max_progress = settings.max_rounds * max(settings.space.get("eta", [0.3, 0.3]))
         scheduler = ASHAScheduler(
-            time_attr="boosted",
-            max_t=settings.max_rounds,
-            grace_period=min(settings.grace_period, settings.max_rounds),
+            time_attr="progress",
+            max_t=max_progress,
+            grace_period=min(settings.grace_progress, max_progress),
             reduction_factor=settings.reduction_factor,
         )
         if workers:

@@ -59,7 +59,9 @@ def spread_trials() -> dict[str, Any]:
     y = (x["a"] + rng.normal(scale=0.5, size=n) > 0).to_numpy(dtype=float)
     data = TrainingData(x[:20_000], y[:20_000], x[20_000:], y[20_000:])
     # Trials long enough (a few seconds, no early stop) that both nodes' slots fill before the first one frees.
-    settings = TuneConfig(num_samples=4, max_rounds=300, early_stopping_rounds=300, report_every=50, grace_period=300)
+    settings = TuneConfig(
+        num_samples=4, max_rounds=300, early_stopping_rounds=300, report_every=50, grace_progress=1000
+    )
     result = tune_xgboost(data, "binary", settings, seed=0, storage=Path(tempfile.mkdtemp()), experiment="cluster")
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     return {"trial_nodes": [t["node_id"] for t in result.trials], "cluster_nodes": sorted(nodes)}
@@ -74,7 +76,7 @@ def data_parallel() -> dict[str, Any]:
     data = TrainingData(x[:4000], y[:4000], x[4000:5000], y[4000:5000])
     x_test, y_test = x[5000:], y[5000:]
     overrides = {"tune.num_samples": 1, "tune.data_parallel_workers": 2, "tune.max_rounds": 200,
-                 "tune.report_every": 50, "tune.grace_period": 200, "tune.final_fit": "train", "tune.resume": False,
+                 "tune.report_every": 50, "tune.grace_progress": 1000, "tune.final_fit": "train", "tune.resume": False,
                  "tune.searcher": "random", "tune.time_budget_s": None}  # fmt: skip
     config = load_config(ROOT / "configs/adult.yaml", overrides)
     result = tune_xgboost(data, "binary", config.tune, config.seed, Path(tempfile.mkdtemp()), "data-parallel")

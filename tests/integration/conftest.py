@@ -10,7 +10,7 @@ from schemas import load_config
 from tests.conftest import ROOT
 
 SMALL_RUN = {"source.sample_rows": 1500, "tune.num_samples": 2, "tune.max_rounds": 60, "tune.report_every": 5,
-             "tune.grace_period": 10, "tune.early_stopping_rounds": 10, "tune.searcher": "random",
+             "tune.grace_progress": 1, "tune.early_stopping_rounds": 10, "tune.searcher": "random",
              "gate.bootstrap_samples": 200, "gate.latency_p99_ms": 1e6,  # tests never depend on wall time
              "tune.time_budget_s": None}  # fmt: skip
 

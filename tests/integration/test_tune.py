@@ -36,7 +36,7 @@ def _configs(result) -> list[tuple[float, ...]]:  # type: ignore[no-untyped-def]
 
 
 def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Path) -> None:
-    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=10, resume=False)
+    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_progress=1, resume=False)
     first = tune_xgboost(_data(), "binary", settings, seed=7, storage=tmp_path, experiment="a")
     second = tune_xgboost(_data(), "binary", settings, seed=7, storage=tmp_path, experiment="b")
     other = tune_xgboost(_data(), "binary", settings, seed=8, storage=tmp_path, experiment="c")
@@ -47,7 +47,7 @@ def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Pa
 
 
 def test_optuna_searcher_runs(local_ray: None, tmp_path: Path) -> None:
-    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_period=10, searcher="optuna")
+    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_progress=1, searcher="optuna")
     result = tune_xgboost(_data(), "binary", settings, seed=0, storage=tmp_path, experiment="optuna")
     assert len(result.trials) == 3 and result.best_score < 0.7
 
@@ -82,7 +82,7 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(prefect_server: N
            "--set", "tune.searcher=random", "--set", "tune.time_budget_s=null", "--set", "tune.max_rounds=1500",
            # no early stop of either kind: every trial boosts all its rounds, so the search outlasts the kill
            "--set", "tune.early_stopping_rounds=1500", "--set", "tune.report_every=50",
-           "--set", "tune.grace_period=1500"]  # fmt: skip
+           "--set", "tune.grace_progress=1000"]  # fmt: skip
     experiments = tmp_path / "home/ray_results"
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # fmt: skip
