@@ -396,6 +396,10 @@ class MLCycleService:
         """Validate a JSON body `{"records": [...]}`: 400 if it is not JSON, 413 over the record limit, 422 with
         record index and field for every broken record."""
         limit = self.config.max_records
+        validator = predictor.validator
+        rows = validator.validate_json_fast(body, limit)  # the common case: well-formed, checked in one pass
+        if rows is not None:
+            return _verdict(rows, validator.check_leftover(rows), len(rows))
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -415,11 +419,7 @@ class MLCycleService:
             return Refusal(422, f"'records' is empty; send 1 to {limit} records")
         if len(records) > limit:
             return Refusal(413, f"at most {limit} records per request, got {len(records)}")
-        rows, errors = predictor.validator.validate_python(records)
-        if errors:
-            broken = len({e.record for e in errors})
-            return Refusal(422, f"{broken} of {len(records)} record(s) failed validation", tuple(errors))
-        return rows
+        return _verdict(*validator.validate_python(records, fast=False), len(records))
 
     async def score(self, rows: list[dict[str, Any]], predictor: Predictor) -> tuple[np.ndarray, dict[str, int]]:
         features, unseen = encode_records(predictor.bundle.preprocessor, rows)
@@ -574,6 +574,14 @@ class MLCycleService:
         """Which model answers, with its metrics and lineage (GET /metadata has more)."""
         bundle = self.predictor.bundle
         return {"model": bundle.tag, "metrics": bundle.metrics, "lineage": bundle.lineage}
+
+
+def _verdict(rows: list[dict[str, Any]], errors: list[FieldError], count: int) -> list[dict[str, Any]] | Refusal:
+    """The validated rows, or 422 naming every broken record of the `count` sent."""
+    if not errors:
+        return rows
+    broken = len({e.record for e in errors})
+    return Refusal(422, f"{broken} of {count} record(s) failed validation", tuple(errors))
 
 
 def _resolve(ref: str) -> str:
