@@ -257,7 +257,12 @@ class RequestLogConfig(_Strict):
 
     enabled: bool = True
     sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of requests whose records are logged.")
-    flush_rows: int = Field(default=1000, ge=1, description="Rows buffered before a Parquet file is written.")
+    flush_rows: int = Field(
+        default=10_000,
+        ge=1,
+        description="Rows buffered before a Parquet file is written (at 1,000 a file per 1,000-record request: "
+        "small files cost more to write and to read back than the rows in them).",
+    )
     flush_s: float = Field(default=10.0, gt=0, description="A non-empty buffer is written at least this often.")
     max_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1024, description="Total size per model name; the oldest files go first."
