@@ -283,6 +283,11 @@ class ServingConfig(_Strict):
         description="HTTP keep-alive of idle connections (`mlcycle serve`); above the clients' own, so the server "
         "never closes a connection a client is about to reuse (uvicorn's 5 s default reset a few under load).",
     )
+    direct_predict: bool = Field(
+        default=True,
+        description="Answer POST /predict from an ASGI middleware inside BentoML's tracing, metrics and limits, "
+        "skipping its per-request API dispatch (same answers; README, serving benchmark); false: BentoML's route.",
+    )
     access_log: bool = Field(
         default=False, description="BentoML's per-request access log line (costs CPU under load; metrics count anyway)."
     )
