@@ -5,6 +5,14 @@ hold. `record_model` turns its columns into a pydantic model (types, nullability
 they show in the OpenAPI document) that pydantic-core validates in microseconds per record, without pandas. Checks
 pydantic cannot express (a schema's own `@pa.check` functions) run afterwards, once per request, on the column of
 values, through pandera itself; `RecordValidator.validate` returns the same verdict the pandera schema gives.
+
+Validation has two tiers. Most fields of that model need a Python `BeforeValidator` (pandera's coercions: "39" is an
+integer, 5 is the text "5"), so pydantic-core calls back into Python per field per record. Beside it, `record_model`
+builds a strict model that pydantic-core checks without leaving Rust (strict int, str, float and bool, the same
+ranges, categories and nullability; only a `str_matches` pattern stays a Python check): it accepts a subset of what
+the full model accepts, with identical values (tests/test_requests_model.py holds it to that). Records are tried
+against it first, as raw JSON bytes where possible; whatever it refuses goes to the full model, which gives the real
+verdict and the errors. Well-formed requests, the common case, never reach Python per field.
 """
 
 from __future__ import annotations
@@ -16,7 +24,18 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import pandera.pandas as pa
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from typing_extensions import TypedDict
 
 # Checks expressed as pydantic constraints: pandera check name → (pydantic keyword, statistic).
 _BOUNDS = {
@@ -47,8 +66,11 @@ def _text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) else value
 
 
-def _field_type(column: pa.Column) -> tuple[Any, dict[str, Any], list[pa.Check]]:
-    """The pydantic type and constraints of one pandera column, and the checks left for pandera to run."""
+def _field_type(column: pa.Column, strict: bool = False) -> tuple[Any, dict[str, Any], list[pa.Check]]:
+    """The pydantic type and constraints of one pandera column, and the checks left for pandera to run.
+
+    `strict`: the fast tier's type, checked by pydantic-core alone: exact JSON types (no pandera coercions), the
+    same constraints; it accepts a subset of what the full type accepts, with identical values."""
     dtype = str(column.dtype).lower()
     constraints: dict[str, Any] = {}
     leftover: list[pa.Check] = []
@@ -71,24 +93,28 @@ def _field_type(column: pa.Column) -> tuple[Any, dict[str, Any], list[pa.Check]]
     validators: list[Any] = []
     if allowed is not None:
         base: Any = Literal[tuple(allowed)]  # type: ignore[valid-type]
-        if all(isinstance(v, str) for v in allowed):
+        if all(isinstance(v, str) for v in allowed) and not strict:  # a literal of texts takes texts only
             validators.append(BeforeValidator(_text))
     elif dtype.startswith(("int", "uint")):
         base = int
-        validators.append(BeforeValidator(_integer))
+        validators.append(Strict() if strict else BeforeValidator(_integer))
     elif dtype.startswith("float"):
         base = float
         constraints["allow_inf_nan"] = False
-        if column.nullable:
+        if strict:
+            validators.append(Strict())  # an int is still a float, as 2 → 2.0 in the full type
+        elif column.nullable:
             validators.append(BeforeValidator(_nullable_float))
     elif dtype.startswith("bool"):
         base = bool
+        if strict:
+            validators.append(Strict())
     else:
         base = str
-        validators.append(BeforeValidator(_text))
+        validators.append(Strict() if strict else BeforeValidator(_text))
     if pattern is not None:
         # pandera's str_matches is re.match (anchored at the start); Python's re keeps the dialect identical.
-        validators.append(BeforeValidator(_matcher(pattern)))
+        validators.append(AfterValidator(_matcher(pattern)) if strict else BeforeValidator(_matcher(pattern)))
         constraints.setdefault("json_schema_extra", {"pattern": pattern})
     kind = Annotated[base, *validators] if validators else base  # type: ignore[valid-type]
     if column.nullable:
@@ -129,18 +155,54 @@ class RecordValidator:
     model: type[BaseModel]
     fields: list[str]
     leftover: dict[str, list[pa.Check]] = field(default_factory=dict)
+    fast: type | None = None  # the strict tier's record type (a TypedDict); None: the full model only
+    _requests: dict[int, TypeAdapter[Any]] = field(default_factory=dict, repr=False)  # fast request type per limit
 
-    def validate_python(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[FieldError]]:
-        """Validated records as dicts, or the errors of every broken record (index and field named)."""
-        try:
-            rows = [m.__dict__ for m in self.adapter.validate_python(records)]
-        except ValidationError as exc:  # one pass over all records: every broken record is reported
-            return [], pydantic_errors(exc)
+    def validate_python(self, records: list[Any], fast: bool = True) -> tuple[list[dict[str, Any]], list[FieldError]]:
+        """Validated records as dicts, or the errors of every broken record (index and field named).
+
+        `fast=False` skips the strict tier (for records it has already refused)."""
+        rows: list[dict[str, Any]] | None = None
+        if fast and self.fast is not None:
+            try:
+                rows = self.fast_adapter.validate_python(records)
+            except ValidationError:  # not necessarily wrong: the full model decides
+                rows = None
+        if rows is None:
+            try:
+                rows = [m.__dict__ for m in self.adapter.validate_python(records)]
+            except ValidationError as exc:  # one pass over all records: every broken record is reported
+                return [], pydantic_errors(exc)
         return rows, self.check_leftover(rows)
+
+    def validate_json_fast(self, body: bytes, max_records: int) -> list[dict[str, Any]] | None:
+        """The records of a raw JSON body `{"records": [...]}` (1 to `max_records`) that the strict tier accepts
+        in full, parsed and validated in one pass without Python objects in between; None for anything else
+        (malformed JSON, wrong shape, too many records, a record the strict tier refuses), which the caller
+        hands to the full path for the verdict and the errors. The schema's own checks are not run here."""
+        if self.fast is None:
+            return None
+        try:
+            return self._request_adapter(max_records).validate_json(body)["records"]  # type: ignore[no-any-return]
+        except ValidationError:
+            return None
 
     @functools.cached_property
     def adapter(self) -> TypeAdapter[list[Any]]:
         return TypeAdapter(list[self.model])  # type: ignore[name-defined]
+
+    @functools.cached_property
+    def fast_adapter(self) -> TypeAdapter[list[Any]]:
+        return TypeAdapter(list[self.fast])  # type: ignore[name-defined]
+
+    def _request_adapter(self, max_records: int) -> TypeAdapter[Any]:
+        adapter = self._requests.get(max_records)
+        if adapter is None:
+            records = Annotated[list[self.fast], Field(min_length=1, max_length=max_records)]  # type: ignore[name-defined]
+            request = TypedDict(f"{self.model.__name__}FastRequest", {"records": records})  # type: ignore[misc]  # noqa: UP013
+            request.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+            adapter = self._requests[max_records] = TypeAdapter(request)
+        return adapter
 
     def check_leftover(self, rows: list[dict[str, Any]]) -> list[FieldError]:
         """Run the schema's own checks (those pydantic cannot express) through pandera, one column at a time."""
@@ -190,14 +252,21 @@ def record_model(schema: type[pa.DataFrameModel], example: dict[str, Any] | None
     """Generate the request record model of a pandera features schema (strict: no missing, no extra fields)."""
     frame_schema = schema.to_schema()
     definitions: dict[str, Any] = {}
+    strict: dict[str, Any] = {}
     leftover: dict[str, list[pa.Check]] = {}
     for name, column in frame_schema.columns.items():
         kind, constraints, rest = _field_type(column)
         description = column.description or None
         definitions[name] = (kind, Field(..., description=description, **constraints))
+        fast_kind, fast_constraints, _ = _field_type(column, strict=True)
+        fast_constraints.pop("json_schema_extra", None)
+        strict[name] = Annotated[fast_kind, Field(**fast_constraints)] if fast_constraints else fast_kind
         if rest:
             leftover[name] = rest
     config = ConfigDict(extra="forbid", json_schema_extra={"example": example} if example else None)
     model = create_model(f"{schema.__name__}Record", __config__=config, **definitions)
     model.__doc__ = (schema.__doc__ or "").strip() or None
-    return RecordValidator(schema=schema, model=model, fields=list(frame_schema.columns), leftover=leftover)
+    fast = TypedDict(f"{schema.__name__}FastRecord", strict)  # type: ignore[misc]  # validates to plain dicts
+    fast.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    return RecordValidator(schema=schema, model=model, fields=list(frame_schema.columns), leftover=leftover,
+                           fast=fast)  # fmt: skip

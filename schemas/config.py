@@ -249,8 +249,8 @@ class BatchingConfig(_Strict):
     """Adaptive batching of /predict: records of concurrent requests share one booster call.
 
     The batcher never sheds load: a request waits for the running batch instead of failing. Measured on this
-    2-core machine (README, benchmarks/serve.py) it does not beat unbatched serving for single records, so it is off
-    by default; it pays off where one booster call costs more than the Python around it (deep models, many cores).
+    2-core machine (README, benchmarks/serve.py) it serves more single-record requests than unbatched serving at 8
+    and 32 concurrent clients but half as many at one client (each waits `max_latency_ms`), so it is off by default.
     """
 
     enabled: bool = False
@@ -268,7 +268,12 @@ class RequestLogConfig(_Strict):
 
     enabled: bool = True
     sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of requests whose records are logged.")
-    flush_rows: int = Field(default=1000, ge=1, description="Rows buffered before a Parquet file is written.")
+    flush_rows: int = Field(
+        default=10_000,
+        ge=1,
+        description="Rows buffered before a Parquet file is written (at 1,000 a file per 1,000-record request: "
+        "small files cost more to write and to read back than the rows in them).",
+    )
     flush_s: float = Field(default=10.0, gt=0, description="A non-empty buffer is written at least this often.")
     max_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1024, description="Total size per model name; the oldest files go first."
@@ -288,6 +293,11 @@ class ServingConfig(_Strict):
         ge=1,
         description="HTTP keep-alive of idle connections (`mlcycle serve`); above the clients' own, so the server "
         "never closes a connection a client is about to reuse (uvicorn's 5 s default reset a few under load).",
+    )
+    direct_predict: bool = Field(
+        default=True,
+        description="Answer POST /predict from an ASGI middleware inside BentoML's tracing, metrics and limits, "
+        "skipping its per-request API dispatch (same answers; README, serving benchmark); false: BentoML's route.",
     )
     access_log: bool = Field(
         default=False, description="BentoML's per-request access log line (costs CPU under load; metrics count anyway)."

@@ -172,10 +172,13 @@ def encode_records(spec: PreprocessorSpec, rows: list[dict[str, Any]]) -> tuple[
                 array[np.isnan(array)] = feature.fill
             out[:, j] = (array - feature.center) / feature.scale
         else:
-            codes = _codes(tuple(feature.categories or ()))
-            texts = [None if v is None else str(v) for v in values]
-            out[:, j] = [codes.get(t, math.nan) if t is not None else math.nan for t in texts]
-            lost = sum(1 for t in texts if t is not None and t not in codes)
+            code = _codes(tuple(feature.categories or ())).get
+            nan = math.nan
+            # Validated category fields hold texts already; anything else is compared as its text, like pandas does.
+            column = np.array([code(v, nan) if v.__class__ is str else nan if v is None else code(str(v), nan)
+                               for v in values], dtype=np.float64)  # fmt: skip
+            out[:, j] = column
+            lost = int(np.count_nonzero(np.isnan(column))) - values.count(None)  # present but not in the vocabulary
             if lost:
                 unseen[feature.name] = lost
     return out, unseen

@@ -2,7 +2,10 @@
 
 Files land in `$MLCYCLE_HOME/requests/<model name>/`, one row per served record: the record's feature columns as
 validated, plus `_ts` (UTC), `_model` (tag), `_request_id` and `_prediction` (positive-class probability or value).
-The folder is bounded: after each write the oldest files are deleted until the total fits `max_bytes`.
+The folder is bounded: the oldest files are deleted until the total fits `max_bytes`. Listing the folder costs time
+in proportion to its files (thousands, near the bound), so a write does not list it: the writer keeps a running total
+(the last listing plus what it wrote since) and lists the folder when that total passes the bound, or when
+`RESCAN_S` have passed, which also counts what other worker processes wrote to the same folder.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from schemas.config import RequestLogConfig
 from tasks.paths import mlcycle_home
 
 META_COLUMNS = ("_ts", "_model", "_request_id", "_prediction")
+RESCAN_S = 30.0
 
 
 def requests_dir(name: str) -> Path:
@@ -56,10 +61,15 @@ class RequestLog:
             ]  # fmt: skip
         )
         self._columns = list(columns)
-        self._rows: list[dict[str, Any]] = []
+        # One entry per request, turned into columns only when written: `add` runs on the service's event loop,
+        # `flush` in a worker thread, so the per-row work stays off the path that answers requests.
+        self._pending: list[tuple[list[dict[str, Any]], str, str, list[float], datetime]] = []
+        self._count = 0
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._sequence = 0
+        self._folder_bytes: int | None = None  # running total of the folder: last listing + own writes since
+        self._listed_at = 0.0
         self.written_rows = 0
 
     def sampled(self) -> bool:
@@ -67,23 +77,25 @@ class RequestLog:
         return self.config.enabled and self._random.random() < self.config.sample_rate
 
     def add(self, rows: list[dict[str, Any]], model: str, request_id: str, predictions: list[float]) -> bool:
-        """Buffer one request's rows; True when the buffer is due for a flush."""
-        now = datetime.now(UTC)
-        entries = [{**{c: row[c] for c in self._columns}, "_ts": now, "_model": model, "_request_id": request_id,
-                    "_prediction": float(p)} for row, p in zip(rows, predictions, strict=True)]  # fmt: skip
+        """Buffer one request's rows (kept by reference until written: callers must not change them afterwards);
+        True when the buffer is due for a flush."""
+        if len(rows) != len(predictions):
+            raise ValueError(f"{len(rows)} rows but {len(predictions)} predictions")
+        entry = (rows, model, request_id, predictions, datetime.now(UTC))
         with self._lock:
-            self._rows += entries
-            return len(self._rows) >= self.config.flush_rows
+            self._pending.append(entry)
+            self._count += len(rows)
+            return self._count >= self.config.flush_rows
 
     @property
     def buffered(self) -> int:
-        return len(self._rows)
+        return self._count
 
     def flush(self) -> Path | None:
         """Write the buffered rows to a new Parquet file, then delete the oldest files beyond the size bound."""
         with self._lock:
-            rows, self._rows = self._rows, []
-            if not rows:
+            pending, self._pending, count, self._count = self._pending, [], self._count, 0
+            if not count:
                 return None
             self._sequence += 1
             sequence = self._sequence
@@ -91,21 +103,49 @@ class RequestLog:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.root / f"{stamp}-{os.getpid()}-{sequence:06d}.parquet"
         partial = path.with_suffix(".parquet.part")
-        pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), partial)
+        pq.write_table(self._table(pending), partial)
         partial.replace(path)  # readers never see a half-written file
-        self.written_rows += len(rows)
-        self.enforce_bound(keep=path)
+        self.written_rows += count
+        if self._folder_bytes is not None:
+            self._folder_bytes += path.stat().st_size
+        if (self._folder_bytes is None or self._folder_bytes > self.config.max_bytes
+                or time.monotonic() - self._listed_at > RESCAN_S):  # fmt: skip
+            self.enforce_bound(keep=path)
         return path
 
+    def _table(self, pending: list[tuple[list[dict[str, Any]], str, str, list[float], datetime]]) -> pa.Table:
+        """The buffered requests as one Arrow table, built column by column."""
+        values: dict[str, list[Any]] = {c: [] for c in (*self._columns, *META_COLUMNS)}
+        for rows, model, request_id, predictions, ts in pending:
+            for column in self._columns:
+                values[column] += [row[column] for row in rows]
+            values["_ts"] += [ts] * len(rows)
+            values["_model"] += [model] * len(rows)
+            values["_request_id"] += [request_id] * len(rows)
+            values["_prediction"] += [float(p) for p in predictions]
+        return pa.Table.from_arrays([pa.array(values[f.name], type=f.type) for f in self.schema], schema=self.schema)
+
     def enforce_bound(self, keep: Path | None = None) -> list[Path]:
-        """Delete the oldest files until the folder holds at most `max_bytes` (the newest file always stays)."""
-        files = sorted(self.root.glob("*.parquet"), key=lambda p: (p.stat().st_mtime, p.name))
-        total = sum(p.stat().st_size for p in files)
+        """List the folder and delete the oldest files until it holds at most `max_bytes` (the newest file always
+        stays)."""
+        listed = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.endswith(".parquet"):
+                    try:
+                        info = entry.stat()
+                    except FileNotFoundError:  # deleted meanwhile by another worker
+                        continue
+                    listed.append((info.st_mtime, entry.name, info.st_size))
+        listed.sort()
+        total = sum(size for _, _, size in listed)
         removed = []
-        for old in files:
+        for _, name, size in listed:
+            old = self.root / name
             if total <= self.config.max_bytes or old == keep:
                 break
-            total -= old.stat().st_size
+            total -= size
             old.unlink(missing_ok=True)
             removed.append(old)
+        self._folder_bytes, self._listed_at = total, time.monotonic()
         return removed

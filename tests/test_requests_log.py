@@ -59,3 +59,24 @@ def test_unused_record_fields_are_not_logged(tmp_path: Path) -> None:
     log = RequestLog("adult", {"age": "int64"}, RequestLogConfig(), root=tmp_path)
     log.add([ADULT_RECORD], "t", "r", [0.5])
     assert pq.read_table(log.flush()).column_names == ["age", "_ts", "_model", "_request_id", "_prediction"]
+
+
+def test_files_of_another_writer_count_once_the_folder_is_listed_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A writer lists the folder when its running total passes the bound or every RESCAN_S; what another worker
+    # wrote meanwhile counts from that listing on.
+    other = RequestLog("adult", COLUMNS, RequestLogConfig(), root=tmp_path)  # a worker that never needs to delete
+    log = RequestLog("adult", COLUMNS, RequestLogConfig(max_bytes=6000), root=tmp_path)
+    monkeypatch.setattr("tasks.request_log.RESCAN_S", 3600.0)
+    log.add([ROW] * 20, "t", "first", [0.5] * 20)
+    log.flush()  # the first write lists the folder
+    for i in range(8):
+        other.add([{**ROW, "age": 20 + i}] * 20, "t", f"other{i}", [0.5] * 20)
+        os.utime(other.flush(), (1_000_000 + i, 1_000_000 + i))  # type: ignore[arg-type]
+    log.add([ROW] * 20, "t", "second", [0.5] * 20)
+    log.flush()
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.parquet")) > 6000  # not listed again yet
+    monkeypatch.setattr("tasks.request_log.RESCAN_S", 0.0)
+    log.add([ROW] * 20, "t", "third", [0.5] * 20)
+    newest = log.flush()
+    remaining = list(tmp_path.glob("*.parquet"))
+    assert newest in remaining and sum(p.stat().st_size for p in remaining) <= 6000

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
+from pydantic import ValidationError
 
 from schemas.adult import AdultFeatures
 from schemas.api import record_model
@@ -83,3 +85,64 @@ def test_openapi_schema_shows_types_ranges_categories_and_an_example() -> None:
     assert "Private" in props["workclass"]["anyOf"][0]["enum"] and props["workclass"]["anyOf"][1] == {"type": "null"}
     assert schema["additionalProperties"] is False and set(schema["required"]) == set(ADULT_RECORD)
     assert schema["example"] == golden[0]
+
+
+def _full_python(records: list[dict[str, Any]], validator: Any) -> list[dict[str, Any]] | None:
+    try:
+        return [m.__dict__ for m in validator.adapter.validate_python(records)]
+    except ValidationError:
+        return None
+
+
+def _full_json(body: bytes, validator: Any, limit: int = 10) -> list[dict[str, Any]] | None:
+    """What the full path makes of a JSON body (the service's decoding: orjson, then json for NaN/Infinity)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    if not isinstance(parsed, dict) or set(parsed) != {"records"} or not isinstance(parsed["records"], list):
+        return None
+    return _full_python(parsed["records"], validator) if 1 <= len(parsed["records"]) <= limit else None
+
+
+def _exact(rows: list[dict[str, Any]] | None) -> list[dict[str, str]] | None:
+    return None if rows is None else [{k: repr(v) for k, v in r.items()} for r in rows]  # 39 ≠ 39.0, 0.0 ≠ -0.0
+
+
+# Bodies the full path refuses (not JSON, wrong shape, over the limit): the strict tier must refuse them too.
+REFUSED_BODIES = [b"\xef\xbb\xbf{\"records\": [%s]}", b"{\"records\": [%s]} x", b"{\"records\": [%s], \"extra\": 1}",
+                  b"{\"records\": %s}", b"[%s]", b"{\"records\": [%s,]}", b"{\"records\": []}",
+                  b"{\"records\": [%s, %s, %s]}"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("schema", "base", "cases", "golden"), [
+    (AdultFeatures, ADULT_RECORD, ADULT_CASES, "adult"), (BikeFeatures, BIKE_RECORD, BIKE_CASES, "bike"),
+])  # fmt: skip
+def test_fast_tier_accepts_a_subset_of_the_full_model_with_identical_values(schema, base, cases, golden) -> None:  # type: ignore[no-untyped-def]
+    validator = record_model(schema)
+    goldens = json.loads((ROOT / f"serving/examples/{golden}.json").read_text())
+    records = [{**base, **case} for case in cases] + goldens
+    records += [{k: v for k, v in base.items() if k != next(iter(base))}, {**base, "extra": 1}]
+    records += [{**base, name: value} for name in base for value in (-0.0, 2.0, 7, "7", None, False, float("nan"))]
+    accepted = 0
+    for record in records:
+        try:
+            fast = validator.fast_adapter.validate_python([record])
+        except ValidationError:
+            fast = None
+        body = json.dumps({"records": [record]}).encode()  # NaN written as NaN, as common encoders do
+        for got, full in ((fast, _full_python([record], validator)),
+                          (validator.validate_json_fast(body, 10), _full_json(body, validator))):  # fmt: skip
+            if got is not None:
+                accepted += 1
+                assert _exact(got) == _exact(full), record  # never more than the full model, never other values
+    assert accepted > 2 * len(goldens)  # the strict tier does take the common case
+    body = json.dumps({"records": goldens}).encode()
+    assert _exact(validator.validate_json_fast(body, 100)) == _exact(_full_json(body, validator, 100)) is not None
+    one = json.dumps(base).encode()
+    assert validator.validate_json_fast(b' {"records": [%s, %s]}\n' % (one, one), 2) is not None
+    for refused in REFUSED_BODIES:
+        assert validator.validate_json_fast(refused.replace(b"%s", one), 2) is None, refused

@@ -215,15 +215,43 @@ BAD_BODIES: list[tuple[str, bytes | Any, int, str, set[tuple[int | None, str | N
 @pytest.mark.parametrize(
     ("name", "payload", "status", "message", "located"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES]
 )
-def test_bad_request_suite(client: TestClient, name: str, payload: Any, status: int, message: str,
+def test_bad_request_suite(client: TestClient, service_module: Any, monkeypatch: pytest.MonkeyPatch, name: str,
+                           payload: Any, status: int, message: str,
                            located: set[tuple[int | None, str | None]]) -> None:  # fmt: skip
     content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    for route in ("/predict", "/explain"):
+    service = service_module._LIVE["service"]
+    # /predict on the direct route and on BentoML's API route, /explain on BentoML's: the same verdicts.
+    for route, direct in (("/predict", True), ("/predict", False), ("/explain", True)):
+        monkeypatch.setattr(service, "config", service.config.model_copy(update={"direct_predict": direct}))
         response = client.post(route, content=content, headers={"content-type": "application/json"})
-        assert response.status_code == status, (route, response.text)
+        assert response.status_code == status, (route, direct, response.text)
         body = response.json()
         assert message in body["error"] + " ".join(e["message"] for e in body["errors"]), body
         assert {(e["record"], e["field"]) for e in body["errors"]} == located
+
+
+def test_direct_route_answers_like_bentoml_s_api_route(client: TestClient, service_module: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    service = service_module._LIVE["service"]
+    answers = {}
+    for direct in (True, False):
+        monkeypatch.setattr(service, "config", service.config.model_copy(update={"direct_predict": direct}))
+        answers[direct] = client.post("/predict", json={"records": GOLDEN})
+    for response in answers.values():
+        assert response.status_code == 200 and response.headers["server"] == "BentoML Service/mlcycle"
+        assert response.headers["x-bentoml-request-id"] and response.headers["content-type"] == "application/json"
+    direct, routed = (answers[d].json() for d in (True, False))
+    assert direct["predictions"] == routed["predictions"] and direct["model"] == routed["model"] == service_module.TAG
+    assert direct["unseen_categories"] == routed["unseen_categories"] and direct["request_id"] != routed["request_id"]
+
+    # The direct route does not use BentoML's dispatch: break its IO descriptor and only the API route fails.
+    def broken(cls: Any, request: Any, serde: Any) -> Any:
+        raise RuntimeError("BentoML's API route was used")
+
+    monkeypatch.setattr(service_module.STARTUP_SPEC, "from_http_request", classmethod(broken))
+    for direct, status in ((True, 200), (False, 500)):
+        monkeypatch.setattr(service, "config", service.config.model_copy(update={"direct_predict": direct}))
+        assert client.post("/predict", json={"records": GOLDEN[:1]}).status_code == status
 
 
 UPLOAD_CASES = [
