@@ -10,6 +10,7 @@ the plain `TrialSettings` below.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +50,22 @@ class TrialSettings:
     gpus_per_trial: float
 
 
-def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettings) -> None:
+def run_trial(sampled: dict[str, Any], box: Any, settings: TrialSettings) -> None:
     """Boost one sampled configuration with early stopping, reporting every `report_every` rounds so ASHA can stop
-    it, and once more at the end."""
+    it, and once more at the end. The data comes from the search's `box` (tasks.tune._DataBox): the trial waits
+    there until the flow has prepared it."""
+    began = time.monotonic()
+    refs = ray.get(box.get.remote())
+    waited = time.monotonic() - began
+    if refs is None:
+        raise RuntimeError("the search was cancelled before its data was ready")
+    data: TrainingData = ray.get(refs[0])
     params = xgb_params(settings.task, sampled, nthread=settings.cpus_per_trial, seed=settings.seed)  # type: ignore[arg-type]
     if settings.gpus_per_trial > 0:
         params["device"] = "cuda"
     node_id = ray.get_runtime_context().get_node_id()
     reporter = RoundReporter(STOPPING_METRIC[settings.task], settings.report_every, tune.report,
-                             {"done": False, "node_id": node_id}, learning_rate=learning_rate(params))  # fmt: skip
+                             {"done": False, "node_id": node_id, "waited_s": waited},
+                             learning_rate=learning_rate(params))  # fmt: skip
     fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=[reporter])
-    tune.report({**reporter.metrics(), "done": True, "node_id": node_id})
+    tune.report({**reporter.metrics(), "done": True, "node_id": node_id, "waited_s": waited})
