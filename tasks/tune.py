@@ -320,6 +320,9 @@ class Search:
                 self._outcome["result"] = _collect(grid, STOPPING_METRIC[self.task], elapsed, resumed)
             except BaseException as exc:  # raised by result()
                 self._outcome["error"] = exc
+            finally:
+                if self.box is not None:  # its process would otherwise stay until the driver exits
+                    ray.kill(self.box)
 
         # In the caller's context, so the progress lines land in the Prefect flow run's logs.
         context = contextvars.copy_context()
