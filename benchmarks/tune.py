@@ -29,6 +29,7 @@ from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV, train_t
 
 from flows.cli import parse_overrides
 from schemas import load_config, resolve_schema
+from schemas.config import TuneConfig
 from tasks.ingest import read_source
 from tasks.paths import configure_environment
 from tasks.prepare import encode_target, feature_columns
@@ -45,8 +46,11 @@ def bench_config() -> Any:
     # Further overrides as KEY=VALUE arguments, as `mlcycle train --set` takes them: tune.report_every=50
     # The same sampled configurations for all three: random search, no wall-clock budget, up to 1,000 rounds (the
     # config's own profile uses Optuna, a time budget and more rounds).
+    # ASHA at mlcycle's default grace, not the thorough profile's longer one.
+    grace = TuneConfig.model_fields["grace_progress"].default
     overrides = {"tune.num_samples": N_CONFIGS, "tune.resume": False, "tune.searcher": "random",
-                 "tune.time_budget_s": None, "tune.max_rounds": 1000, **parse_overrides(sys.argv[1:])}  # fmt: skip
+                 "tune.time_budget_s": None, "tune.max_rounds": 1000, "tune.grace_progress": grace,
+                 **parse_overrides(sys.argv[1:])}  # fmt: skip
     return load_config(ROOT / "configs/adult.yaml", overrides)
 
 
