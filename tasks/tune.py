@@ -99,11 +99,7 @@ def _init_ray(address: str | None) -> None:
         # "local": always a fresh Ray of our own, never a stale cluster some other process left behind.
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _node_ip_address="127.0.0.1")  # fmt: skip
-    RAY_START["seconds"] = time.monotonic() - began
-    log.info("Ray ready in %.1f s (%s)", RAY_START["seconds"], address or "local")
-
-
-RAY_START: dict[str, float] = {}  # how long the last ray.init took (benchmarks/tune.py reports it)
+    log.info("Ray ready in %.1f s (%s)", time.monotonic() - began, address or "local")
 
 
 _STARTING: dict[str, Any] = {}
@@ -126,9 +122,8 @@ def start_ray(address: str | None) -> None:
             _init_ray(address)
         except BaseException as exc:  # handed to the ensure_ray that waits
             _STARTING["error"] = exc
+        finally:
             ready.set()
-            return
-        ready.set()
         while ray.is_initialized():  # until ray.shutdown(), or the process ends (daemon thread)
             time.sleep(1.0)
 
@@ -254,6 +249,7 @@ class Search:
         ensure_ray(settings.ray_address)
         self.task, self.settings, self.seed, self.experiment = task, settings, seed, experiment
         self.storage = storage.resolve()
+        self.path = self.storage / experiment
         self.started = time.monotonic()
         self.box = None if settings.data_parallel_workers else _DataBox.remote()  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -284,13 +280,13 @@ class Search:
         settings = self.settings
         self._start(tune.with_resources(
             tune.with_parameters(_data_parallel_trial, shards=shard_data(data), task=self.task, settings=settings,
-                                 seed=self.seed, storage=str(self.storage / self.experiment / "train")),
+                                 seed=self.seed, storage=str(self.path / "train")),
             {"cpu": 0, "memory": 1},
         ))  # fmt: skip
 
     def cancel(self) -> None:
         """End a search whose data will not come: its trials fail at once, and the search ends."""
-        _CANCELLED.add(str(self.storage / self.experiment))
+        _CANCELLED.add(str(self.path))
         if self.box is not None:
             self.box.put.remote(None)
         if self._thread is not None:
@@ -301,22 +297,19 @@ class Search:
         if self._thread is None:
             raise RuntimeError("the search has no data: call feed() first")
         self._thread.join()
-        if str(self.storage / self.experiment) in _CANCELLED:
+        if str(self.path) in _CANCELLED:
             raise RuntimeError(f"the search {self.experiment} was cancelled before its data was ready")
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["result"]  # type: ignore[no-any-return]
 
     def _start(self, trainable: Any) -> None:
-        tuner, concurrent, resumed = self._tuner(trainable)
-        log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
-                 self.settings.num_samples, concurrent, _cpus(), self.settings.cpus_per_trial)  # fmt: skip
+        tuner, resumed = self._tuner(trainable)
 
         def run() -> None:
             try:
-                started = time.monotonic()
                 grid = tuner.fit()
-                elapsed = time.monotonic() - started  # from the search's start: waiting for the data included
+                elapsed = time.monotonic() - self.started  # from the search's start: waiting for the data included
                 self._outcome["result"] = _collect(grid, STOPPING_METRIC[self.task], elapsed, resumed)
             except BaseException as exc:  # raised by result()
                 self._outcome["error"] = exc
@@ -329,16 +322,18 @@ class Search:
         self._thread = threading.Thread(target=context.run, args=(run,), name="mlcycle-search", daemon=True)
         self._thread.start()
 
-    def _tuner(self, trainable: Any) -> tuple[Any, int, bool]:
-        settings, path = self.settings, self.storage / self.experiment
+    def _tuner(self, trainable: Any) -> tuple[Any, bool]:
+        settings, path = self.settings, self.path
         workers = settings.data_parallel_workers
-        cpus = _cpus()
+        cpus = int(ray.cluster_resources().get("CPU", 1))
         concurrent = max(1, cpus // ((workers or 1) * settings.cpus_per_trial))
+        log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
+                 settings.num_samples, concurrent, cpus, settings.cpus_per_trial)  # fmt: skip
         resumed = settings.resume and tune.Tuner.can_restore(str(path))
         if resumed:
             log.info("resuming the search in %s: finished trials are kept", path)
             tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
-            return tuner, concurrent, True
+            return tuner, True
         # ASHA compares trials at equal learning progress (rounds × eta, see `tune.grace_progress`), not at equal
         # reports, so `report_every` only sets how often it looks. No trial gets past max_t: its rounds run out first.
         max_progress = settings.max_rounds * max(settings.space.get("eta", [0.3, 0.3]))
@@ -375,11 +370,7 @@ class Search:
                 callbacks=[_ProgressLog(settings.num_samples, STOPPING_METRIC[self.task], settings.log_every)],
             ),
         )
-        return tuner, concurrent, False
-
-
-def _cpus() -> int:
-    return int(ray.cluster_resources().get("CPU", 1))
+        return tuner, False
 
 
 def _collect(grid: Any, metric: str, elapsed: float, resumed: bool) -> TuneResult:
