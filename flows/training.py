@@ -35,7 +35,7 @@ from tasks.report import (
 )
 from tasks.store import DatasetStore, read_curated, read_new_batches
 from tasks.train import TrainingData, fit_final_model, refresh_booster, xgb_params
-from tasks.tune import Search, TuneResult, experiment_name, start_ray
+from tasks.tune import TuneResult, experiment_name, start_ray, tune_xgboost
 from tasks.validate import Validated, reasons_by_row, validate_frame
 
 # DataFrames and boosters are poor cache keys: no task here caches on its inputs.
@@ -122,17 +122,10 @@ def prepare_task(splits: Splits, preprocessor: PreprocessorSpec, config: Pipelin
     )
 
 
-def start_search(config: PipelineConfig, data_hash: str) -> Search:
-    """Start the Ray Tune search before its data is ready (see `tasks.tune.Search`): its trial workers start
-    while the flow validates and prepares the data."""
-    return Search(config.task, config.tune, config.seed, mlcycle_home() / "ray_results",
-                  experiment_name(config, data_hash))  # fmt: skip
-
-
 @task(name="tune_xgboost", **_pure)
-def tune_task(search: Search, data: TrainingData) -> TuneResult:
-    search.feed(data)
-    return search.result()
+def tune_task(data: TrainingData, config: PipelineConfig, data_hash: str) -> TuneResult:
+    return tune_xgboost(data, config.task, config.tune, config.seed, mlcycle_home() / "ray_results",
+                        experiment_name(config, data_hash))  # fmt: skip
 
 
 @task(name="fit_final_model", **_pure)
@@ -193,22 +186,18 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
 @flow(name="train", log_prints=True)
 def train_flow(config: PipelineConfig) -> TrainResult:
     """Ingest what is new, then train, evaluate and package a model on a snapshot of the curated store."""
-    start_ray(config.tune.ray_address)  # Ray's start-up (5–7 s) overlaps ingest and preparation
+    # Ray's start-up (about 7 s here) and its trial workers' imports (tasks.preload) overlap ingest and preparation
+    start_ray(config.tune.ray_address)
     if config.source.snapshot is None:
         ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected
     raw = read_snapshot_task(config)
-    search = start_search(config, raw.content_hash)  # its workers start (4–6 s) while the data is prepared
-    try:
-        validated = validate_task(raw, config)
-        write_quarantine_task(validated, raw, config)
-        splits = split_task(validated, raw, config)
-        leakage = leakage_task(splits, config)
-        preprocessor = fit_preprocessor_task(splits, config)
-        data = prepare_task(splits, preprocessor, config)
-    except BaseException:
-        search.cancel()
-        raise
-    tuned = tune_task(search, data)
+    validated = validate_task(raw, config)
+    write_quarantine_task(validated, raw, config)
+    splits = split_task(validated, raw, config)
+    leakage = leakage_task(splits, config)
+    preprocessor = fit_preprocessor_task(splits, config)
+    data = prepare_task(splits, preprocessor, config)
+    tuned = tune_task(data, config, raw.content_hash)
     booster = fit_final_task(data, tuned, config)
     evaluation = evaluate_task(booster, preprocessor, splits, data, config)
     lineage = collect_lineage(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import math
 import os
@@ -96,10 +94,27 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        # "local": always a fresh Ray of our own, never a stale cluster some other process left behind.
+        # "local": always a fresh Ray of our own, never a stale cluster some other process left behind. Its workers
+        # import a trial's modules as they start (see tasks.preload): Ray's raylet setting `preload_python_modules`.
+        _let_trials_start_warm()
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _node_ip_address="127.0.0.1")  # fmt: skip
+                 _node_ip_address="127.0.0.1", _system_config={"preload_python_modules": ["tasks.preload"]})  # fmt: skip
     log.info("Ray ready in %.1f s (%s)", time.monotonic() - began, address or "local")
+
+
+def _let_trials_start_warm() -> None:
+    """Ray hands an actor only a worker started with the same runtime environment, and the workers a local Ray
+    starts with its node (one per CPU, warm: see tasks.preload) have none. Ray Tune gives every trial actor the
+    environment variable `PL_DISABLE_FORK=1` (for PyTorch Lightning, `ray.tune.execution.class_cache`) as a runtime
+    environment, so no trial could start on them. Before a local Ray starts, the variable goes into this process's
+    environment instead, which Ray's processes inherit, and out of Tune's list: every worker still has it, and
+    trial actors start on the warm workers. (Tune still adds the credentials it forwards, if any are set; trials
+    then start on fresh workers, as before.)"""
+    from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
+
+    for name, value in list(DEFAULT_ENV_VARS.items()):
+        os.environ.setdefault(name, value)
+        del DEFAULT_ENV_VARS[name]
 
 
 _STARTING: dict[str, Any] = {}
@@ -190,187 +205,92 @@ def _searcher(settings: TuneConfig, seed: int, concurrent: int) -> Any:
 def tune_xgboost(
     data: TrainingData, task: TaskType, settings: TuneConfig, seed: int, storage: Path, experiment: str
 ) -> TuneResult:
-    """Search XGBoost hyperparameters with Ray Tune and ASHA, on data that is ready (see `Search`)."""
-    search = Search(task, settings, seed, storage, experiment)
-    search.feed(data)
-    return search.result()
+    """Search XGBoost hyperparameters with Ray Tune and ASHA.
 
-
-@ray.remote(num_cpus=0)
-class _DataBox:
-    """Where a search's trials wait for its data: `put` once (a list holding the data's object reference, or None
-    to cancel), `get` as often as trials ask."""
-
-    def __init__(self) -> None:
-        self.ready = asyncio.Event()
-        self.refs: list[Any] | None = None
-
-    async def put(self, refs: list[Any] | None) -> None:
-        self.refs = refs
-        self.ready.set()
-
-    async def get(self) -> list[Any] | None:
-        await self.ready.wait()
-        return self.refs
-
-
-_CANCELLED: set[str] = set()  # experiment paths whose search was cancelled in this process
-
-
-class _StopWhenCancelled(tune.Stopper):
-    """Ends the whole search once `Search.cancel` was called: no new trials start. It looks the experiment up in
-    this process's `_CANCELLED`, so a resumed search (whose stopper Tune restores from disk) obeys it too."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.path in _CANCELLED
-
-
-class Search:
-    """A Ray Tune search over XGBoost with ASHA, started before its data is ready.
-
-    Every search starts fresh trial worker processes, and their start-up (process, imports: 4–6 s on this
-    machine) is the search's fixed cost. So the training flow starts the search as soon as it knows what it will
-    search (config, data hash) and `feed`s it the prepared data later: the workers start while the data is
-    validated, split and preprocessed, then wait for it in a small actor (`_DataBox`). The data goes to Ray's object
-    store once and every trial reads it from there. Trials run `cluster CPUs // cpus_per_trial` at a time with
-    `nthread = cpus_per_trial`, so trials × threads never exceeds the cores. An experiment of the same name that was
-    interrupted is resumed: its finished trials are kept and only the rest run. `cancel` ends a search whose data
-    will never come. Data-parallel trials (`tune.data_parallel_workers`) need their shards first, so they start at
-    `feed`.
+    The data goes to Ray's object store once and every trial reads it from there. Trials run
+    `cluster CPUs // cpus_per_trial` at a time with `nthread = cpus_per_trial`, so trials × threads never exceeds
+    the cores; on a Ray that mlcycle starts they start on workers that have already imported what a trial needs
+    (see tasks.preload). An experiment of the same name that was interrupted is resumed: its finished trials are
+    kept and only the rest run. Data-parallel trials (`tune.data_parallel_workers`) each train on shards across
+    Ray Train workers.
     """
-
-    def __init__(self, task: TaskType, settings: TuneConfig, seed: int, storage: Path, experiment: str) -> None:
-        ensure_ray(settings.ray_address)
-        self.task, self.settings, self.seed, self.experiment = task, settings, seed, experiment
-        self.storage = storage.resolve()
-        self.path = self.storage / experiment
-        self.started = time.monotonic()
-        self.box = None if settings.data_parallel_workers else _DataBox.remote()  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
-        self._outcome: dict[str, Any] = {}
-        if self.box is not None:
-            # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.trial
-            # trims what a Ray worker that imports it may load.
-            from tasks.trial import TrialSettings, run_trial
-
-            plain = TrialSettings(task, seed, settings.max_rounds, settings.early_stopping_rounds,
-                                  settings.report_every, settings.cpus_per_trial, settings.gpus_per_trial)  # fmt: skip
-            resources = {
-                "cpu": settings.cpus_per_trial,
-                **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
-            }
-            self._start(tune.with_resources(tune.with_parameters(run_trial, box=self.box, settings=plain), resources))
-
-    def feed(self, data: TrainingData) -> None:
-        """Hand the search its data (once)."""
-        if self.box is not None:
-            self.box.put.remote([ray.put(data)])
-            log.info("tuning: data ready %.1f s after the search started", time.monotonic() - self.started)
-            return
+    ensure_ray(settings.ray_address)
+    started = time.monotonic()
+    path = storage.resolve() / experiment
+    if settings.data_parallel_workers:
         from tasks.distributed import shard_data
 
         # The trial's own process only drives the trainer; its Ray Train workers hold the CPUs. (Tune refuses a
         # trial with no resources at all, so it asks for one byte of memory: nothing a worker needs.)
-        settings = self.settings
-        self._start(tune.with_resources(
-            tune.with_parameters(_data_parallel_trial, shards=shard_data(data), task=self.task, settings=settings,
-                                 seed=self.seed, storage=str(self.path / "train")),
+        trainable = tune.with_resources(
+            tune.with_parameters(_data_parallel_trial, shards=shard_data(data), task=task, settings=settings,
+                                 seed=seed, storage=str(path / "train")),
             {"cpu": 0, "memory": 1},
-        ))  # fmt: skip
+        )  # fmt: skip
+    else:
+        # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.trial trims
+        # what a Ray worker that imports it may load.
+        from tasks.trial import TrialSettings, run_trial
 
-    def cancel(self) -> None:
-        """End a search whose data will not come: its trials fail at once, and the search ends."""
-        _CANCELLED.add(str(self.path))
-        if self.box is not None:
-            self.box.put.remote(None)
-        if self._thread is not None:
-            self._thread.join()
+        plain = TrialSettings(task, seed, settings.max_rounds, settings.early_stopping_rounds, settings.report_every,
+                              settings.cpus_per_trial, settings.gpus_per_trial)  # fmt: skip
+        resources = {
+            "cpu": settings.cpus_per_trial,
+            **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
+        }
+        trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=plain), resources)
+    tuner, resumed = _tuner(trainable, task, settings, seed, path)
+    grid = tuner.fit()
+    return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed)
 
-    def result(self) -> TuneResult:
-        """Wait for the search (fed first) and return what it found."""
-        if self._thread is None:
-            raise RuntimeError("the search has no data: call feed() first")
-        self._thread.join()
-        if str(self.path) in _CANCELLED:
-            raise RuntimeError(f"the search {self.experiment} was cancelled before its data was ready")
-        if "error" in self._outcome:
-            raise self._outcome["error"]
-        return self._outcome["result"]  # type: ignore[no-any-return]
 
-    def _start(self, trainable: Any) -> None:
-        tuner, resumed = self._tuner(trainable)
-
-        def run() -> None:
-            try:
-                grid = tuner.fit()
-                elapsed = time.monotonic() - self.started  # from the search's start: waiting for the data included
-                self._outcome["result"] = _collect(grid, STOPPING_METRIC[self.task], elapsed, resumed)
-            except BaseException as exc:  # raised by result()
-                self._outcome["error"] = exc
-            finally:
-                if self.box is not None:  # its process would otherwise stay until the driver exits
-                    ray.kill(self.box)
-
-        # In the caller's context, so the progress lines land in the Prefect flow run's logs.
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(run,), name="mlcycle-search", daemon=True)
-        self._thread.start()
-
-    def _tuner(self, trainable: Any) -> tuple[Any, bool]:
-        settings, path = self.settings, self.path
-        workers = settings.data_parallel_workers
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        concurrent = max(1, cpus // ((workers or 1) * settings.cpus_per_trial))
-        log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
-                 settings.num_samples, concurrent, cpus, settings.cpus_per_trial)  # fmt: skip
-        resumed = settings.resume and tune.Tuner.can_restore(str(path))
-        if resumed:
-            log.info("resuming the search in %s: finished trials are kept", path)
-            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
-            return tuner, True
-        # ASHA compares trials at equal learning progress (rounds × eta, see `tune.grace_progress`), not at equal
-        # reports, so `report_every` only sets how often it looks. No trial gets past max_t: its rounds run out first.
-        max_progress = settings.max_rounds * max(settings.space.get("eta", [0.3, 0.3]))
-        scheduler: Any = ASHAScheduler(
-            time_attr="progress",
-            max_t=max_progress,
-            grace_period=min(settings.grace_progress, max_progress),
-            reduction_factor=settings.reduction_factor,
-        )
-        if workers:
-            # No ASHA for data-parallel trials: stopping one kills its Ray Train controller before it releases its
-            # workers' placement group, and Ray 2.60's cleaner for that needs the dashboard's state API (off here),
-            # so the CPUs would stay held. Each trial stops by its own early stopping instead.
-            scheduler = FIFOScheduler()
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(settings),
-            tune_config=tune.TuneConfig(
-                metric="valid_score",
-                mode="min",
-                num_samples=settings.num_samples,
-                time_budget_s=settings.time_budget_s,
-                search_alg=_searcher(settings, self.seed, concurrent),
-                scheduler=scheduler,
-                # A worker process per trial costs seconds of start-up and imports; reuse them. Not with Ray
-                # Train inside: there the trial's process only drives a trainer and is cheap next to it.
-                reuse_actors=not workers,
-            ),
-            run_config=tune.RunConfig(
-                name=self.experiment,
-                storage_path=str(self.storage),
-                verbose=0,
-                stop=_StopWhenCancelled(str(path)),
-                callbacks=[_ProgressLog(settings.num_samples, STOPPING_METRIC[self.task], settings.log_every)],
-            ),
-        )
-        return tuner, False
+def _tuner(trainable: Any, task: TaskType, settings: TuneConfig, seed: int, path: Path) -> tuple[Any, bool]:
+    workers = settings.data_parallel_workers
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    concurrent = max(1, cpus // ((workers or 1) * settings.cpus_per_trial))
+    log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
+             settings.num_samples, concurrent, cpus, settings.cpus_per_trial)  # fmt: skip
+    resumed = settings.resume and tune.Tuner.can_restore(str(path))
+    if resumed:
+        log.info("resuming the search in %s: finished trials are kept", path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return tuner, True
+    # ASHA compares trials at equal learning progress (rounds × eta, see `tune.grace_progress`), not at equal
+    # reports, so `report_every` only sets how often it looks. No trial gets past max_t: its rounds run out first.
+    max_progress = settings.max_rounds * max(settings.space.get("eta", [0.3, 0.3]))
+    scheduler: Any = ASHAScheduler(
+        time_attr="progress",
+        max_t=max_progress,
+        grace_period=min(settings.grace_progress, max_progress),
+        reduction_factor=settings.reduction_factor,
+    )
+    if workers:
+        # No ASHA for data-parallel trials: stopping one kills its Ray Train controller before it releases its
+        # workers' placement group, and Ray 2.60's cleaner for that needs the dashboard's state API (off here),
+        # so the CPUs would stay held. Each trial stops by its own early stopping instead.
+        scheduler = FIFOScheduler()
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(settings),
+        tune_config=tune.TuneConfig(
+            metric="valid_score",
+            mode="min",
+            num_samples=settings.num_samples,
+            time_budget_s=settings.time_budget_s,
+            search_alg=_searcher(settings, seed, concurrent),
+            scheduler=scheduler,
+            # A worker process per trial costs seconds of start-up and imports; reuse them. Not with Ray
+            # Train inside: there the trial's process only drives a trainer and is cheap next to it.
+            reuse_actors=not workers,
+        ),
+        run_config=tune.RunConfig(
+            name=path.name,
+            storage_path=str(path.parent),
+            verbose=0,
+            callbacks=[_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every)],
+        ),
+    )
+    return tuner, False
 
 
 def _collect(grid: Any, metric: str, elapsed: float, resumed: bool) -> TuneResult:
@@ -408,10 +328,9 @@ def _trial_record(result: Any) -> dict[str, Any]:
         "rounds": int(metrics.get("rounds", 0)),
         "reports": int(metrics.get("training_iteration", 0)),
         "boosted": int(metrics.get("boosted", 0)),
-        # the trial's own time: not the wait for the data of a search that started before it was ready
-        "seconds": float(metrics.get("time_total_s", 0.0)) - float(metrics.get("waited_s", 0.0)),
-        "waited_s": float(metrics.get("waited_s", 0.0)),
+        "seconds": float(metrics.get("time_total_s", 0.0)),
         "node_id": metrics.get("node_id"),
+        "pid": metrics.get("pid"),  # the worker process it ran in
         **(
             {
                 "worker_nodes": metrics["worker_nodes"].split(","),

@@ -58,11 +58,13 @@ def prefect_server() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[None]:
-    """A real local Ray with both cores, started once; the dashboard stays off."""
+    """A real local Ray with all the cores, started once, as the flows start it (tasks.tune.ensure_ray): the
+    dashboard off, a trial's modules imported by its workers as they start."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             _node_ip_address="127.0.0.1")  # fmt: skip
+    from tasks.tune import ensure_ray
+
+    ensure_ray(None)
     yield
     ray.shutdown()
 

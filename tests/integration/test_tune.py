@@ -16,7 +16,7 @@ import pytest
 
 from schemas.config import TuneConfig
 from tasks.train import TrainingData
-from tasks.tune import Search, tune_xgboost
+from tasks.tune import tune_xgboost
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -133,21 +133,13 @@ def test_data_parallel_trials_train_across_two_workers_on_two_nodes() -> None:
     assert report["final_auc"] == pytest.approx(report["single_auc"], abs=0.01)
 
 
-def test_a_search_started_before_its_data_waits_for_it(local_ray: None, tmp_path: Path) -> None:
-    settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_progress=1, resume=False)
-    search = Search("binary", settings, seed=7, storage=tmp_path, experiment="early")
-    time.sleep(8)  # the flow prepares its data meanwhile; the trial workers start and wait for it
-    search.feed(_data())
-    result = search.result()
-    same = tune_xgboost(_data(), "binary", settings, seed=7, storage=tmp_path, experiment="fed-at-once")
-    assert _configs(result) == _configs(same)
-    assert all(t["status"] in {"finished", "stopped early"} for t in result.trials)
-    assert max(t["waited_s"] for t in result.trials) > 0.5  # a trial really was up before its data
-
-
-def test_a_cancelled_search_ends_without_its_data(local_ray: None, tmp_path: Path) -> None:
-    settings = TuneConfig(num_samples=50, max_rounds=30, report_every=10, grace_progress=1, resume=False)
-    search = Search("binary", settings, seed=0, storage=tmp_path, experiment="cancelled")
-    search.cancel()  # returns once the search has ended; 50 trials would take minutes if each started a worker
-    with pytest.raises(RuntimeError, match="cancelled before its data was ready"):
-        search.result()
+def test_trials_start_on_the_workers_ray_started_warm() -> None:
+    # The workers a local Ray starts with its node import a trial's modules as they start (tasks.preload), and
+    # the search's trials run in them, not in fresh workers that would import for seconds first.
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/warm_search.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = _report(proc.stdout)
+    assert len(report["warm"]) == report["cpus"] >= 2
+    assert len(report["trial_pids"]) == report["cpus"]
+    assert set(report["trial_pids"]) <= set(report["warm"])

@@ -1,0 +1,15 @@
+"""What every worker process of a Ray that mlcycle starts imports before it takes any work.
+
+A Tune trial's worker spends 3–6 s on its imports (Ray Tune, pandas, XGBoost) before its first round, with its
+CPU slot idle. Ray starts one worker per CPU with the node (its prestarted workers) and places a trial actor on one
+of those when one is idle, so `tasks.tune` asks Ray to import `tasks.trial` in every worker as it starts (Ray's
+raylet setting `preload_python_modules`): the imports overlap Ray's own start-up and whatever the flow does before
+it tunes, and a trial starts on a worker that is ready.
+
+On a Ray cluster that mlcycle joins (`RAY_ADDRESS`), the same holds when the cluster's nodes were started with
+`RAY_preload_python_modules=tasks.preload` in their environment; otherwise each trial worker imports on start.
+"""
+
+from __future__ import annotations
+
+import tasks.trial  # noqa: F401

@@ -1,0 +1,62 @@
+"""Start mlcycle's own local Ray, wait until the workers Ray started with it have imported a trial's modules, run a
+small search and print, as JSON, those workers' process ids and the process each trial ran in. Started as a
+subprocess by test_tune.py: only a fresh Ray has its prestarted workers still unused (a search's trial actors take
+them, and they end with it), and the test session's Ray has run searches before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+
+from schemas.config import TuneConfig
+from tasks.train import TrainingData
+from tasks.tune import ensure_ray, tune_xgboost
+
+REPORT = "REPORT "  # marked: Ray's raylet may print warnings to stdout after it
+
+
+def warm_workers() -> list[int]:
+    """Ray's idle worker processes that have XGBoost's library loaded, i.e. that imported tasks.trial."""
+    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    idle = [int(line.split()[0]) for line in listing.splitlines() if "ray::IDLE" in line]
+    warm = []
+    for pid in idle:
+        try:
+            if "libxgboost" in Path(f"/proc/{pid}/maps").read_text():
+                warm.append(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return warm
+
+
+def main() -> None:
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ensure_ray(None)
+    cpus = int(ray.cluster_resources()["CPU"])
+    deadline = time.monotonic() + 120
+    while len(warm := warm_workers()) < cpus and time.monotonic() < deadline:
+        time.sleep(0.5)
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    y = (x["a"] - x["b"] > 0).to_numpy(dtype=float)
+    settings = TuneConfig(num_samples=cpus, max_rounds=20, report_every=10, grace_progress=1, resume=False)
+    with tempfile.TemporaryDirectory() as storage:
+        result = tune_xgboost(TrainingData(x[:300], y[:300], x[300:], y[300:]), "binary", settings, seed=0,
+                              storage=Path(storage), experiment="warm")  # fmt: skip
+    print(REPORT + json.dumps({"cpus": cpus, "warm": warm, "trial_pids": [t["pid"] for t in result.trials]}))
+    sys.stdout.flush()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
