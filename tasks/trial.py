@@ -35,6 +35,7 @@ def _lean_worker() -> None:
 
 _lean_worker()
 
+import xgboost as xgb  # noqa: E402
 from ray import tune  # noqa: E402
 
 from tasks.train import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params  # noqa: E402
@@ -56,6 +57,32 @@ class TrialSettings:
     report_every: int
     cpus_per_trial: int
     gpus_per_trial: float
+    cpu_share: str | None = None  # see CpuShare; None: the trial keeps `cpus_per_trial` threads
+
+
+class CpuShare(xgb.callback.TrainingCallback):
+    """Lets a trial take up CPUs that finished trials left idle once no trial is waiting for them: the search
+    writes the number of threads each running trial may use to a file (`tasks.tune._LendFreedCpus`; only on a
+    one-node Ray of mlcycle's own), and the trial looks at it every few rounds and sets XGBoost's `nthread`."""
+
+    def __init__(self, path: str, threads: int, reported: dict[str, Any], every: int = 5) -> None:
+        self.path, self.threads, self.reported, self.every = path, threads, reported, every
+        self.reported["threads"] = threads  # the trial's reports say how many it has used at most
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        if epoch % self.every == 0:
+            self.look(model)
+        return False
+
+    def look(self, model: Any) -> None:
+        try:  # a few bytes every few rounds (a round takes milliseconds)
+            with open(self.path) as f:
+                threads = int(f.read().strip() or 0)
+        except (OSError, ValueError):  # not written yet
+            return
+        if threads > self.threads:
+            self.threads = self.reported["threads"] = threads
+            model.set_param({"nthread": threads})
 
 
 def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettings) -> None:
@@ -64,8 +91,12 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
     params = xgb_params(settings.task, sampled, nthread=settings.cpus_per_trial, seed=settings.seed)  # type: ignore[arg-type]
     if settings.gpus_per_trial > 0:
         params["device"] = "cuda"
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    extra = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+             "threads": settings.cpus_per_trial}  # fmt: skip
     reporter = RoundReporter(STOPPING_METRIC[settings.task], settings.report_every, tune.report,
-                             {"done": False, **where}, learning_rate=learning_rate(params))  # fmt: skip
-    fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=[reporter])
-    tune.report({**reporter.metrics(), "done": True, **where})
+                             {"done": False, **extra}, learning_rate=learning_rate(params))  # fmt: skip
+    callbacks: list[xgb.callback.TrainingCallback] = [reporter]
+    if settings.cpu_share:
+        callbacks.append(CpuShare(settings.cpu_share, settings.cpus_per_trial, reported=reporter.extra))
+    fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=callbacks)
+    tune.report({**reporter.metrics(), **reporter.extra, "done": True})

@@ -97,6 +97,7 @@ def _init_ray(address: str | None) -> None:
         # "local": always a fresh Ray of our own, never a stale cluster some other process left behind. Its workers
         # import a trial's modules as they start (see tasks.preload): Ray's raylet setting `preload_python_modules`.
         _let_trials_start_warm()
+        _OWN_RAY["local"] = True
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _node_ip_address="127.0.0.1", _system_config={"preload_python_modules": ["tasks.preload"]})  # fmt: skip
     log.info("Ray ready in %.1f s (%s)", time.monotonic() - began, address or "local")
@@ -118,6 +119,7 @@ def _let_trials_start_warm() -> None:
 
 
 _STARTING: dict[str, Any] = {}
+_OWN_RAY: dict[str, bool] = {}  # "local": this process started the Ray it uses, on this machine alone
 
 
 def start_ray(address: str | None) -> None:
@@ -161,6 +163,42 @@ def _data_parallel_trial(
                  # as text: Tune's result loggers take scalars, not lists
                  "node_id": fit.workers[0]["node_id"], "worker_nodes": ",".join(w["node_id"] for w in fit.workers),
                  "worker_rows": ",".join(str(w["rows"]) for w in fit.workers)})  # fmt: skip
+
+
+class _LendFreedCpus(tune.Callback):
+    """Once no trial is waiting to start, the CPUs that finished trials freed go to the trials still running: the
+    last trials of a search otherwise boost on one thread each while the other cores idle. The number of threads
+    each running trial may use goes to a file that the trials read (`tasks.trial.CpuShare`), so this is only for a
+    Ray of mlcycle's own on one machine, where no other work can be waiting for those CPUs."""
+
+    def __init__(self, path: Path, cpus: int, per_trial: int, total: int) -> None:
+        self.path, self.cpus, self.per_trial, self.total = path, cpus, per_trial, total
+        self.threads = per_trial
+
+    def _share(self, trials: list[Any], starting: Any = None, ending: Any = None) -> None:
+        # Tune calls on_trial_start before it marks the trial running, and on_trial_complete before it marks it done
+        if len(trials) < self.total or any(t.status == "PENDING" and t is not starting for t in trials):
+            return  # more trials are to start: they need the CPUs
+        running = [t for t in trials if (t.status == "RUNNING" or t is starting) and t is not ending]
+        if not running:
+            return
+        threads = self.per_trial + (self.cpus - len(running) * self.per_trial) // len(running)
+        if threads > self.threads:
+            self.threads = threads
+            staged = self.path.with_name(self.path.name + ".tmp")
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_text(str(threads))
+            staged.replace(self.path)
+            log.info("tuning: no trial is waiting; the %d running may use %d threads each", len(running), threads)
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._share(trials, starting=trial)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._share(trials, ending=trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._share(trials, ending=trial)
 
 
 class _ProgressLog(tune.Callback):
@@ -217,6 +255,8 @@ def tune_xgboost(
     ensure_ray(settings.ray_address)
     started = time.monotonic()
     path = storage.resolve() / experiment
+    callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every)]
+    share: Path | None = None
     if settings.data_parallel_workers:
         from tasks.distributed import shard_data
 
@@ -232,21 +272,36 @@ def tune_xgboost(
         # what a Ray worker that imports it may load.
         from tasks.trial import TrialSettings, run_trial
 
+        lend = _OWN_RAY.get("local", False) and not settings.gpus_per_trial and len(ray.nodes()) == 1
+        if lend:
+            share = path / ".cpu-share"  # the experiment's own: the same again when the search is resumed
+            callbacks.append(_LendFreedCpus(share, _cpus(), settings.cpus_per_trial, settings.num_samples))
         plain = TrialSettings(task, seed, settings.max_rounds, settings.early_stopping_rounds, settings.report_every,
-                              settings.cpus_per_trial, settings.gpus_per_trial)  # fmt: skip
+                              settings.cpus_per_trial, settings.gpus_per_trial,
+                              str(share) if share else None)  # fmt: skip
         resources = {
             "cpu": settings.cpus_per_trial,
             **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
         }
         trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=plain), resources)
-    tuner, resumed = _tuner(trainable, task, settings, seed, path)
-    grid = tuner.fit()
+    try:
+        tuner, resumed = _tuner(trainable, task, settings, seed, path, callbacks)
+        grid = tuner.fit()
+    finally:
+        if share is not None:
+            share.unlink(missing_ok=True)
     return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed)
 
 
-def _tuner(trainable: Any, task: TaskType, settings: TuneConfig, seed: int, path: Path) -> tuple[Any, bool]:
+def _cpus() -> int:
+    return int(ray.cluster_resources().get("CPU", 1))
+
+
+def _tuner(
+    trainable: Any, task: TaskType, settings: TuneConfig, seed: int, path: Path, callbacks: list[Any]
+) -> tuple[Any, bool]:
     workers = settings.data_parallel_workers
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+    cpus = _cpus()
     concurrent = max(1, cpus // ((workers or 1) * settings.cpus_per_trial))
     log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
              settings.num_samples, concurrent, cpus, settings.cpus_per_trial)  # fmt: skip
@@ -287,7 +342,7 @@ def _tuner(trainable: Any, task: TaskType, settings: TuneConfig, seed: int, path
             name=path.name,
             storage_path=str(path.parent),
             verbose=0,
-            callbacks=[_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every)],
+            callbacks=callbacks,
         ),
     )
     return tuner, False
@@ -331,6 +386,7 @@ def _trial_record(result: Any) -> dict[str, Any]:
         "seconds": float(metrics.get("time_total_s", 0.0)),
         "node_id": metrics.get("node_id"),
         "pid": metrics.get("pid"),  # the worker process it ran in
+        "threads": metrics.get("threads"),  # the most XGBoost threads it used (see _LendFreedCpus)
         **(
             {
                 "worker_nodes": metrics["worker_nodes"].split(","),

@@ -46,6 +46,18 @@ def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Pa
     assert all(first.curves[t["trial_id"]] for t in first.trials)  # every trial's metric curve is kept
 
 
+def test_the_last_trials_take_up_the_cpus_finished_trials_freed(local_ray: None, tmp_path: Path) -> None:
+    # Two CPUs: while trials wait to start, each runs on its one; once none waits, the running ones share the rest.
+    settings = TuneConfig(num_samples=1, max_rounds=200, report_every=10, grace_progress=1, resume=False)
+    alone = tune_xgboost(_data(), "binary", settings, seed=0, storage=tmp_path, experiment="alone")
+    assert alone.trials[0]["threads"] == 2
+    settings = TuneConfig(num_samples=4, max_rounds=30, report_every=10, grace_progress=1, resume=False)
+    several = tune_xgboost(_data(), "binary", settings, seed=0, storage=tmp_path, experiment="several")
+    threads = sorted(t["threads"] for t in several.trials)
+    assert threads[0] == 1 and threads[-1] <= 2  # the first ones kept one thread; none ever used more than the cores
+    assert not (tmp_path / "several" / ".cpu-share").exists()
+
+
 def test_optuna_searcher_runs(local_ray: None, tmp_path: Path) -> None:
     settings = TuneConfig(num_samples=3, max_rounds=30, report_every=10, grace_progress=1, searcher="optuna")
     result = tune_xgboost(_data(), "binary", settings, seed=0, storage=tmp_path, experiment="optuna")
@@ -142,4 +154,4 @@ def test_trials_start_on_the_workers_ray_started_warm() -> None:
     report = _report(proc.stdout)
     assert len(report["warm"]) == report["cpus"] >= 2
     assert len(report["trial_pids"]) == report["cpus"]
-    assert set(report["trial_pids"]) <= set(report["warm"])
+    assert set(report["trial_pids"]) <= set(report["warm"]), report["processes"]

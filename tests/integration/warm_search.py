@@ -25,10 +25,25 @@ from tasks.tune import ensure_ray, tune_xgboost
 REPORT = "REPORT "  # marked: Ray's raylet may print warnings to stdout after it
 
 
+def processes() -> tuple[list[list[str]], dict[int, int]]:
+    listing = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 2) for line in listing.splitlines()]
+    return rows, {int(pid): int(ppid) for pid, ppid, *_ in rows}
+
+
+def ours(pid: int, parent: dict[int, int]) -> bool:
+    """Whether `pid` descends from this process (its Ray's processes do; the test session's own Ray runs alongside)."""
+    while pid > 1:
+        pid = parent.get(pid, 1)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def warm_workers() -> list[int]:
-    """Ray's idle worker processes that have XGBoost's library loaded, i.e. that imported tasks.trial."""
-    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    idle = [int(line.split()[0]) for line in listing.splitlines() if "ray::IDLE" in line]
+    """This process's Ray's idle worker processes that have XGBoost's library loaded: they imported tasks.trial."""
+    rows, parent = processes()
+    idle = [int(pid) for pid, _, *args in rows if args and "ray::IDLE" in args[0] and ours(int(pid), parent)]
     warm = []
     for pid in idle:
         try:
@@ -53,7 +68,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as storage:
         result = tune_xgboost(TrainingData(x[:300], y[:300], x[300:], y[300:]), "binary", settings, seed=0,
                               storage=Path(storage), experiment="warm")  # fmt: skip
-    print(REPORT + json.dumps({"cpus": cpus, "warm": warm, "trial_pids": [t["pid"] for t in result.trials]}))
+    rows, parent = processes()
+    print(REPORT + json.dumps({"cpus": cpus, "warm": warm, "trial_pids": [t["pid"] for t in result.trials],
+                               "processes": [" ".join(row)[:100] for row in rows if ours(int(row[0]), parent)]}))  # fmt: skip
     sys.stdout.flush()
     ray.shutdown()
 
