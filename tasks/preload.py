@@ -12,4 +12,14 @@ On a Ray cluster that mlcycle joins (`RAY_ADDRESS`), the same holds when the clu
 
 from __future__ import annotations
 
-import tasks.trial  # noqa: F401
+import os
+import sys
+import time
+
+PRELOADED = "mlcycle: a trial's modules imported"
+_began = time.monotonic()
+
+import tasks.trial  # noqa: E402, F401
+
+# In the worker's log (Ray's session logs/worker-*-<pid>.err): how long the imports took, and that they are done.
+print(f"{PRELOADED} in {time.monotonic() - _began:.1f} s (pid {os.getpid()})", file=sys.stderr, flush=True)

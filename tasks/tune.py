@@ -96,10 +96,14 @@ def _init_ray(address: str | None) -> None:
     else:
         # "local": always a fresh Ray of our own, never a stale cluster some other process left behind. Its workers
         # import a trial's modules as they start (see tasks.preload): Ray's raylet setting `preload_python_modules`.
+        # Its idle workers are never stopped: Ray's idle-worker killer stopped the warm workers it starts with the
+        # node a few seconds after they were ready, before a search could use them (seen in the raylet's log), and
+        # started fresh ones for the trials. This Ray lives as long as the flow's process.
         _let_trials_start_warm()
         _OWN_RAY["local"] = True
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _node_ip_address="127.0.0.1", _system_config={"preload_python_modules": ["tasks.preload"]})  # fmt: skip
+                 _node_ip_address="127.0.0.1",
+                 _system_config={"preload_python_modules": ["tasks.preload"], "kill_idle_workers_interval_ms": 0})  # fmt: skip
     log.info("Ray ready in %.1f s (%s)", time.monotonic() - began, address or "local")
 
 

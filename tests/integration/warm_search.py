@@ -19,6 +19,7 @@ import pandas as pd
 import ray
 
 from schemas.config import TuneConfig
+from tasks.preload import PRELOADED
 from tasks.train import TrainingData
 from tasks.tune import ensure_ray, tune_xgboost
 
@@ -41,16 +42,15 @@ def ours(pid: int, parent: dict[int, int]) -> bool:
 
 
 def warm_workers() -> list[int]:
-    """This process's Ray's idle worker processes that have XGBoost's library loaded: they imported tasks.trial."""
+    """This process's Ray's idle worker processes that have finished importing a trial's modules: each says so in
+    its log (tasks.preload)."""
     rows, parent = processes()
-    idle = [int(pid) for pid, _, *args in rows if args and "ray::IDLE" in args[0] and ours(int(pid), parent)]
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
     warm = []
-    for pid in idle:
-        try:
-            if "libxgboost" in Path(f"/proc/{pid}/maps").read_text():
-                warm.append(pid)
-        except OSError:  # ended meanwhile
-            continue
+    for pid, _, *args in rows:
+        idle = args and "ray::IDLE" in args[0] and ours(int(pid), parent)
+        if idle and any(PRELOADED in log.read_text(errors="replace") for log in logs.glob(f"worker-*-{pid}.err")):
+            warm.append(int(pid))
     return warm
 
 
