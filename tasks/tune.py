@@ -91,6 +91,7 @@ def _init_ray(address: str | None) -> None:
         return
     began = time.monotonic()
     address = address or os.environ.get("RAY_ADDRESS")
+    _OWN_RAY["local"] = not address
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
@@ -100,7 +101,6 @@ def _init_ray(address: str | None) -> None:
         # node a few seconds after they were ready, before a search could use them (seen in the raylet's log), and
         # started fresh ones for the trials. This Ray lives as long as the flow's process.
         _let_trials_start_warm()
-        _OWN_RAY["local"] = True
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _node_ip_address="127.0.0.1",
                  _system_config={"preload_python_modules": ["tasks.preload"], "kill_idle_workers_interval_ms": 0})  # fmt: skip
