@@ -22,9 +22,7 @@ def _lean_worker() -> None:
     estimators, which a trial never uses: measured at 2.2–2.5 s of every trial worker's start-up on this 2-core
     machine. scikit-learn stays importable afterwards for any other code in the worker; only XGBoost's own
     sklearn-style estimators are off there. The driver and every other process import XGBoost as usual."""
-    if ray._private.worker.global_worker.mode != ray.WORKER_MODE or "xgboost" in sys.modules:
-        return
-    if "sklearn" in sys.modules:
+    if ray._private.worker.global_worker.mode != ray.WORKER_MODE or {"xgboost", "sklearn"} & sys.modules.keys():
         return
     sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` → ImportError
     try:

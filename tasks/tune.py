@@ -258,6 +258,7 @@ def tune_xgboost(
     """
     ensure_ray(settings.ray_address)
     started = time.monotonic()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
     path = storage.resolve() / experiment
     callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every)]
     share: Path | None = None
@@ -279,7 +280,7 @@ def tune_xgboost(
         lend = _OWN_RAY.get("local", False) and not settings.gpus_per_trial and len(ray.nodes()) == 1
         if lend:
             share = path / ".cpu-share"  # the experiment's own: the same again when the search is resumed
-            callbacks.append(_LendFreedCpus(share, _cpus(), settings.cpus_per_trial, settings.num_samples))
+            callbacks.append(_LendFreedCpus(share, cpus, settings.cpus_per_trial, settings.num_samples))
         plain = TrialSettings(task, seed, settings.max_rounds, settings.early_stopping_rounds, settings.report_every,
                               settings.cpus_per_trial, settings.gpus_per_trial,
                               str(share) if share else None)  # fmt: skip
@@ -289,7 +290,7 @@ def tune_xgboost(
         }
         trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=plain), resources)
     try:
-        tuner, resumed = _tuner(trainable, task, settings, seed, path, callbacks)
+        tuner, resumed = _tuner(trainable, task, settings, seed, path, cpus, callbacks)
         grid = tuner.fit()
     finally:
         if share is not None:
@@ -297,15 +298,10 @@ def tune_xgboost(
     return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed)
 
 
-def _cpus() -> int:
-    return int(ray.cluster_resources().get("CPU", 1))
-
-
 def _tuner(
-    trainable: Any, task: TaskType, settings: TuneConfig, seed: int, path: Path, callbacks: list[Any]
+    trainable: Any, task: TaskType, settings: TuneConfig, seed: int, path: Path, cpus: int, callbacks: list[Any]
 ) -> tuple[Any, bool]:
     workers = settings.data_parallel_workers
-    cpus = _cpus()
     concurrent = max(1, cpus // ((workers or 1) * settings.cpus_per_trial))
     log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
              settings.num_samples, concurrent, cpus, settings.cpus_per_trial)  # fmt: skip
