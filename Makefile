@@ -8,10 +8,13 @@ CONFIG ?= configs/adult.yaml
 
 install: $(VENV)/.installed
 
+# --compile-bytecode: uv, unlike pip, writes no .pyc at install, and where PYTHONDONTWRITEBYTECODE is set (as on
+# this machine) none is ever written, so every process compiled what it imported: `import ray.tune` took 3.8 s
+# instead of 1.4 s, xgboost 4.4 s instead of 1.6 s, prefect 2.6 s instead of 1.3 s.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
