@@ -6,8 +6,9 @@ test. The same 24 configurations (those mlcycle's seeded random search samples) 
                 actors): Ray is started first, as the flow does, and its workers import a trial's modules while the
                 data is read and prepared; (a)'s wall time is what the tuning task takes once the data is ready
                 (whatever is left of those imports included). Ray's start-up is reported apart: in the flow it
-                overlaps ingest
-  (b) loop      the same configurations trained one after another, 2 threads each, early stopping: the floor
+                overlaps ingest. Its trials score the validation split every `tune.eval_every` rounds (5)
+  (b) loop      the same configurations trained one after another with bare `xgb.train`, 2 threads each, XGBoost's
+                own early stopping (the validation split scored every round): the floor for the work itself
   (c) sklearn   RandomizedSearchCV over XGBClassifier, 24 draws from the same distributions, the same validation
                 split (PredefinedSplit) and early stopping, 2 jobs of 1 thread
 Every approach picks its winner by validation log loss. The loop keeps its winner's booster; (a) and (c) keep no
@@ -73,6 +74,19 @@ def load_adult(config: Any | None = None) -> tuple[TrainingData, pd.DataFrame, n
     return data, apply_preprocessor(spec, test), encode_target(test[config.target], config), config
 
 
+def bare_fit(
+    data: TrainingData, params: dict[str, Any], max_rounds: int, early_stopping_rounds: int
+) -> tuple[Any, int]:
+    """XGBoost alone: `xgb.train` with its own early stopping; the booster cut to its best round, and the rounds
+    boosted."""
+    import xgboost as xgb
+
+    dtrain, dvalid = dmatrix(data.x_train, data.y_train, 2), dmatrix(data.x_valid, data.y_valid, 2)
+    booster = xgb.train(params, dtrain, max_rounds, evals=[(dvalid, "valid")],
+                        early_stopping_rounds=early_stopping_rounds, verbose_eval=False)  # fmt: skip
+    return booster[: booster.best_iteration + 1], booster.num_boosted_rounds()
+
+
 def auc(booster: Any, x: pd.DataFrame, y: np.ndarray) -> float:
     return float(roc_auc_score(y, booster.predict(dmatrix(x, None, 2))))
 
@@ -115,9 +129,9 @@ def main() -> None:
     best_b, best_loss = None, np.inf
     rounds_b = 0
     for sampled in ({k: trial[k] for k in settings.space} for trial in result.trials):
-        booster = fit_booster(data, xgb_params("binary", sampled, 2, config.seed), settings.max_rounds,
-                              settings.early_stopping_rounds)  # fmt: skip
-        rounds_b += booster.num_boosted_rounds()
+        booster, boosted = bare_fit(data, xgb_params("binary", sampled, 2, config.seed), settings.max_rounds,
+                                    settings.early_stopping_rounds)  # fmt: skip
+        rounds_b += boosted
         loss = float(log_loss(data.y_valid, booster.predict(dmatrix(data.x_valid, None, 2))))
         if loss < best_loss:
             best_b, best_loss = booster, loss

@@ -55,14 +55,16 @@ def fit_rounds(x: pd.DataFrame, y: np.ndarray, params: dict[str, Any], rounds: i
 
 
 class RoundReporter(xgb.callback.TrainingCallback):
-    """Tracks the best validation score so far, its round and the rounds boosted, and every `every` rounds hands
-    them (with `extra`) to `report`: Tune's, so ASHA can stop weak trials, or Ray Train's in a data-parallel worker."""
+    """Tracks the best validation score so far, its round and the rounds boosted, and at the first score at or past
+    every `every` rounds hands them (with `extra`) to `report`: Tune's, so ASHA can stop weak trials, or Ray Train's
+    in a data-parallel worker. `scored` is fed by `fit_booster`'s `on_eval`; as an XGBoost callback it reads the
+    validation score `xgb.train` logged."""
 
     def __init__(self, metric: str, every: int, report: Callable[[dict[str, Any]], None],
                  extra: dict[str, Any] | None = None, learning_rate: float = 1.0) -> None:  # fmt: skip
         self.metric, self.every, self.report, self.extra = metric, every, report, extra or {}
         self.learning_rate = learning_rate
-        self.best, self.best_round, self.boosted = math.inf, 0, 0
+        self.best, self.best_round, self.boosted, self.reported = math.inf, 0, 0, 0
 
     def metrics(self) -> dict[str, Any]:
         """The best score and its round, the rounds boosted, and the learning progress (rounds × learning rate)
@@ -70,13 +72,16 @@ class RoundReporter(xgb.callback.TrainingCallback):
         return {"valid_score": self.best, "rounds": self.best_round, "boosted": self.boosted,
                 "progress": self.boosted * self.learning_rate}  # fmt: skip
 
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
-        score = evals_log["valid"][self.metric][-1]
+    def scored(self, rounds: int, score: float) -> None:
         if score < self.best:
-            self.best, self.best_round = score, epoch + 1
-        self.boosted = epoch + 1
-        if self.every and self.boosted % self.every == 0:
+            self.best, self.best_round = score, rounds
+        self.boosted = rounds
+        if self.every and rounds // self.every > self.reported:
+            self.reported = rounds // self.every
             self.report({**self.metrics(), **self.extra})
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        self.scored(epoch + 1, evals_log["valid"][self.metric][-1])
         return False
 
 
@@ -85,26 +90,36 @@ def fit_booster(
     params: dict[str, Any],
     max_rounds: int,
     early_stopping_rounds: int,
-    callbacks: list[xgb.callback.TrainingCallback] | None = None,
+    eval_every: int = 1,
+    on_eval: Callable[[xgb.Booster, int, float], None] | None = None,
 ) -> xgb.Booster:
-    """Boost on the training split, stopping when the validation metric has not improved for a while.
+    """Boost on the training split, scoring the validation split every `eval_every` rounds (and after the last),
+    and stop once the best score is `early_stopping_rounds` rounds old. With `eval_every=1` this is `xgb.train`'s
+    early stopping, tree for tree. `on_eval(booster, rounds, score)` is called after every score.
 
-    The returned booster keeps only the best rounds, so `predict` needs no iteration range.
+    Each score costs about as much as a fifth of a round (Adult's 6,500 validation rows, one thread: 0.8 ms against
+    a 3.9 ms round), so tuning trials score every few rounds (`tune.eval_every`): the best round is then the best
+    of those scored. The returned booster keeps only the best rounds, so `predict` needs no iteration range.
     """
     nthread = int(params.get("nthread", 1))
     dtrain = dmatrix(data.x_train, data.y_train, nthread)
     dvalid = dmatrix(data.x_valid, data.y_valid, nthread)
-    booster = xgb.train(
-        params,
-        dtrain,
-        num_boost_round=max_rounds,
-        evals=[(dvalid, "valid")],
-        early_stopping_rounds=early_stopping_rounds,
-        callbacks=callbacks,
-        verbose_eval=False,
-    )
-    best = booster.best_iteration
-    return booster[: best + 1] if best + 1 < booster.num_boosted_rounds() else booster
+    booster = xgb.Booster(params, [dtrain, dvalid])  # both cached: a score predicts only the trees added since
+    best, best_round = math.inf, 0
+    for i in range(max_rounds):
+        booster.update(dtrain, i)
+        rounds = i + 1
+        if rounds % eval_every and rounds < max_rounds:
+            continue
+        # "[i]\tvalid-logloss:0.27" (the last metric is the one to stop on, as in xgb.train)
+        score = float(booster.eval_set([(dvalid, "valid")], i).rsplit(":", 1)[1])
+        if score < best:
+            best, best_round = score, rounds
+        if on_eval is not None:
+            on_eval(booster, rounds, score)
+        if rounds - best_round >= early_stopping_rounds:
+            break
+    return booster[:best_round] if best_round < booster.num_boosted_rounds() else booster
 
 
 def fit_final_model(

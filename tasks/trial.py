@@ -53,24 +53,21 @@ class TrialSettings:
     max_rounds: int
     early_stopping_rounds: int
     report_every: int
+    eval_every: int
     cpus_per_trial: int
     gpus_per_trial: float
     cpu_share: str | None = None  # see CpuShare; None: the trial keeps `cpus_per_trial` threads
 
 
-class CpuShare(xgb.callback.TrainingCallback):
+class CpuShare:
     """Lets a trial take up CPUs that finished trials left idle once no trial is waiting for them: the search
     writes the number of threads each running trial may use to a file (`tasks.tune._LendFreedCpus`; only on a
-    one-node Ray of mlcycle's own), and the trial looks at it every few rounds and sets XGBoost's `nthread`."""
+    one-node Ray of mlcycle's own), and the trial looks at it at every validation score and sets XGBoost's
+    `nthread`."""
 
-    def __init__(self, path: str, threads: int, reported: dict[str, Any], every: int = 5) -> None:
-        self.path, self.threads, self.reported, self.every = path, threads, reported, every
+    def __init__(self, path: str, threads: int, reported: dict[str, Any]) -> None:
+        self.path, self.threads, self.reported = path, threads, reported
         self.reported["threads"] = threads  # the trial's reports say how many it has used at most
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
-        if epoch % self.every == 0:
-            self.look(model)
-        return False
 
     def look(self, model: Any) -> None:
         try:  # a few bytes every few rounds (a round takes milliseconds)
@@ -84,8 +81,9 @@ class CpuShare(xgb.callback.TrainingCallback):
 
 
 def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettings) -> None:
-    """Boost one sampled configuration with early stopping, reporting every `report_every` rounds so ASHA can stop
-    it, and once more at the end. `data` comes from Ray's object store, put there once for the whole search."""
+    """Boost one sampled configuration with early stopping, scoring it every `eval_every` rounds and reporting
+    every `report_every` so ASHA can stop it, and once more at the end. `data` comes from Ray's object store, put
+    there once for the whole search."""
     params = xgb_params(settings.task, sampled, nthread=settings.cpus_per_trial, seed=settings.seed)  # type: ignore[arg-type]
     if settings.gpus_per_trial > 0:
         params["device"] = "cuda"
@@ -93,8 +91,12 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
              "threads": settings.cpus_per_trial}  # fmt: skip
     reporter = RoundReporter(STOPPING_METRIC[settings.task], settings.report_every, tune.report,
                              {"done": False, **extra}, learning_rate=learning_rate(params))  # fmt: skip
-    callbacks: list[xgb.callback.TrainingCallback] = [reporter]
-    if settings.cpu_share:
-        callbacks.append(CpuShare(settings.cpu_share, settings.cpus_per_trial, reported=reporter.extra))
-    fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, callbacks=callbacks)
+    share = CpuShare(settings.cpu_share, settings.cpus_per_trial, reporter.extra) if settings.cpu_share else None
+
+    def on_eval(booster: xgb.Booster, rounds: int, score: float) -> None:
+        reporter.scored(rounds, score)
+        if share is not None:
+            share.look(booster)
+
+    fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, settings.eval_every, on_eval)
     tune.report({**reporter.metrics(), **reporter.extra, "done": True})

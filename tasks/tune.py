@@ -282,7 +282,7 @@ def tune_xgboost(
             share = path / ".cpu-share"  # the experiment's own: the same again when the search is resumed
             callbacks.append(_LendFreedCpus(share, cpus, settings.cpus_per_trial, settings.num_samples))
         plain = TrialSettings(task, seed, settings.max_rounds, settings.early_stopping_rounds, settings.report_every,
-                              settings.cpus_per_trial, settings.gpus_per_trial,
+                              settings.eval_every, settings.cpus_per_trial, settings.gpus_per_trial,
                               str(share) if share else None)  # fmt: skip
         resources = {
             "cpu": settings.cpus_per_trial,

@@ -1,14 +1,16 @@
-"""The final fit: both rules of `tune.final_fit` do what the config says."""
+"""The boosting loop (scored every round it matches `xgb.train`; scored every few rounds it stops and cuts on those
+scores) and the final fit: both rules of `tune.final_fit` do what the config says."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 from pydantic import ValidationError
 
 from schemas import load_config
-from tasks.train import TrainingData, fit_final_model
+from tasks.train import TrainingData, dmatrix, fit_booster, fit_final_model, xgb_params
 from tests.conftest import ROOT
 
 
@@ -24,6 +26,43 @@ def _data(n_train: int = 300, n_valid: int = 100) -> TrainingData:
 
     (xt, yt), (xv, yv) = part(n_train), part(n_valid)
     return TrainingData(x_train=xt, y_train=yt, x_valid=xv, y_valid=yv)
+
+
+PARAMS = {"eta": 0.3, "max_depth": 3, "subsample": 0.8, "colsample_bytree": 0.8}
+
+
+def test_scored_every_round_it_is_xgboosts_own_early_stopping_tree_for_tree() -> None:
+    data = _data()
+    params = xgb_params("binary", PARAMS, nthread=1, seed=3)
+    ours = fit_booster(data, params, max_rounds=300, early_stopping_rounds=10)
+    dtrain, dvalid = dmatrix(data.x_train, data.y_train, 1), dmatrix(data.x_valid, data.y_valid, 1)
+    theirs = xgb.train(params, dtrain, 300, evals=[(dvalid, "valid")], early_stopping_rounds=10, verbose_eval=False)
+    assert theirs.num_boosted_rounds() < 300  # early stopping did cut it
+    assert ours.num_boosted_rounds() == theirs.best_iteration + 1
+    np.testing.assert_array_equal(ours.predict(dvalid), theirs[: theirs.best_iteration + 1].predict(dvalid))
+
+
+def test_scored_every_few_rounds_it_stops_and_cuts_on_those_scores() -> None:
+    data = _data()
+    params = xgb_params("binary", PARAMS, nthread=1, seed=3)
+    scores: list[tuple[int, float]] = []
+    booster = fit_booster(data, params, max_rounds=300, early_stopping_rounds=10, eval_every=4,
+                          on_eval=lambda b, rounds, score: scores.append((rounds, score)))  # fmt: skip
+    rounds = [r for r, _ in scores]
+    assert rounds == list(range(4, 4 * len(rounds) + 1, 4)) and rounds[-1] < 300  # every 4th round, stopped early
+    best_round, best = min(scores, key=lambda rs: (rs[1], rs[0]))
+    assert booster.num_boosted_rounds() == best_round
+    assert rounds[-1] - best_round >= 10 > rounds[-2] - best_round  # stopped at the first score 10 rounds past it
+    full = fit_booster(data, params, max_rounds=best_round, early_stopping_rounds=1000)  # the same trees, unscored
+    dvalid = dmatrix(data.x_valid, data.y_valid, 1)
+    np.testing.assert_allclose(booster.predict(dvalid), full.predict(dvalid), rtol=1e-6)
+
+
+def test_the_last_round_is_scored_even_off_the_interval() -> None:
+    scores: list[int] = []
+    fit_booster(_data(), xgb_params("binary", {"eta": 0.01, "max_depth": 2}, 1, 0), max_rounds=7,
+                early_stopping_rounds=100, eval_every=5, on_eval=lambda b, rounds, score: scores.append(rounds))  # fmt: skip
+    assert scores == [5, 7]
 
 
 def test_train_valid_refit_scales_the_best_rounds_to_the_larger_data() -> None:
