@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -205,6 +206,26 @@ class _LendFreedCpus(tune.Callback):
         self._share(trials, ending=trial)
 
 
+class _NoTensorBoard(TBXLoggerCallback):
+    """Takes the place of the TensorBoard logger Tune adds to every search unless one is given, and writes nothing.
+    mlcycle's own records are `trials.json`, the leaderboard and the plot of the best score over time; Tune's
+    JSON and CSV logs stay (resuming and the result grid read them). The TensorBoard files cost the driver 1.6 ms
+    a report (0.43 s of 1.26 s over a 264-report search, profiled), while the reporting trial waits and on
+    the trials' own cores."""
+
+    def __init__(self) -> None:  # no tensorboardX writer
+        pass
+
+    def log_trial_start(self, trial: Any) -> None:
+        pass
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        pass
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        pass
+
+
 class _ProgressLog(tune.Callback):
     """One line every `every` finished trials (and at the last): trials done of total, the best score so far and
     the elapsed time, in the terminal and the Prefect logs. Ray's own progress table is turned off: it redraws
@@ -260,7 +281,8 @@ def tune_xgboost(
     started = time.monotonic()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     path = storage.resolve() / experiment
-    callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every)]
+    callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every),
+                            _NoTensorBoard()]  # fmt: skip
     share: Path | None = None
     if settings.data_parallel_workers:
         from tasks.distributed import shard_data
