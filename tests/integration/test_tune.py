@@ -44,6 +44,9 @@ def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Pa
     assert _configs(first) != _configs(other)
     assert all(t["status"] in {"finished", "stopped early"} for t in first.trials)
     assert all(first.curves[t["trial_id"]] for t in first.trials)  # every trial's metric curve is kept
+    assert all(t["rounds"] % settings.eval_every == 0 for t in first.trials)  # the best of the rounds it scored
+    # Tune's own JSON logs are written (resuming reads them), its TensorBoard files are not
+    assert len(list((tmp_path / "a").glob("*/result.json"))) == 3 and not list(tmp_path.rglob("events.out.tfevents*"))
 
 
 def test_the_last_trials_take_up_the_cpus_finished_trials_freed(local_ray: None, tmp_path: Path) -> None:
