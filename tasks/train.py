@@ -100,6 +100,8 @@ def fit_booster(
     Each score costs about as much as a fifth of a round (Adult's 6,500 validation rows, one thread: 0.8 ms against
     a 3.9 ms round), so tuning trials score every few rounds (`tune.eval_every`): the best round is then the best
     of those scored. The returned booster keeps only the best rounds, so `predict` needs no iteration range.
+    (`Booster.update` is what `xgb.train` calls each round; XGBoost's docs point users to `xgb.train`, but its loop
+    scores every evaluation set every round.)
     """
     nthread = int(params.get("nthread", 1))
     dtrain = dmatrix(data.x_train, data.y_train, nthread)
