@@ -210,7 +210,7 @@ class _NoTensorBoard(TBXLoggerCallback):
     """Takes the place of the TensorBoard logger Tune adds to every search unless one is given, and writes nothing.
     mlcycle's own records are `trials.json`, the leaderboard and the plot of the best score over time; Tune's
     JSON and CSV logs stay (resuming and the result grid read them). The TensorBoard files cost the driver 1.6 ms
-    a report (0.43 s of 1.26 s over a 264-report search, profiled), while the reporting trial waits and on
+    a report (0.43 s of 1.26 s over a 264-report search, profiled): time the reporting trial waits for, spent on
     the trials' own cores."""
 
     def __init__(self) -> None:  # no tensorboardX writer
