@@ -52,7 +52,7 @@ def bench_config() -> Any:
     # Further overrides as KEY=VALUE arguments, as `mlcycle train --set` takes them: tune.report_every=50
     # The same sampled configurations for all three: random search, no wall-clock budget, up to 1,000 rounds (the
     # config's own profile uses Optuna, a time budget and more rounds).
-    # ASHA at mlcycle's default grace and reduction factor, not the thorough profile's.
+    # ASHA at mlcycle's defaults, not the thorough profile's longer grace.
     asha = {f"tune.{name}": TuneConfig.model_fields[name].default for name in ("grace_progress", "reduction_factor")}
     overrides = {"tune.num_samples": N_CONFIGS, "tune.resume": False, "tune.searcher": "random",
                  "tune.time_budget_s": None, "tune.max_rounds": 1000, **asha,
