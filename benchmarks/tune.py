@@ -9,14 +9,18 @@ test. The same 24 configurations (those mlcycle's seeded random search samples) 
                 overlaps ingest. Its trials score the validation split every `tune.eval_every` rounds (5)
   (b) loop      the same configurations trained one after another with bare `xgb.train`, 2 threads each, XGBoost's
                 own early stopping (the validation split scored every round): the floor for the work itself
-  (c) sklearn   RandomizedSearchCV over XGBClassifier, 24 draws from the same distributions, the same validation
-                split (PredefinedSplit) and early stopping, 2 jobs of 1 thread
+  (c) sklearn   RandomizedSearchCV over XGBClassifier on the same 24 configurations, the same validation split
+                (PredefinedSplit) and early stopping, 2 jobs of 1 thread: the framework compared, not the luck
+                of the draw
+  (c') own draws the same, but 24 draws of scikit-learn's own from the same distributions (`own=false` skips it):
+                shown because its best test AUC differs from the others' by the draw alone
 Every approach picks its winner by validation log loss. The loop keeps its winner's booster; (a) and (c) keep no
 models, so their winner is refit once, with the same early stopping, off their clocks, and scored on test: every
 clock times the search alone.
 Prints wall time, best validation AUC and test AUC per approach, Ray's start-up and per-trial overhead, and the
 ratios measured in this run; the sklearn ratio also counting all of Ray's start-up, as if nothing overlapped it.
-Run: `make bench` or `.venv/bin/python benchmarks/tune.py`. Not a test.
+Run: `make bench` or `.venv/bin/python benchmarks/tune.py`; `seeds=42,7,1,123,2` runs the whole comparison per seed
+and ends with a table and the medians (one seed takes about two minutes). Not a test.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 N_CONFIGS = 24  # the default; `tune.num_samples=8` as an argument runs fewer
 
 
-def bench_config() -> Any:
+def bench_config(args: list[str]) -> Any:
     # Further overrides as KEY=VALUE arguments, as `mlcycle train --set` takes them: tune.report_every=50
     # The same sampled configurations for all three: random search, no wall-clock budget, up to 1,000 rounds (the
     # config's own profile uses Optuna, a time budget and more rounds).
@@ -56,13 +60,12 @@ def bench_config() -> Any:
     asha = {f"tune.{name}": TuneConfig.model_fields[name].default for name in ("grace_progress", "reduction_factor")}
     overrides = {"tune.num_samples": N_CONFIGS, "tune.resume": False, "tune.searcher": "random",
                  "tune.time_budget_s": None, "tune.max_rounds": 1000, **asha,
-                 **parse_overrides(sys.argv[1:])}  # fmt: skip
+                 **parse_overrides(args)}  # fmt: skip
     return load_config(ROOT / "configs/adult.yaml", overrides)
 
 
-def load_adult(config: Any | None = None) -> tuple[TrainingData, pd.DataFrame, np.ndarray, Any]:
+def load_adult(config: Any) -> tuple[TrainingData, pd.DataFrame, np.ndarray, Any]:
     home = configure_environment()
-    config = config or bench_config()
     raw = read_source(config.source, home / "cache" / "wheels", config.seed)
     valid = validate_frame(raw.frame, resolve_schema(config.schema_ref)).valid
     is_test = (raw.origin["part"] == "test").to_numpy()
@@ -91,10 +94,68 @@ def auc(booster: Any, x: pd.DataFrame, y: np.ndarray) -> float:
     return float(roc_auc_score(y, booster.predict(dmatrix(x, None, 2))))
 
 
-def main() -> None:
-    config = bench_config()
+SKLEARN_NAMES = {"eta": "learning_rate", "lambda": "reg_lambda", "alpha": "reg_alpha"}  # XGBClassifier's names
+
+
+def sklearn_search(data: TrainingData, candidates: Any, settings: Any, seed: int) -> tuple[float, dict[str, Any], Any]:
+    """RandomizedSearchCV over XGBClassifier on the validation split (PredefinedSplit), 2 jobs of 1 thread, with
+    XGBoost's early stopping; then its winner refit off the clock. Returns the search's wall time, the winner's
+    parameters and the refit model."""
+    from xgboost import XGBClassifier
+
+    fixed = {"n_estimators": settings.max_rounds, "early_stopping_rounds": settings.early_stopping_rounds,
+             "tree_method": "hist", "enable_categorical": True, "eval_metric": "logloss", "random_state": seed}  # fmt: skip
+    x_all = pd.concat([data.x_train, data.x_valid])
+    y_all = np.concatenate([data.y_train, data.y_valid])
+    fold = np.r_[np.full(len(data.x_train), -1), np.zeros(len(data.x_valid))]
+    search = RandomizedSearchCV(XGBClassifier(n_jobs=1, **fixed), candidates, n_iter=settings.num_samples,
+                                scoring="neg_log_loss", cv=PredefinedSplit(fold), n_jobs=2, random_state=seed,
+                                refit=False)  # fmt: skip
+    started = time.perf_counter()
+    search.fit(x_all, y_all, eval_set=[(data.x_valid, data.y_valid)], verbose=False)
+    wall = time.perf_counter() - started  # the search alone, as for (a): the winner's refit below is off the clock
+    best = XGBClassifier(n_jobs=2, **fixed, **search.best_params_)
+    best.fit(data.x_train, data.y_train, eval_set=[(data.x_valid, data.y_valid)], verbose=False)
+    return wall, search.best_params_, best
+
+
+def same_configurations(trials: list[dict[str, Any]], space: dict[str, Any]) -> list[dict[str, list[Any]]]:
+    """(a)'s sampled configurations as one-point grids under XGBClassifier's names: RandomizedSearchCV, given only
+    lists, samples without replacement, so `n_iter` of them evaluates every one."""
+    grids = []
+    for trial in trials:
+        sampled = xgb_params("binary", {k: trial[k] for k in space}, 1, 0)
+        grids.append({SKLEARN_NAMES.get(k, k): [sampled[k]] for k in space})
+    return grids
+
+
+def own_draws(space: dict[str, Any]) -> dict[str, Any]:
+    """The same distributions as mlcycle's search space, for scikit-learn to draw from with its own generator."""
+
+    def uniform(low: float, high: float) -> Any:
+        return stats.uniform(low, high - low)
+
+    return {
+        "learning_rate": stats.loguniform(*space["eta"]),
+        "max_depth": stats.randint(int(space["max_depth"][0]), int(space["max_depth"][1]) + 1),
+        "min_child_weight": uniform(*space["min_child_weight"]),
+        "subsample": uniform(*space["subsample"]),
+        "colsample_bytree": uniform(*space["colsample_bytree"]),
+        "reg_lambda": stats.loguniform(*space["lambda"]),
+        "reg_alpha": stats.loguniform(*space["alpha"]),
+        "max_bin": stats.randint(int(space["max_bin"][0]), int(space["max_bin"][1]) + 1),
+    }
+
+
+def classifier_row(approach: str, wall: float, model: Any, data: TrainingData, x_test: Any, y_test: Any) -> dict:
+    return {"approach": approach, "wall_s": wall,
+            "val_auc": float(roc_auc_score(data.y_valid, model.predict_proba(data.x_valid)[:, 1])),
+            "test_auc": float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1]))}  # fmt: skip
+
+
+def run(config: Any, own: bool) -> dict[str, float]:
+    """One comparison at `config.seed`: prints its table and returns its figures."""
     settings = config.tune
-    configure_environment()  # telemetry off before Ray starts
     rows = []
 
     # (a) mlcycle, as train_flow runs it: Ray first, whose workers import a trial's modules while the data is
@@ -139,55 +200,60 @@ def main() -> None:
     rows.append({"approach": "(b) loop", "wall_s": wall_b, "val_auc": auc(best_b, data.x_valid, data.y_valid),
                  "test_auc": auc(best_b, x_test, y_test)})  # fmt: skip
 
-    # (c) scikit-learn
-    from xgboost import XGBClassifier
+    # (c) scikit-learn over the same configurations; (c') over its own draws from the same distributions
+    wall_c, _, best_c = sklearn_search(data, same_configurations(result.trials, settings.space), settings, config.seed)
+    rows.append(classifier_row("(c) sklearn", wall_c, best_c, data, x_test, y_test))
+    if own:
+        wall, _, best = sklearn_search(data, own_draws(settings.space), settings, config.seed)
+        rows.append(classifier_row("(c') own draws", wall, best, data, x_test, y_test))
 
-    space = settings.space
-    distributions = {
-        "learning_rate": stats.loguniform(*space["eta"]),
-        "max_depth": stats.randint(int(space["max_depth"][0]), int(space["max_depth"][1]) + 1),
-        "min_child_weight": stats.uniform(space["min_child_weight"][0], space["min_child_weight"][1] - space["min_child_weight"][0]),
-        "subsample": stats.uniform(space["subsample"][0], space["subsample"][1] - space["subsample"][0]),
-        "colsample_bytree": stats.uniform(space["colsample_bytree"][0], space["colsample_bytree"][1] - space["colsample_bytree"][0]),
-        "reg_lambda": stats.loguniform(*space["lambda"]),
-        "reg_alpha": stats.loguniform(*space["alpha"]),
-        "max_bin": stats.randint(int(space["max_bin"][0]), int(space["max_bin"][1]) + 1),
-    }  # fmt: skip
-    x_all = pd.concat([data.x_train, data.x_valid])
-    y_all = np.concatenate([data.y_train, data.y_valid])
-    fold = np.r_[np.full(len(data.x_train), -1), np.zeros(len(data.x_valid))]
-    model = XGBClassifier(n_estimators=settings.max_rounds, early_stopping_rounds=settings.early_stopping_rounds,
-                          tree_method="hist", enable_categorical=True, n_jobs=1, eval_metric="logloss")  # fmt: skip
-    search = RandomizedSearchCV(model, distributions, n_iter=settings.num_samples, scoring="neg_log_loss", cv=PredefinedSplit(fold),
-                                n_jobs=2, random_state=config.seed, refit=False)  # fmt: skip
-    started = time.perf_counter()
-    search.fit(x_all, y_all, eval_set=[(data.x_valid, data.y_valid)], verbose=False)
-    wall_c = time.perf_counter() - started  # the search alone, as for (a): the winner's refit below is off the clock
-    best_params = search.best_params_
-    best_c = XGBClassifier(n_estimators=settings.max_rounds, early_stopping_rounds=settings.early_stopping_rounds,
-                           tree_method="hist", enable_categorical=True, n_jobs=2, eval_metric="logloss", **best_params)  # fmt: skip
-    best_c.fit(data.x_train, data.y_train, eval_set=[(data.x_valid, data.y_valid)], verbose=False)
-    rows.append({"approach": "(c) sklearn", "wall_s": wall_c,
-                 "val_auc": float(roc_auc_score(data.y_valid, best_c.predict_proba(data.x_valid)[:, 1])),
-                 "test_auc": float(roc_auc_score(y_test, best_c.predict_proba(x_test)[:, 1]))})  # fmt: skip
-
-    print(f"Adult: {len(data.x_train)} train, {len(data.x_valid)} validation, {len(x_test)} test rows; "
-          f"{settings.num_samples} configurations; up to {settings.max_rounds} rounds, early stopping {settings.early_stopping_rounds}")  # fmt: skip
-    print(f"{'approach':<13} {'wall s':>8} {'val AUC':>9} {'test AUC':>9}")
+    print(f"Adult, seed {config.seed}: {len(data.x_train)} train, {len(data.x_valid)} validation, {len(x_test)} test "
+          f"rows; {settings.num_samples} configurations; up to {settings.max_rounds} rounds, early stopping "
+          f"{settings.early_stopping_rounds}")  # fmt: skip
+    print(f"{'approach':<15} {'wall s':>8} {'val AUC':>9} {'test AUC':>9}")
     for row in rows:
-        print(f"{row['approach']:<13} {row['wall_s']:>8.1f} {row['val_auc']:>9.4f} {row['test_auc']:>9.4f}")
+        print(f"{row['approach']:<15} {row['wall_s']:>8.1f} {row['val_auc']:>9.4f} {row['test_auc']:>9.4f}")
     print(f"(a) Ray start-up {ray_start:.1f} s, then {load_s:.1f} s loading the data; the search took {wall_a:.1f} s; "
           f"per-trial overhead {overhead:.2f} s ({len(result.trials)} trials on {cpus} CPUs; ASHA let about "
           f"{boosted_a} rounds be boosted, the loop {rounds_b} with early stopping alone)")  # fmt: skip
-    a, b, c = rows
-    print(
-        f"val AUC (a) - (b) {a['val_auc'] - b['val_auc']:+.4f}; test AUC (a) - (c) {a['test_auc'] - c['test_auc']:+.4f}"
+    a, b, c = rows[:3]
+    figures = {"seed": config.seed, "vs_loop": a["wall_s"] / b["wall_s"], "vs_sklearn": a["wall_s"] / c["wall_s"],
+               "whole_vs_sklearn": whole_a / c["wall_s"], "overhead": overhead,
+               "val_gap": a["val_auc"] - b["val_auc"], "test_gap": a["test_auc"] - c["test_auc"]}  # fmt: skip
+    own_gap = f"; (a) - (c') {a['test_auc'] - rows[3]['test_auc']:+.4f}" if own else ""
+    print(f"val AUC (a) - (b) {figures['val_gap']:+.4f}; test AUC (a) - (c) {figures['test_gap']:+.4f}{own_gap}")
+    return figures
+
+
+def verdict(figures: dict[str, float]) -> str:
+    return (
+        f"time vs loop {figures['vs_loop']:.2f}, time vs sklearn {figures['vs_sklearn']:.2f} "
+        f"({figures['whole_vs_sklearn']:.2f} counting Ray's start-up and the data loading), per-trial overhead "
+        f"{figures['overhead']:.2f} s"
     )
-    whole = whole_a / c["wall_s"]  # Ray's start-up and the data loading on the clock too
-    print(
-        f"time vs loop {a['wall_s'] / b['wall_s']:.2f}, time vs sklearn {a['wall_s'] / c['wall_s']:.2f} "
-        f"({whole:.2f} counting Ray's start-up and the data loading), per-trial overhead {overhead:.2f} s"
-    )
+
+
+def main() -> None:
+    # `seeds=42,7,1` runs the whole comparison once per seed and ends with the medians; `own=false` skips (c').
+    args = [a for a in sys.argv[1:] if not a.startswith(("seeds=", "own="))]
+    options = parse_overrides([a for a in sys.argv[1:] if a not in args])
+    seeds = options.get("seeds")
+    seeds = [int(s) for s in str(seeds).split(",")] if seeds is not None else [None]
+    configure_environment()  # telemetry off before Ray starts
+    results = []
+    for seed in seeds:
+        config = bench_config(args + ([f"seed={seed}"] if seed is not None else []))
+        results.append(run(config, own=bool(options.get("own", True))))
+        print(verdict(results[-1]), flush=True)
+    if len(results) > 1:
+        print(
+            f"{'seed':>6} {'vs loop':>8} {'vs sklearn':>11} {'overhead s':>11} {'val (a)-(b)':>12} {'test (a)-(c)':>13}"
+        )
+        for f in results:
+            print(f"{f['seed']:>6} {f['vs_loop']:>8.2f} {f['vs_sklearn']:>11.2f} {f['overhead']:>11.2f} "
+                  f"{f['val_gap']:>+12.4f} {f['test_gap']:>+13.4f}")  # fmt: skip
+        median = {k: float(np.median([f[k] for f in results])) for k in results[0] if k != "seed"}
+        print(f"median over seeds {','.join(str(f['seed']) for f in results)}: {verdict(median)}")
 
 
 if __name__ == "__main__":
