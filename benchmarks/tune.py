@@ -64,7 +64,7 @@ def bench_config(args: list[str]) -> Any:
     return load_config(ROOT / "configs/adult.yaml", overrides)
 
 
-def load_adult(config: Any) -> tuple[TrainingData, pd.DataFrame, np.ndarray, Any]:
+def load_adult(config: Any) -> tuple[TrainingData, pd.DataFrame, np.ndarray]:
     home = configure_environment()
     raw = read_source(config.source, home / "cache" / "wheels", config.seed)
     valid = validate_frame(raw.frame, resolve_schema(config.schema_ref)).valid
@@ -74,7 +74,7 @@ def load_adult(config: Any) -> tuple[TrainingData, pd.DataFrame, np.ndarray, Any
     spec = fit_preprocessor(train, feature_columns(list(train.columns), config), config.preprocess)
     data = TrainingData(apply_preprocessor(spec, train), encode_target(train[config.target], config),
                         apply_preprocessor(spec, val), encode_target(val[config.target], config))  # fmt: skip
-    return data, apply_preprocessor(spec, test), encode_target(test[config.target], config), config
+    return data, apply_preprocessor(spec, test), encode_target(test[config.target], config)
 
 
 def bare_fit(
@@ -97,10 +97,10 @@ def auc(booster: Any, x: pd.DataFrame, y: np.ndarray) -> float:
 SKLEARN_NAMES = {"eta": "learning_rate", "lambda": "reg_lambda", "alpha": "reg_alpha"}  # XGBClassifier's names
 
 
-def sklearn_search(data: TrainingData, candidates: Any, settings: Any, seed: int) -> tuple[float, dict[str, Any], Any]:
+def sklearn_search(data: TrainingData, candidates: Any, settings: Any, seed: int) -> tuple[float, Any]:
     """RandomizedSearchCV over XGBClassifier on the validation split (PredefinedSplit), 2 jobs of 1 thread, with
-    XGBoost's early stopping; then its winner refit off the clock. Returns the search's wall time, the winner's
-    parameters and the refit model."""
+    XGBoost's early stopping; then its winner refit off the clock. Returns the search's wall time and the refit
+    model."""
     from xgboost import XGBClassifier
 
     fixed = {"n_estimators": settings.max_rounds, "early_stopping_rounds": settings.early_stopping_rounds,
@@ -116,7 +116,7 @@ def sklearn_search(data: TrainingData, candidates: Any, settings: Any, seed: int
     wall = time.perf_counter() - started  # the search alone, as for (a): the winner's refit below is off the clock
     best = XGBClassifier(n_jobs=2, **fixed, **search.best_params_)
     best.fit(data.x_train, data.y_train, eval_set=[(data.x_valid, data.y_valid)], verbose=False)
-    return wall, search.best_params_, best
+    return wall, best
 
 
 def same_configurations(trials: list[dict[str, Any]], space: dict[str, Any]) -> list[dict[str, list[Any]]]:
@@ -165,7 +165,7 @@ def run(config: Any, own: bool) -> dict[str, float]:
     ray_start = time.perf_counter() - began
     storage = tempfile.TemporaryDirectory()
     load_began = time.perf_counter()
-    data, x_test, y_test, _ = load_adult(config)
+    data, x_test, y_test = load_adult(config)
     ready = time.perf_counter()
     result = tune_xgboost(data, "binary", settings, config.seed, Path(storage.name), "bench")
     done = time.perf_counter()
@@ -201,10 +201,10 @@ def run(config: Any, own: bool) -> dict[str, float]:
                  "test_auc": auc(best_b, x_test, y_test)})  # fmt: skip
 
     # (c) scikit-learn over the same configurations; (c') over its own draws from the same distributions
-    wall_c, _, best_c = sklearn_search(data, same_configurations(result.trials, settings.space), settings, config.seed)
+    wall_c, best_c = sklearn_search(data, same_configurations(result.trials, settings.space), settings, config.seed)
     rows.append(classifier_row("(c) sklearn", wall_c, best_c, data, x_test, y_test))
     if own:
-        wall, _, best = sklearn_search(data, own_draws(settings.space), settings, config.seed)
+        wall, best = sklearn_search(data, own_draws(settings.space), settings, config.seed)
         rows.append(classifier_row("(c') own draws", wall, best, data, x_test, y_test))
 
     print(f"Adult, seed {config.seed}: {len(data.x_train)} train, {len(data.x_valid)} validation, {len(x_test)} test "
