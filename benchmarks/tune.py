@@ -40,13 +40,13 @@ from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV, train_t
 from flows.cli import parse_overrides
 from schemas import load_config, resolve_schema
 from schemas.config import TuneConfig
-from tasks.ingest import read_source
+from tasks.ingest.read import read_source
+from tasks.ingest.validate import validate_frame
 from tasks.paths import configure_environment
-from tasks.prepare import encode_target, feature_columns
 from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.train import TrainingData, dmatrix, fit_booster, xgb_params
-from tasks.tune import ensure_ray, tune_xgboost
-from tasks.validate import validate_frame
+from tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
+from tasks.train.prepare import encode_target, feature_columns
+from tasks.train.tune import ensure_ray, tune_xgboost
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CONFIGS = 24  # the default; `tune.num_samples=8` as an argument runs fewer

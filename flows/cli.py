@@ -7,17 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-import yaml
+
+from flows.options import ConfigOption, SetOption, load_pipeline
 
 app = typer.Typer(help="mlcycle: the whole ML cycle for tabular data as Prefect flows.", no_args_is_help=True)
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Dataset config YAML.", exists=True, dir_okay=False)]
-SetOption = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config value: --set tune.num_samples=4 (repeatable).")
-]
 
 
 @app.callback()
@@ -26,30 +22,6 @@ def _setup() -> None:
     from tasks.paths import configure_environment
 
     configure_environment()
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """`key.path=value` pairs; values are read as YAML (numbers, booleans, lists)."""
-    overrides = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
-def load_pipeline(config: Path, overrides: list[str] | None) -> Any:
-    """The dataset config with `--set` overrides applied; a bad one ends the command with its reasons (exit 2)."""
-    from pydantic import ValidationError
-
-    from schemas import load_config
-
-    try:
-        return load_config(config, parse_overrides(overrides))
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"error: {config}: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -87,7 +59,7 @@ def ingest(
     """Ingest new batches into the curated store: validate, quarantine bad rows, reject bad batches."""
     pipeline = load_pipeline(config, set_)
     from flows.ingest import IngestRejected, ingest_flow
-    from tasks.ingest import SourceError
+    from tasks.ingest.read import SourceError
 
     try:
         result = ingest_flow(pipeline, paths or None)
@@ -110,8 +82,8 @@ def schema_infer(
 ) -> None:
     """Draft a pandera schema module from a file, for a person to review and commit."""
     from schemas.config import CsvOptions, SourceConfig, SourceFile
-    from tasks.ingest import FileInput, SourceError, parse_batch, read_input_bytes
-    from tasks.schema_review import infer_schema_source
+    from tasks.ingest.read import FileInput, SourceError, parse_batch, read_input_bytes
+    from tasks.ingest.schema_review import infer_schema_source
 
     source = SourceConfig(files=[SourceFile(path=path)], csv=CsvOptions(sep=sep))
     item = FileInput(path)
@@ -138,9 +110,9 @@ def schema_diff(
 ) -> None:
     """Show how data departs from the dataset's schema: new or missing columns, new categories, types, ranges."""
     from schemas import load_config, resolve_schema
-    from tasks.ingest import FileInput, SourceError, parse_batch, read_input_bytes
-    from tasks.schema_review import diff_frame
-    from tasks.store import DatasetStore, StoreError, get_batch, list_batches
+    from tasks.ingest.read import FileInput, SourceError, parse_batch, read_input_bytes
+    from tasks.ingest.schema_review import diff_frame
+    from tasks.ingest.store import DatasetStore, StoreError, get_batch, list_batches
 
     pipeline = load_config(config)
     schema = resolve_schema(pipeline.schema_ref)
@@ -278,8 +250,8 @@ def export(
     """Export a model for client devices, checked against the registered model on the golden rows."""
     from bentoml.exceptions import NotFound
 
-    from tasks.export import ExportError, export_model
-    from tasks.reproduce import ReproduceError
+    from tasks.registry.export import ExportError, export_model
+    from tasks.registry.reproduce import ReproduceError
 
     if format_ not in ("onnx", "xgboost-json"):
         typer.echo(f"error: --format must be onnx or xgboost-json, got {format_!r}", err=True)
@@ -308,7 +280,7 @@ def reproduce(
     """Refit a model from its recorded snapshot, config and seed; check its test-set predictions match."""
     from bentoml.exceptions import NotFound
 
-    from tasks.reproduce import ReproduceError, reproduce
+    from tasks.registry.reproduce import ReproduceError, reproduce
 
     try:
         result = reproduce(tag, tolerance)

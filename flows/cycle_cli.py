@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from flows.options import ConfigOption, SetOption, load_pipeline
+
 ConfigsOption = Annotated[
     list[Path] | None,
     typer.Option("--config", "-c", help="Dataset configs to deploy (repeatable); default: every configs/*.yaml."),
@@ -18,8 +20,6 @@ ConfigsOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    from flows.cli import ConfigOption, SetOption, load_pipeline
-
     @app.command()
     def deploy(
         config: ConfigsOption = None,

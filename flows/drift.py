@@ -17,11 +17,11 @@ from pydantic import BaseModel
 
 from schemas import PipelineConfig
 from tasks import registry
-from tasks.bundle import ModelBundle, load_bundle
-from tasks.drift import REQUEST_COLUMNS, FeatureDrift, feature_drift, prediction_drift, read_request_log
+from tasks.ingest.store import ROW_COLUMN, DatasetStore, list_batches, load_snapshot, read_snapshot
+from tasks.monitor.drift import REQUEST_COLUMNS, FeatureDrift, feature_drift, prediction_drift, read_request_log
 from tasks.paths import mlcycle_home
-from tasks.prepare import feature_columns
-from tasks.store import ROW_COLUMN, DatasetStore, list_batches, load_snapshot, read_snapshot
+from tasks.registry.bundle import ModelBundle, load_bundle
+from tasks.train.prepare import feature_columns
 
 _pure = {"cache_policy": NO_CACHE}
 

@@ -9,10 +9,10 @@ from prefect.events import emit_event
 from pydantic import BaseModel
 
 from schemas import PipelineConfig, resolve_schema
-from tasks.admit import BatchResult, IngestPlan, admit_batch, plan_inputs, replay_quarantine
-from tasks.ingest import FileInput
-from tasks.sql_source import SqlIncrement
-from tasks.store import DatasetStore
+from tasks.ingest.admit import BatchResult, IngestPlan, admit_batch, plan_inputs, replay_quarantine
+from tasks.ingest.read import FileInput
+from tasks.ingest.sql import SqlIncrement
+from tasks.ingest.store import DatasetStore
 
 
 class IngestRejected(RuntimeError):

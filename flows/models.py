@@ -1,6 +1,6 @@
 """Model lifecycle wiring: the gate at the end of training, rollback, and what the `mlcycle models` commands show.
 
-The work itself lives in `tasks.gate`, `tasks.smoke`, `tasks.registry`, `tasks.export` and `tasks.reproduce`.
+The work itself lives in `tasks.registry.gate`, `tasks.registry.smoke`, `tasks.registry`, `tasks.registry.export` and `tasks.registry.reproduce`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pydantic import BaseModel
 
 from schemas.config import PipelineConfig
 from tasks import registry
-from tasks.gate import GateRecord, gate_challenger
-from tasks.report import markdown_table
+from tasks.registry.gate import GateRecord, gate_challenger
+from tasks.train.report import markdown_table
 
 GATE_FILE = "gate.json"  # the decision and its evidence, next to the booster in the bundle's folder
 
@@ -109,7 +109,7 @@ def rollback_target(name: str, to: str | None) -> str:
 
 @task(name="smoke_test_target", cache_policy=NO_CACHE)
 def smoke_target_task(tag: str) -> dict[str, Any]:
-    from tasks.smoke import golden_records, smoke_test
+    from tasks.registry.smoke import golden_records, smoke_test
 
     result = smoke_test(tag, golden_records(tag.partition(":")[0]))
     if not result.passed:
@@ -155,7 +155,7 @@ def _short(text: str, limit: int = 160) -> str:
 
 def describe(tag: str) -> dict[str, Any]:
     """`mlcycle models show`: everything recorded for one version."""
-    from tasks.bundle import load_bundle
+    from tasks.registry.bundle import load_bundle
 
     bundle = load_bundle(tag)
     folder = bundle_folder(bundle.tag)

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from flows.training import refresh_flow, train_flow
 from schemas import PipelineConfig
 from tasks import registry
-from tasks.bundle import load_bundle
-from tasks.store import DatasetStore, list_batches, load_snapshot
+from tasks.ingest.store import DatasetStore, list_batches, load_snapshot
+from tasks.registry.bundle import load_bundle
 
 Cause = Literal["manual", "schedule", "new-data", "drift"]
 

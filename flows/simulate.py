@@ -45,8 +45,8 @@ def with_overrides(config: PipelineConfig, overrides: dict[str, Any]) -> Pipelin
 
 def month_frames(config: PipelineConfig) -> dict[str, pd.DataFrame]:
     """The dataset's rows by month (`YYYY-MM`), each in time order."""
-    from tasks.ingest import read_source
-    from tasks.prepare import time_key
+    from tasks.ingest.read import read_source
+    from tasks.train.prepare import time_key
 
     source = config.source.model_copy(update={"sample_rows": None})
     frame = read_source(source, mlcycle_home() / "cache" / "wheels", config.seed).frame
@@ -57,7 +57,7 @@ def month_frames(config: PipelineConfig) -> dict[str, pd.DataFrame]:
 
 
 def rmse(bundle_ref: str, rows: pd.DataFrame, target: str) -> float:
-    from tasks.bundle import load_bundle
+    from tasks.registry.bundle import load_bundle
 
     predictions = load_bundle(bundle_ref).predict_raw(rows.drop(columns=[target]))
     return float(np.sqrt(np.mean((predictions - rows[target].to_numpy(dtype=float)) ** 2)))

@@ -18,13 +18,17 @@ from flows.ingest import ingest_flow
 from flows.models import gate_task, record_decision_task
 from schemas import PipelineConfig, resolve_schema, schema_fingerprint
 from tasks import registry
-from tasks.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
-from tasks.evaluate import evaluate_model, reference_predictions, score
-from tasks.ingest import RawData
+from tasks.ingest.read import RawData
+from tasks.ingest.store import DatasetStore, read_curated, read_new_batches
+from tasks.ingest.validate import Validated, reasons_by_row, validate_frame
 from tasks.paths import mlcycle_home
-from tasks.prepare import LeakageReport, Splits, encode_target, feature_columns, find_leaks, split_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.report import (
+from tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
+from tasks.train.boost import TrainingData, refresh_booster, xgb_params
+from tasks.train.evaluate import evaluate_model, reference_predictions, score
+from tasks.train.final import fit_final_model
+from tasks.train.prepare import LeakageReport, Splits, encode_target, feature_columns, find_leaks, split_frame
+from tasks.train.report import (
     ReportFiles,
     comparison_rows,
     markdown_report,
@@ -33,10 +37,7 @@ from tasks.report import (
     write_report,
     write_tuning_report,
 )
-from tasks.store import DatasetStore, read_curated, read_new_batches
-from tasks.train import TrainingData, fit_final_model, refresh_booster, xgb_params
-from tasks.tune import TuneResult, experiment_name, start_ray, tune_xgboost
-from tasks.validate import Validated, reasons_by_row, validate_frame
+from tasks.train.tune import TuneResult, experiment_name, start_ray, tune_xgboost
 
 # DataFrames and boosters are poor cache keys: no task here caches on its inputs.
 _pure = {"cache_policy": NO_CACHE}
@@ -186,7 +187,7 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
 @flow(name="train", log_prints=True)
 def train_flow(config: PipelineConfig) -> TrainResult:
     """Ingest what is new, then train, evaluate and package a model on a snapshot of the curated store."""
-    # Ray's start-up (about 7 s here) and its trial workers' imports (tasks.preload) overlap ingest and preparation
+    # Ray's start-up (about 7 s here) and its trial workers' imports (tasks.train.preload) overlap ingest and preparation
     start_ray(config.tune.ray_address)
     if config.source.snapshot is None:
         ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected

@@ -40,9 +40,9 @@ from schemas import resolve_schema
 from schemas.api import FieldError, RecordValidator, record_model
 from schemas.config import ServingConfig
 from serving.batching import MicroBatcher
-from tasks.bundle import ModelBundle, load_bundle
+from tasks.monitor.request_log import RequestLog
 from tasks.preprocess import encode_records
-from tasks.request_log import RequestLog
+from tasks.registry.bundle import ModelBundle, load_bundle
 
 log = logging.getLogger("mlcycle.serving")
 EXAMPLES = Path(__file__).parent / "examples"

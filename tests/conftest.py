@@ -58,11 +58,11 @@ def prefect_server() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[None]:
-    """A real local Ray with all the cores, started once, as the flows start it (tasks.tune.ensure_ray): the
+    """A real local Ray with all the cores, started once, as the flows start it (tasks.train.tune.ensure_ray): the
     dashboard off, a trial's modules imported by its workers as they start."""
     import ray
 
-    from tasks.tune import ensure_ray
+    from tasks.train.tune import ensure_ray
 
     ensure_ray(None)
     yield
@@ -72,6 +72,6 @@ def local_ray() -> Iterator[None]:
 @pytest.fixture
 def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     """An empty dataset store of the ingest tests' own."""
-    from tasks.store import DatasetStore
+    from tasks.ingest.store import DatasetStore
 
     return DatasetStore(tmp_path / "store")

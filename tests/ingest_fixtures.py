@@ -10,9 +10,9 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas.config import PipelineConfig
-from tasks.admit import BatchResult, admit_batch
-from tasks.ingest import FileInput
-from tasks.store import DatasetStore, list_batches, read_ledger
+from tasks.ingest.admit import BatchResult, admit_batch
+from tasks.ingest.read import FileInput
+from tasks.ingest.store import DatasetStore, list_batches, read_ledger
 
 HEADER = "id,color,score\n"
 

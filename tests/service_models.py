@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from schemas import load_config
-from tasks.bundle import collect_lineage, save_bundle
-from tasks.prepare import encode_target, feature_columns
 from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.train import dmatrix, fit_rounds, xgb_params
+from tasks.registry.bundle import collect_lineage, save_bundle
+from tasks.train.boost import dmatrix, fit_rounds, xgb_params
+from tasks.train.prepare import encode_target, feature_columns
 from tests.conftest import ROOT, adult_rows
 
 
@@ -51,8 +51,8 @@ def save_small_model(dataset: str, rounds: int = 20, seed: int = 0, name: str | 
 def offline(tag: str, records: list[dict[str, Any]]) -> np.ndarray:
     """The offline prediction of a bundle (pandera + pandas path) for JSON records."""
     from schemas import resolve_schema
-    from serving.requests import check_records
-    from tasks.bundle import load_bundle
+    from tasks.records import check_records
+    from tasks.registry.bundle import load_bundle
 
     bundle = load_bundle(tag)
     frame, errors = check_records(records, resolve_schema(bundle.config.features_schema_ref), 10_000)

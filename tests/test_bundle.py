@@ -10,10 +10,10 @@ import numpy as np
 
 from schemas import load_config
 from schemas.config import PreprocessConfig
-from tasks.bundle import BOOSTER_FILE, load_bundle, predict_raw, save_bundle
-from tasks.prepare import encode_target
 from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.train import TrainingData, fit_booster, xgb_params
+from tasks.registry.bundle import BOOSTER_FILE, load_bundle, predict_raw, save_bundle
+from tasks.train.boost import TrainingData, fit_booster, xgb_params
+from tasks.train.prepare import encode_target
 from tests.conftest import ROOT, adult_rows
 
 

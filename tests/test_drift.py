@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.drift import (
+from tasks.monitor.drift import (
     MISSING,
     UNSEEN,
     category_shares,

@@ -17,10 +17,10 @@ import pytest
 import xgboost as xgb
 
 from schemas.config import PreprocessConfig
-from tasks.bundle import predict_raw
-from tasks.export import ExportError, booster_to_onnx, export_booster, parse_base_score, records_of
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.train import dmatrix
+from tasks.registry.bundle import predict_raw
+from tasks.registry.export import ExportError, booster_to_onnx, export_booster, parse_base_score, records_of
+from tasks.train.boost import dmatrix
 from tests.test_gate import noisy_adult
 
 FEATURES = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",

@@ -13,11 +13,11 @@ import pytest
 from schemas import load_config
 from schemas.config import GateConfig
 from tasks import registry
-from tasks.bundle import save_bundle
-from tasks.gate import check_slices, decide, gate_challenger, improvement, paired_bootstrap
-from tasks.prepare import encode_target
 from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.train import TrainingData, fit_rounds, xgb_params
+from tasks.registry.bundle import save_bundle
+from tasks.registry.gate import check_slices, decide, gate_challenger, improvement, paired_bootstrap
+from tasks.train.boost import TrainingData, fit_rounds, xgb_params
+from tasks.train.prepare import encode_target
 from tests.conftest import ROOT, adult_rows
 
 _names = itertools.count()

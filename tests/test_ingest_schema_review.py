@@ -12,9 +12,9 @@ import pandera.pandas as pa
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.schema_review import ColumnChange, diff_frame, infer_schema_source
-from tasks.store import DatasetStore
-from tasks.validate import validate_frame
+from tasks.ingest.schema_review import ColumnChange, diff_frame, infer_schema_source
+from tasks.ingest.store import DatasetStore
+from tasks.ingest.validate import validate_frame
 from tests.ingest_fixtures import HEADER, TinySchema, admit_file, tiny_config
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from schemas.config import PipelineConfig
-from tasks.admit import BatchResult, admit_batch, plan_inputs
-from tasks.ingest import SourceError
-from tasks.store import DatasetStore, list_batches, read_ledger, read_snapshot, take_snapshot
+from tasks.ingest.admit import BatchResult, admit_batch, plan_inputs
+from tasks.ingest.read import SourceError
+from tasks.ingest.store import DatasetStore, list_batches, read_ledger, read_snapshot, take_snapshot
 from tests.ingest_fixtures import TinySchema, tiny_config
 
 

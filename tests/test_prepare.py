@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from schemas import load_config
-from tasks.prepare import (
+from tasks.train.prepare import (
     LeakageError,
     Splits,
     check_time_order,

@@ -13,9 +13,9 @@ from schemas.adult import AdultFeatures
 from schemas.api import record_model
 from schemas.bike import BikeFeatures
 from schemas.config import DerivedFeature, PreprocessConfig
-from serving.requests import check_records
-from tasks.prepare import feature_columns
 from tasks.preprocess import apply_preprocessor, encode_records, fit_preprocessor, unseen_categories
+from tasks.records import check_records
+from tasks.train.prepare import feature_columns
 from tests.conftest import ROOT, adult_rows
 from tests.service_models import bike_rows
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas.adult import AdultFeatures
-from serving.requests import check_records
+from tasks.records import check_records
 from tests.conftest import ADULT_RECORD
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from schemas.adult import AdultFeatures
 from schemas.api import record_model
 from schemas.bike import BikeFeatures
-from serving.requests import check_records
+from tasks.records import check_records
 from tests.conftest import ADULT_RECORD, BIKE_RECORD, ROOT
 
 ADULT_CASES: list[dict[str, Any]] = [

@@ -10,7 +10,8 @@ import xgboost as xgb
 from pydantic import ValidationError
 
 from schemas import load_config
-from tasks.train import TrainingData, dmatrix, fit_booster, fit_final_model, xgb_params
+from tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
+from tasks.train.final import fit_final_model
 from tests.conftest import ROOT
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from schemas.adult import AdultFeatures, AdultSchema
 from schemas.bike import BikeFeatures
-from tasks.validate import SchemaContractError, reasons_by_row, validate_frame
+from tasks.ingest.validate import SchemaContractError, reasons_by_row, validate_frame
 from tests.conftest import ADULT_RECORD, BIKE_RECORD, adult_rows
 
 

@@ -23,8 +23,9 @@ from sklearn.metrics import roc_auc_score
 
 from schemas import load_config
 from schemas.config import TuneConfig
-from tasks.train import TrainingData, fit_booster, fit_final_model, xgb_params
-from tasks.tune import tune_xgboost
+from tasks.train.boost import TrainingData, fit_booster, xgb_params
+from tasks.train.final import fit_final_model
+from tasks.train.tune import tune_xgboost
 
 ROOT = Path(__file__).resolve().parents[2]
 

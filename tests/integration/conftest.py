@@ -37,7 +37,7 @@ def bike_run(prefect_server: None, local_ray: None):  # type: ignore[no-untyped-
 @pytest.fixture(scope="session")
 def served_adult(adult_run) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real `bentoml serve` subprocess on loopback, serving the model the flow just trained."""
-    from tasks.smoke import ServeError, serving_model
+    from tasks.registry.smoke import ServeError, serving_model
 
     _, result = adult_run
     try:

@@ -27,8 +27,8 @@ import pytest
 from flows.deploy import deploy, undeploy
 from schemas import load_config
 from tasks import registry
-from tasks.bundle import load_bundle
 from tasks.paths import mlcycle_home
+from tasks.registry.bundle import load_bundle
 from tests.conftest import ROOT
 from tests.integration.conftest import SMALL_RUN
 

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from schemas import resolve_schema
-from tasks.bundle import load_bundle
-from tasks.export import PARITY_TOLERANCE, export_model, records_of
-from tasks.reproduce import rebuild_splits
-from tasks.smoke import golden_records
+from tasks.registry.bundle import load_bundle
+from tasks.registry.export import PARITY_TOLERANCE, export_model, records_of
+from tasks.registry.reproduce import rebuild_splits
+from tasks.registry.smoke import golden_records
 
 pytestmark = pytest.mark.integration
 

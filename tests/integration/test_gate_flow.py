@@ -11,10 +11,10 @@ import pytest
 
 from flows.models import GATE_FILE
 from tasks import registry
-from tasks.bundle import load_bundle, save_bundle
-from tasks.gate import gate_challenger
-from tasks.prepare import encode_target
-from tasks.reproduce import rebuild_splits
+from tasks.registry.bundle import load_bundle, save_bundle
+from tasks.registry.gate import gate_challenger
+from tasks.registry.reproduce import rebuild_splits
+from tasks.train.prepare import encode_target
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 
 from flows.ingest import ingest_flow
 from flows.training import refresh_flow
-from tasks.bundle import load_bundle
 from tasks.paths import mlcycle_home
+from tasks.registry.bundle import load_bundle
 
 pytestmark = pytest.mark.integration
 

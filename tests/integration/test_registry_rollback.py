@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.models import RollbackError, rollback_flow
 from tasks import registry
-from tasks.bundle import BOOSTER_FILE, load_bundle, save_bundle
+from tasks.registry.bundle import BOOSTER_FILE, load_bundle, save_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.reproduce import reproduce
+from tasks.registry.reproduce import reproduce
 
 pytestmark = pytest.mark.integration
 

@@ -23,12 +23,12 @@ import pytest
 
 from schemas import resolve_schema
 from schemas.adult import NATIVE_COUNTRY
-from serving.requests import check_records
-from tasks.bundle import load_bundle
-from tasks.ingest import read_source
+from tasks.ingest.read import read_source
+from tasks.ingest.validate import validate_frame
 from tasks.paths import mlcycle_home
-from tasks.smoke import ServeError, serving_model
-from tasks.validate import validate_frame
+from tasks.records import check_records
+from tasks.registry.bundle import load_bundle
+from tasks.registry.smoke import ServeError, serving_model
 from tests.conftest import ADULT_RECORD, BIKE_RECORD, ROOT
 from tests.service_models import save_small_model
 

@@ -11,8 +11,8 @@ import pytest
 import xgboost
 
 from schemas import resolve_schema
-from tasks.bundle import BOOSTER_FILE, load_bundle
-from tasks.store import DatasetStore, list_batches, snapshot_hash
+from tasks.ingest.store import DatasetStore, list_batches, snapshot_hash
+from tasks.registry.bundle import BOOSTER_FILE, load_bundle
 
 pytestmark = pytest.mark.integration
 

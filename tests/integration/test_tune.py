@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from schemas.config import TuneConfig
-from tasks.train import TrainingData
-from tasks.tune import tune_xgboost
+from tasks.train.boost import TrainingData
+from tasks.train.tune import tune_xgboost
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,7 @@ def test_trials_share_the_data_and_keep_only_its_bins(local_ray: None, tmp_path:
     # Compared with the same search on a 1,000-row slice of it (the same imports, the same trees' working memory),
     # measured for this 98 MiB frame: 38-44 MiB more (three runs). The check fails when either goes: with XGBoost's
     # DMatrix, which keeps its own copy of the values, it was 133 MiB more; with each trial copying the frame it
-    # gets, 142 MiB. The validation rows stay a DMatrix (see tasks.train.fit_booster), a copy of their 5 % here. A
+    # gets, 142 MiB. The validation rows stay a DMatrix (see tasks.train.boost.fit_booster), a copy of their 5 % here. A
     # small, shallow space keeps XGBoost's working memory (histograms per node: bins x features) small.
     rng = np.random.default_rng(0)
     x = pd.DataFrame(rng.normal(size=(200_000, 64)), columns=[f"f{i}" for i in range(64)])
@@ -206,7 +206,7 @@ def test_data_parallel_trials_train_across_two_workers_on_two_nodes() -> None:
 
 
 def test_trials_start_on_the_workers_ray_started_warm() -> None:
-    # The workers a local Ray starts with its node import a trial's modules as they start (tasks.preload), and
+    # The workers a local Ray starts with its node import a trial's modules as they start (tasks.train.preload), and
     # the search's trials run in them, not in fresh workers that would import for seconds first.
     proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/warm_search.py")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -19,9 +19,9 @@ import pandas as pd
 import ray
 
 from schemas.config import TuneConfig
-from tasks.preload import PRELOADED
-from tasks.train import TrainingData
-from tasks.tune import ensure_ray, tune_xgboost
+from tasks.train.boost import TrainingData
+from tasks.train.preload import PRELOADED
+from tasks.train.tune import ensure_ray, tune_xgboost
 
 REPORT = "REPORT "  # marked: Ray's raylet may print warnings to stdout after it
 
@@ -43,7 +43,7 @@ def ours(pid: int, parent: dict[int, int]) -> bool:
 
 def warm_workers() -> list[int]:
     """This process's Ray's idle worker processes that have finished importing a trial's modules: each says so in
-    its log (tasks.preload)."""
+    its log (tasks.train.preload)."""
     rows, parent = processes()
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
     warm = []

@@ -13,7 +13,8 @@ import pandera.pandas as pa
 
 from schemas import schema_fingerprint
 from schemas.config import PipelineConfig
-from tasks.ingest import (
+from tasks.ingest.landing import scan_landing
+from tasks.ingest.read import (
     FileChangedError,
     FileInput,
     ParsedBatch,
@@ -22,10 +23,9 @@ from tasks.ingest import (
     parse_batch,
     read_input_bytes,
 )
-from tasks.landing import scan_landing
-from tasks.schema_review import diff_frame
-from tasks.sql_source import SqlIncrement, read_sql_increment, sql_source_label
-from tasks.store import (
+from tasks.ingest.schema_review import diff_frame
+from tasks.ingest.sql import SqlIncrement, read_sql_increment, sql_source_label
+from tasks.ingest.store import (
     BatchRecord,
     DatasetStore,
     claim_batch,
@@ -42,7 +42,7 @@ from tasks.store import (
     write_ledger,
     write_raw_copy,
 )
-from tasks.validate import SchemaContractError, validate_frame
+from tasks.ingest.validate import SchemaContractError, validate_frame
 
 log = logging.getLogger("mlcycle.ingest")
 

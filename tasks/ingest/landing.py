@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.config import LandingConfig, SourceConfig
-from tasks.ingest import FileInput, SourceError
+from tasks.ingest.read import FileInput, SourceError
 
 TEMPORARY_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", ".lock", ".filepart")
 

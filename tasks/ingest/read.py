@@ -495,6 +495,6 @@ def _refuse_wrong_delimiter(first: str, label: str, sep: str) -> None:
 
 
 def _reader_ledger(rows: list[dict[str, object]]) -> pd.DataFrame:
-    from tasks.validate import QUARANTINE_COLUMNS
+    from tasks.ingest.validate import QUARANTINE_COLUMNS
 
     return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)

@@ -12,12 +12,13 @@ import numpy as np
 import xgboost as xgb
 
 from schemas import resolve_schema
-from tasks.bundle import ModelBundle, load_bundle, predict_raw
-from tasks.prepare import Splits, encode_target, feature_columns, split_frame
+from tasks.ingest.store import DatasetStore, StoreError, read_curated
+from tasks.ingest.validate import validate_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.store import DatasetStore, StoreError, read_curated
-from tasks.train import TrainingData, fit_final_model
-from tasks.validate import validate_frame
+from tasks.registry.bundle import ModelBundle, load_bundle, predict_raw
+from tasks.train.boost import TrainingData
+from tasks.train.final import fit_final_model
+from tasks.train.prepare import Splits, encode_target, feature_columns, split_frame
 
 
 class ReproduceError(RuntimeError):

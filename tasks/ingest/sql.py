@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from schemas.config import SqlSourceConfig
-from tasks.ingest import SourceError
+from tasks.ingest.read import SourceError
 
 
 @dataclass(frozen=True)

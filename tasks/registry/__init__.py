@@ -1,7 +1,8 @@
 """The model registry: which versions of a model exist, which one is champion, and every change of champion.
 
-The models themselves live in the BentoML model store (`tasks.bundle`); this file keeps their status next to it
-in `MLCYCLE_HOME/models/registry.sqlite`:
+The sub-modules are what a version goes through: `bundle` (the model as saved in the BentoML model store), `gate`
+and `smoke` (may it replace the champion?), `export` (for client devices) and `reproduce`. This module keeps the
+versions' status next to the model store, in `MLCYCLE_HOME/models/registry.sqlite`:
 
 - `versions`: one row per saved bundle, with its status: `challenger` (saved, not decided), `champion`,
   `rejected` (a gate said no) or `retired` (was champion, replaced or rolled back from).

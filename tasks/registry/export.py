@@ -302,8 +302,8 @@ def offline_predictions(booster: xgb.Booster, preprocessor: PreprocessorSpec, fe
                         records: list[dict[str, Any]]) -> np.ndarray:  # fmt: skip
     """What the model answers for the records, validated and prepared exactly as the service does."""
     from schemas import resolve_schema
-    from serving.requests import check_records
-    from tasks.bundle import predict_raw
+    from tasks.records import check_records
+    from tasks.registry.bundle import predict_raw
 
     frame, errors = check_records(records, resolve_schema(features_schema_ref), len(records))
     if frame is None:
@@ -314,11 +314,11 @@ def offline_predictions(booster: xgb.Booster, preprocessor: PreprocessorSpec, fe
 def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Booster, dict[str, Any]]:
     """Refit the bundle's model from its snapshot with at most `max_trees` trees of depth `max_depth`, and what that
     costs in the primary metric on the bundle's test split."""
-    from tasks.evaluate import PRIMARY_METRIC
-    from tasks.gate import improvement, metric_value
-    from tasks.prepare import encode_target
-    from tasks.reproduce import rebuild_data
-    from tasks.train import fit_booster, xgb_params
+    from tasks.registry.gate import improvement, metric_value
+    from tasks.registry.reproduce import rebuild_data
+    from tasks.train.boost import fit_booster, xgb_params
+    from tasks.train.evaluate import PRIMARY_METRIC
+    from tasks.train.prepare import encode_target
 
     config = bundle.config
     splits, preprocessor, data = rebuild_data(bundle)
@@ -331,7 +331,7 @@ def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Bo
     metric = PRIMARY_METRIC[config.task]
     y = encode_target(splits.test[config.target], config)
     full = metric_value(config.task, metric, y, bundle.predict_raw(splits.test))
-    from tasks.bundle import predict_raw
+    from tasks.registry.bundle import predict_raw
 
     reduced = metric_value(config.task, metric, y, predict_raw(small, preprocessor, splits.test))
     info = {"max_trees": max_trees, "max_depth": max_depth, "trees": small.num_boosted_rounds(),
@@ -343,9 +343,9 @@ def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Bo
 def export_model(tag: str, fmt: Format, out: Path | None = None, compact: bool = False, max_trees: int = 50,
                  max_depth: int = 4, records: list[dict[str, Any]] | None = None) -> ExportReport:  # fmt: skip
     """Export a registered model (or a compact refit of it) and check it against the model on the golden rows."""
-    from tasks.bundle import load_bundle
     from tasks.paths import mlcycle_home
-    from tasks.smoke import golden_records
+    from tasks.registry.bundle import load_bundle
+    from tasks.registry.smoke import golden_records
 
     bundle = load_bundle(tag)
     records = records if records is not None else golden_records(bundle.config.name)

@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from schemas.config import GateConfig, TaskType
-from tasks.evaluate import score
+from tasks.train.evaluate import score
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "rmsle", "log_loss", "brier"})
 
@@ -201,8 +201,8 @@ def gate_challenger(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: n
     """
     import bentoml
 
-    from tasks.bundle import load_bundle
-    from tasks.smoke import golden_records, smoke_test
+    from tasks.registry.bundle import load_bundle
+    from tasks.registry.smoke import golden_records, smoke_test
 
     bundle = load_bundle(tag)
     config, metric = bundle.config, bundle.metrics["primary"]

@@ -14,7 +14,7 @@ import xgboost as xgb
 
 from schemas.config import PipelineConfig
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, unseen_categories
-from tasks.train import dmatrix
+from tasks.train.boost import dmatrix
 
 BOOSTER_FILE = "booster.ubj"  # XGBoost's own binary JSON format: no pickle
 FILES = ("preprocessor.json", "config.json", "metrics.json", "lineage.json")

@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from schemas.config import TaskType
-from tasks.train import TrainingData, dmatrix, xgb_params
+from tasks.train.boost import TrainingData, dmatrix, xgb_params
 
 PRIMARY_METRIC = {"binary": "roc_auc", "regression": "rmse"}
 MIN_GROUP_ROWS = 30  # groups smaller than this are shown but left out of the largest-gap figures

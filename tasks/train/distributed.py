@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import xgboost as xgb
 
-from tasks.train import RoundReporter, TrainingData
+from tasks.train.boost import RoundReporter, TrainingData
 
 LABEL = "__label__"
 MODEL_FILE = "model.ubj"

@@ -15,8 +15,8 @@ import xgboost as xgb
 from sklearn.metrics import roc_curve
 
 from schemas.config import TaskType
-from tasks.prepare import LeakageReport
-from tasks.tune import TuneResult
+from tasks.train.prepare import LeakageReport
+from tasks.train.tune import TuneResult
 
 
 @dataclass(frozen=True)

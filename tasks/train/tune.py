@@ -18,7 +18,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from schemas.config import PipelineConfig, TaskType, TuneConfig
-from tasks.train import STOPPING_METRIC, TrainingData, xgb_params
+from tasks.train.boost import STOPPING_METRIC, TrainingData, xgb_params
 
 log = logging.getLogger("mlcycle.tune")
 
@@ -97,20 +97,20 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         # "local": always a fresh Ray of our own, never a stale cluster some other process left behind. Its workers
-        # import a trial's modules as they start (see tasks.preload): Ray's raylet setting `preload_python_modules`.
+        # import a trial's modules as they start (see tasks.train.preload): Ray's raylet setting `preload_python_modules`.
         # Its idle workers are never stopped: Ray's idle-worker killer stopped the warm workers it starts with the
         # node a few seconds after they were ready, before a search could use them (seen in the raylet's log), and
         # started fresh ones for the trials. This Ray lives as long as the flow's process.
         _let_trials_start_warm()
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _node_ip_address="127.0.0.1",
-                 _system_config={"preload_python_modules": ["tasks.preload"], "kill_idle_workers_interval_ms": 0})  # fmt: skip
+                 _system_config={"preload_python_modules": ["tasks.train.preload"], "kill_idle_workers_interval_ms": 0})  # fmt: skip
     log.info("Ray ready in %.1f s (%s)", time.monotonic() - began, address or "local")
 
 
 def _let_trials_start_warm() -> None:
     """Ray hands an actor only a worker started with the same runtime environment, and the workers a local Ray
-    starts with its node (one per CPU, warm: see tasks.preload) have none. Ray Tune gives every trial actor the
+    starts with its node (one per CPU, warm: see tasks.train.preload) have none. Ray Tune gives every trial actor the
     environment variable `PL_DISABLE_FORK=1` (for PyTorch Lightning, `ray.tune.execution.class_cache`) as a runtime
     environment, so no trial could start on them. Before a local Ray starts, the variable goes into this process's
     environment instead, which Ray's processes inherit, and out of Tune's list: every worker still has it, and
@@ -157,7 +157,7 @@ def _data_parallel_trial(
 ) -> None:
     """One trial trained data-parallel: the trial's function runs a Ray Train trainer (Train v2's way of nesting
     in Tune), whose workers' reports reach Tune through Ray's TuneReportCallback."""
-    from tasks.distributed import fit_data_parallel
+    from tasks.train.distributed import fit_data_parallel
 
     params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed)
     trial_id = tune.get_context().get_trial_id()
@@ -173,7 +173,7 @@ def _data_parallel_trial(
 class _LendFreedCpus(tune.Callback):
     """Once no trial is waiting to start, the CPUs that finished trials freed go to the trials still running: the
     last trials of a search otherwise boost on one thread each while the other cores idle. The number of threads
-    each running trial may use goes to a file that the trials read (`tasks.trial.CpuShare`), so this is only for a
+    each running trial may use goes to a file that the trials read (`tasks.train.trial.CpuShare`), so this is only for a
     Ray of mlcycle's own on one machine, where no other work can be waiting for those CPUs."""
 
     def __init__(self, path: Path, cpus: int, per_trial: int, total: int) -> None:
@@ -273,7 +273,7 @@ def tune_xgboost(
     The data goes to Ray's object store once and every trial reads it from there. Trials run
     `cluster CPUs // cpus_per_trial` at a time with `nthread = cpus_per_trial`, so trials × threads never exceeds
     the cores; on a Ray that mlcycle starts they start on workers that have already imported what a trial needs
-    (see tasks.preload). An experiment of the same name that was interrupted is resumed: its finished trials are
+    (see tasks.train.preload). An experiment of the same name that was interrupted is resumed: its finished trials are
     kept and only the rest run. Data-parallel trials (`tune.data_parallel_workers`) each train on shards across
     Ray Train workers.
     """
@@ -285,7 +285,7 @@ def tune_xgboost(
                             _NoTensorBoard()]  # fmt: skip
     share: Path | None = None
     if settings.data_parallel_workers:
-        from tasks.distributed import shard_data
+        from tasks.train.distributed import shard_data
 
         # The trial's own process only drives the trainer; its Ray Train workers hold the CPUs. (Tune refuses a
         # trial with no resources at all, so it asks for one byte of memory: nothing a worker needs.)
@@ -295,9 +295,9 @@ def tune_xgboost(
             {"cpu": 0, "memory": 1},
         )  # fmt: skip
     else:
-        # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.trial trims
+        # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.train.trial trims
         # what a Ray worker that imports it may load.
-        from tasks.trial import TrialSettings, run_trial
+        from tasks.train.trial import TrialSettings, run_trial
 
         lend = _OWN_RAY.get("local", False) and not settings.gpus_per_trial and len(ray.nodes()) == 1
         if lend:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "serving" / "examples"
 
 
@@ -132,8 +132,8 @@ class SmokeResult:
 def offline_answers(tag: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The predictions the service should give for the records: the bundle's own path, validated like a request."""
     from schemas import resolve_schema
-    from serving.requests import check_records
-    from tasks.bundle import load_bundle
+    from tasks.records import check_records
+    from tasks.registry.bundle import load_bundle
 
     bundle = load_bundle(tag)
     schema = resolve_schema(bundle.config.features_schema_ref)

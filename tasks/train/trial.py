@@ -1,9 +1,9 @@
 """What runs inside a Tune trial's worker process: one XGBoost fit that reports its rounds to Tune.
 
-Apart from `tasks.tune` on purpose. What the trial's function drags in is imported in its worker before the
-first round: on a Ray that mlcycle starts, every worker imports this module as it starts (`tasks.preload`), and on
+Apart from `tasks.train.tune` on purpose. What the trial's function drags in is imported in its worker before the
+first round: on a Ray that mlcycle starts, every worker imports this module as it starts (`tasks.train.preload`), and on
 a cluster a trial worker imports it when the search places the trial. Either way it should be little, so a trial
-imports Ray Tune's trainable, XGBoost and `tasks.train`, and nothing of mlcycle's contracts (no pydantic config, no
+imports Ray Tune's trainable, XGBoost and `tasks.train.boost`, and nothing of mlcycle's contracts (no pydantic config, no
 pandera): its settings come as the plain `TrialSettings` below.
 """
 
@@ -36,7 +36,7 @@ _lean_worker()
 import xgboost as xgb  # noqa: E402
 from ray import tune  # noqa: E402
 
-from tasks.train import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params  # noqa: E402
+from tasks.train.boost import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params  # noqa: E402
 
 
 def learning_rate(params: dict[str, Any]) -> float:
@@ -61,7 +61,7 @@ class TrialSettings:
 
 class CpuShare:
     """Lets a trial take up CPUs that finished trials left idle once no trial is waiting for them: the search
-    writes the number of threads each running trial may use to a file (`tasks.tune._LendFreedCpus`; only on a
+    writes the number of threads each running trial may use to a file (`tasks.train.tune._LendFreedCpus`; only on a
     one-node Ray of mlcycle's own), and the trial looks at it at every validation score and sets XGBoost's
     `nthread`."""
 

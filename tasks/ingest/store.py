@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from tasks.ingest import RawData
+from tasks.ingest.read import RawData
 from tasks.paths import mlcycle_home
 
 BatchStatus = Literal["pending", "accepted", "rejected"]
