@@ -300,9 +300,10 @@ def main() -> None:
 
 
 def _register_cycle() -> None:
-    from flows.cycle_cli import register
+    from flows import cycle_cli, init_cli
 
-    register(app)
+    init_cli.register(app)
+    cycle_cli.register(app)
 
 
 _register_cycle()

@@ -26,8 +26,18 @@ class CsvOptions(_Strict):
 
     header: bool = True
     names: list[str] | None = None
-    sep: str = ","
-    na_values: list[str] = Field(default_factory=list)
+    sep: str = Field(
+        default=",",
+        min_length=1,
+        description="Field separator, of any length: `,`, `;`, `\\t`, or `, ` (a comma and a space, as UCI files "
+        "write). A separator of more than one character must not occur inside quoted values.",
+    )
+    na_values: list[str] | dict[str, list[str]] = Field(
+        default_factory=list,
+        description="Texts that mean a missing value, besides an empty field (always missing): a list for every "
+        "column (`['?']`), or per column (`{income: ['?'], origin: ['unknown']}`). Only these: pandas' own list "
+        "(`NA`, `null`, `n/a`, ...) is not used, so a real category spelled `NA` stays a category.",
+    )
     skiprows: int = 0
     skipinitialspace: bool = False
     encoding: str = Field(default="utf-8", description="Text encoding; a file that does not decode is rejected.")
@@ -73,6 +83,37 @@ class SqlSourceConfig(_Strict):
     )
 
 
+class ParseRule(_Strict):
+    """How a column written as text becomes a typed value when it is read: money (`"$60,000.00 "`), numbers with
+    thousands separators, percentages, dates in a stated format. A present value the rule cannot read is
+    quarantined with the rule as its reason; it is never turned into a missing value."""
+
+    kind: Literal["number", "percent", "date"] = Field(
+        description="`number`: currency symbols, spaces and thousands separators removed, `(5)` read as -5; "
+        "`percent`: the number before a `%` sign (`12.5%` is 12.5); `date`: read with `format`, kept as an ISO "
+        "date text (`1997-02-28`), the form the service accepts."
+    )
+    currency: str = Field(default="", description="Currency symbols to remove, e.g. `$` or `€£`.")
+    thousands: str = Field(default=",", description="Thousands separator to remove (empty: none).")
+    decimal: str = Field(default=".", description="Decimal mark as written in the file.")
+    format: str | None = Field(
+        default=None, description="Dates: the `strptime` format the file writes, e.g. `%d-%b-%y` for `28-Feb-97`."
+    )
+    century_pivot: int | None = Field(
+        default=None,
+        ge=0,
+        le=99,
+        description="Dates with two-digit years (`%y`): years up to this are 20xx, later ones 19xx (`97` with pivot "
+        "26 is 1997, `05` is 2005). Unset: Python's rule (00-68 are 20xx).",
+    )
+
+    @model_validator(mode="after")
+    def _date_has_format(self) -> ParseRule:
+        if self.kind == "date" and not self.format:
+            raise ValueError("a date rule needs format, e.g. format: '%d-%b-%y'")
+        return self
+
+
 class SourceConfig(_Strict):
     """Where the rows come from: files on disk, files inside a pinned wheel, a landing folder or a SQL table."""
 
@@ -93,6 +134,11 @@ class SourceConfig(_Strict):
     csv: CsvOptions = Field(default_factory=CsvOptions)
     replace: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Per-column value rewrites applied on read, e.g. label spellings."
+    )
+    parse: dict[str, ParseRule] = Field(
+        default_factory=dict,
+        description="Per-column rules that turn text into numbers or dates on read (money, percentages, dates); "
+        "applied after `replace`, before validation.",
     )
     sample_rows: int | None = Field(
         default=None, ge=10, description="Read a seeded random sample of this many rows per file (tests, demos)."
@@ -134,7 +180,10 @@ class DerivedFeature(_Strict):
 
     name: str
     source: str
-    kind: Literal["clock_hour", "hour", "year", "month", "dayofweek", "dayofyear"]
+    kind: Literal["clock_hour", "hour", "year", "month", "dayofweek", "dayofyear", "days"] = Field(
+        description="`clock_hour`: `6am` → 6; the others read a date: its hour, year, month, day of week (Monday "
+        "0), day of year, or `days` since 1970-01-01 (a date as a number)."
+    )
 
 
 class SplitConfig(_Strict):
@@ -155,6 +204,24 @@ class PreprocessConfig(_Strict):
     impute: Literal["none", "median"] = "none"
     scale: Literal["none", "standard", "minmax", "robust"] = "none"
     derived: list[DerivedFeature] = Field(default_factory=list)
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="Features treated as categories even though their values are numbers (codes such as 1/2/3 "
+        "whose order means nothing).",
+    )
+    max_categories: int = Field(
+        default=200,
+        ge=2,
+        description="A categorical feature with more training values than this keeps only its most frequent ones; "
+        "the rest, and values never seen in training, share one `other` level (this many levels in all). Keeps the "
+        "model small and fast when a column has thousands of values (cities, banks, zip codes).",
+    )
+    min_category_rows: int = Field(
+        default=10,
+        ge=1,
+        description="In a feature capped by `max_categories`, a value needs this many training rows to be a level "
+        "of its own; rarer values go to `other`.",
+    )
 
 
 class RefreshConfig(_Strict):
@@ -444,7 +511,16 @@ class PipelineConfig(_Strict):
     task: TaskType
     positive_label: str | None = Field(default=None, description="Binary tasks: the class predicted as 1.")
     ids: list[str] = Field(default_factory=list, description="Row identifiers: kept for tracing, never features.")
-    drop: list[str] = Field(default_factory=list, description="Columns never used as features (leaks, raw sources).")
+    weight: str | None = Field(
+        default=None,
+        description="A column of sample weights (survey weights, say): used in training and in every metric, never "
+        "a feature. It belongs to the training schema, not the features schema.",
+    )
+    drop: dict[str, str] = Field(
+        default_factory=dict,
+        description="Columns never used as features, each with the reason (a leak, free text, a raw source of "
+        "derived features). A plain list is accepted too.",
+    )
     slices: list[str] = Field(default_factory=list)
     seed: int = 42
     source: SourceConfig
@@ -459,6 +535,13 @@ class PipelineConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_as_mapping(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("drop"), list):
+            data = {**data, "drop": {str(column): "" for column in data["drop"]}}
+        return data
 
     @model_validator(mode="after")
     def _task_rules(self) -> PipelineConfig:

@@ -17,14 +17,23 @@ from schemas.config import DerivedFeature, PreprocessConfig
 
 _DATE_PARTS = {"hour": "hour", "year": "year", "month": "month", "dayofweek": "day_of_week", "dayofyear": "day_of_year"}
 _CLOCK = re.compile(r"^\s*(\d{1,2})\s*(am|pm)\s*$", re.IGNORECASE)
+_EPOCH = pd.Timestamp("1970-01-01")
+_DAY = pd.Timedelta(days=1)
+OTHER = "__other__"  # the level a capped categorical feature gives every value it did not keep
 
 
 class FeatureSpec(BaseModel):
-    """How one model input is made from a column of the request."""
+    """How one model input is made from a column of the request.
+
+    A categorical feature's `categories` are its levels in code order. With `other`, the last level is `OTHER`
+    and every value not among the others (rare in training, or never seen) takes it; without, such a value is
+    missing, which XGBoost routes like any missing value.
+    """
 
     name: str
     kind: Literal["numeric", "categorical"]
     categories: list[str] | None = None
+    other: bool = False
     fill: float | None = None
     center: float = 0.0
     scale: float = 1.0
@@ -58,7 +67,10 @@ def derive_features(frame: pd.DataFrame, derived: list[DerivedFeature]) -> pd.Da
             new[spec.name] = clock_hour(column)
             continue
         when = pd.to_datetime(column, errors="coerce")
-        new[spec.name] = getattr(when.dt, _DATE_PARTS[spec.kind]).astype("float64")
+        if spec.kind == "days":
+            new[spec.name] = ((when - _EPOCH) / _DAY).astype("float64")
+        else:
+            new[spec.name] = getattr(when.dt, _DATE_PARTS[spec.kind]).astype("float64")
     return frame.assign(**new)
 
 
@@ -68,15 +80,35 @@ def fit_preprocessor(train: pd.DataFrame, features: list[str], config: Preproces
     specs = []
     for name in features:
         column = frame[name]
-        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+        if numeric and name not in config.categorical:
             values = column.astype("float64")
             fill = float(values.median()) if config.impute == "median" else None
             center, scale = _scaling(values, config.scale)
             specs.append(FeatureSpec(name=name, kind="numeric", fill=fill, center=center, scale=scale))
         else:
-            vocabulary = sorted(str(v) for v in column.dropna().unique())
-            specs.append(FeatureSpec(name=name, kind="categorical", categories=vocabulary))
+            specs.append(_categorical_spec(name, column, config))
     return PreprocessorSpec(derived=config.derived, features=specs)
+
+
+def _categorical_spec(name: str, column: pd.Series, config: PreprocessConfig) -> FeatureSpec:
+    """The levels to keep: all of them when there are at most `max_categories`; else the most frequent (each with
+    at least `min_category_rows` rows) and one `other` level for the rest, `max_categories` in all (ties broken by
+    the value, so the same data gives the same levels)."""
+    counts = _as_text(column).value_counts()
+    if len(counts) <= config.max_categories:
+        return FeatureSpec(name=name, kind="categorical", categories=sorted(counts.index))
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    kept = [value for value, n in ordered[: config.max_categories - 1] if n >= config.min_category_rows]
+    return FeatureSpec(name=name, kind="categorical", categories=[*sorted(kept), OTHER], other=True)
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """Present values as category texts (`_category_text`)."""
+    present = column.dropna()
+    if pd.api.types.is_string_dtype(present) and not pd.api.types.is_object_dtype(present):
+        return present.astype(str)
+    return present.map(_category_text)
 
 
 def _scaling(values: pd.Series, how: str) -> tuple[float, float]:
@@ -104,12 +136,22 @@ def apply_preprocessor(spec: PreprocessorSpec, frame: pd.DataFrame) -> pd.DataFr
                 values = values.fillna(feature.fill)
             columns[feature.name] = (values - feature.center) / feature.scale
         else:
-            text = column.astype("object").where(column.notna(), None).map(lambda v: v if v is None else str(v))
-            text = text.where(text.isin(feature.categories or []), None)
+            text = column.astype("object").where(column.notna(), None).map(_category_text)
+            known = text.isin(feature.categories or [])
+            text = text.where(known | text.isna(), OTHER) if feature.other else text.where(known, None)
             columns[feature.name] = pd.Series(
                 pd.Categorical(text, categories=feature.categories), index=frame.index, name=feature.name
             )
     return pd.DataFrame(columns, index=frame.index)
+
+
+def _category_text(value: Any) -> str | None:
+    """A value as a category: its text, and a whole float as an integer's (`3.0` is `3`, as a request writes it)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def unseen_categories(spec: PreprocessorSpec, frame: pd.DataFrame, prepared: pd.DataFrame) -> dict[str, int]:
@@ -127,8 +169,10 @@ def unseen_categories(spec: PreprocessorSpec, frame: pd.DataFrame, prepared: pd.
 # The pandas-free path: the same spec, the same mapping, for a few validated records at a time (the service's hot
 # path, where building a DataFrame costs more than the prediction). Tests hold it equal to `apply_preprocessor`.
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_EPOCH_DATE = datetime(1970, 1, 1)
 _PART = {"hour": lambda d: d.hour, "year": lambda d: d.year, "month": lambda d: d.month,
-         "dayofweek": lambda d: d.weekday(), "dayofyear": lambda d: d.timetuple().tm_yday}  # fmt: skip
+         "dayofweek": lambda d: d.weekday(), "dayofyear": lambda d: d.timetuple().tm_yday,
+         "days": lambda d: (d - _EPOCH_DATE).total_seconds() / 86400}  # fmt: skip
 
 
 def _clock_hour_value(value: Any) -> float:
@@ -172,13 +216,15 @@ def encode_records(spec: PreprocessorSpec, rows: list[dict[str, Any]]) -> tuple[
                 array[np.isnan(array)] = feature.fill
             out[:, j] = (array - feature.center) / feature.scale
         else:
-            code = _codes(tuple(feature.categories or ())).get
-            nan = math.nan
+            categories = feature.categories or []
+            code = _codes(tuple(categories)).get
+            # A value outside the levels: the `other` level of a capped feature, else missing (and counted unseen).
+            absent = float(len(categories) - 1) if feature.other else math.nan
             # Validated category fields hold texts already; anything else is compared as its text, like pandas does.
-            column = np.array([code(v, nan) if v.__class__ is str else nan if v is None else code(str(v), nan)
-                               for v in values], dtype=np.float64)  # fmt: skip
+            column = np.array([code(v, absent) if v.__class__ is str else math.nan if v is None
+                               else code(_category_text(v), absent) for v in values], dtype=np.float64)  # fmt: skip
             out[:, j] = column
-            lost = int(np.count_nonzero(np.isnan(column))) - values.count(None)  # present but not in the vocabulary
+            lost = 0 if feature.other else int(np.count_nonzero(np.isnan(column))) - values.count(None)
             if lost:
                 unseen[feature.name] = lost
     return out, unseen

@@ -42,7 +42,7 @@ from tasks.ingest.store import (
     write_ledger,
     write_raw_copy,
 )
-from tasks.ingest.validate import SchemaContractError, validate_frame
+from tasks.ingest.validate import SchemaContractError, text_columns, validate_frame
 
 log = logging.getLogger("mlcycle.ingest")
 
@@ -133,7 +133,7 @@ def _validate_and_commit(
     raw_suffix = ".parquet" if isinstance(item, SqlIncrement) or item.is_parquet else _suffix(item.path)
     record = replace(record, raw_path=str(write_raw_copy(store, data, record.content_hash, raw_suffix)))
     try:
-        parsed = _parse(item, data, config)
+        parsed = _parse(item, data, config, text_columns(schema))
     except SourceError as exc:
         return _rejected(store, replace(record, status="rejected", reasons=[str(exc)], finished_at=now_utc()), str(exc))
     record = replace(record, rows_read=parsed.rows_read)
@@ -176,7 +176,7 @@ def _remember(item: FileInput | SqlIncrement, store: DatasetStore, record: Batch
         remember_file(store, item.path, item.settled_stat, record.content_hash, record.batch_id)
 
 
-def _parse(item: FileInput | SqlIncrement, data: bytes, config: PipelineConfig) -> ParsedBatch:
+def _parse(item: FileInput | SqlIncrement, data: bytes, config: PipelineConfig, text: frozenset[str]) -> ParsedBatch:
     if isinstance(item, SqlIncrement):
         parsed = parse_batch(data, FileInput(item.source, format="parquet"), config.source)
         if item.drop_columns:
@@ -184,7 +184,7 @@ def _parse(item: FileInput | SqlIncrement, data: bytes, config: PipelineConfig) 
                 parsed.frame.drop(columns=list(item.drop_columns)), parsed.rejected_rows, parsed.rows_read
             )
         return parsed
-    return parse_batch(data, item, config.source)
+    return parse_batch(data, item, config.source, text)
 
 
 def _rejected(

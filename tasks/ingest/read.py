@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemas.config import CsvOptions, SourceConfig
+from schemas.config import CsvOptions, ParseRule, SourceConfig
 
 log = logging.getLogger("mlcycle.ingest")
 
@@ -123,16 +123,17 @@ def _file_bytes(path: str, wheel: Path | None) -> tuple[bytes, str]:
 
 
 def _parse_csv(data: bytes, label: str, source: SourceConfig, skiprows: int | None) -> pd.DataFrame:
-    opts = source.csv
     if not data.strip():
         raise SourceError(f"{label}: the file is empty")
+    opts, data = single_character_separator(source.csv, data, label)
     try:
         frame = pd.read_csv(
             io.BytesIO(data),
             header=0 if opts.header else None,
             names=opts.names,
             sep=opts.sep,
-            na_values=opts.na_values,
+            keep_default_na=False,
+            na_values=missing_tokens(opts),
             skiprows=skiprows if skiprows is not None else opts.skiprows,
             skipinitialspace=opts.skipinitialspace,
             skip_blank_lines=True,
@@ -141,7 +142,119 @@ def _parse_csv(data: bytes, label: str, source: SourceConfig, skiprows: int | No
         raise SourceError(f"{label}: cannot be parsed as CSV ({exc})") from exc
     if frame.empty:
         raise SourceError(f"{label}: no data rows")
-    return frame
+    parsed, failures = apply_parse_rules(mask_missing_tokens(frame, opts), source.parse)
+    if not failures.empty:
+        first = failures.iloc[0]
+        line = int(first["row"]) + (1 if opts.header else 0) + (skiprows if skiprows is not None else opts.skiprows) + 1
+        raise SourceError(f"{label}: line {line}: {first['column']}: {first['check']} cannot read {first['value']!r}")
+    return parsed
+
+
+_UNIT_SEPARATOR = "\x1f"
+
+
+def single_character_separator(opts: CsvOptions, data: bytes, label: str) -> tuple[CsvOptions, bytes]:
+    """Readers take a one-character separator; a longer one (`", "`, `"||"`) is swapped for the ASCII unit
+    separator, which text files do not hold (a file that does is refused)."""
+    if len(opts.sep) == 1:
+        return opts, data
+    if _UNIT_SEPARATOR.encode() in data:
+        raise SourceError(f"{label}: holds the control character 0x1f, so the separator {opts.sep!r} cannot be read")
+    swapped = data.replace(opts.sep.encode(opts.encoding), _UNIT_SEPARATOR.encode(opts.encoding))
+    return opts.model_copy(update={"sep": _UNIT_SEPARATOR}), swapped
+
+
+def missing_tokens(opts: CsvOptions) -> list[str]:
+    """The texts the reader takes as missing in every column: an empty field and the declared `na_values` (when
+    they are one list), and nothing else. Per-column tokens are `mask_missing_tokens`'s."""
+    return ["", *opts.na_values] if isinstance(opts.na_values, list) else [""]
+
+
+def mask_missing_tokens(frame: pd.DataFrame, opts: CsvOptions) -> pd.DataFrame:
+    """Per-column missing tokens (`na_values` as a mapping) made missing; the schema then types what is left."""
+    if not isinstance(opts.na_values, dict):
+        return frame
+    columns = {}
+    for column, tokens in opts.na_values.items():
+        if column in frame.columns:
+            values = frame[column]
+            columns[column] = values.mask(values.astype("string").str.strip().isin(tokens).fillna(False).to_numpy(bool))
+    return frame.assign(**columns) if columns else frame
+
+
+def apply_parse_rules(frame: pd.DataFrame, rules: dict[str, ParseRule]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Columns written as text turned into numbers or ISO dates by their declared rules, and a ledger line
+    (row, column, check, value) for every present value a rule cannot read; those rows leave the frame."""
+    columns: dict[str, pd.Series] = {}
+    failures: list[pd.DataFrame] = []
+    for column, rule in rules.items():
+        if column not in frame.columns:
+            continue  # a missing column is the schema's to report
+        values, failed = parse_column(frame[column], rule)
+        columns[column] = values
+        if failed.any():
+            failures.append(pd.DataFrame({"row": frame.index[failed], "column": column, "check": rule_name(rule),
+                                          "value": frame[column][failed].astype(str).to_numpy()}))  # fmt: skip
+    parsed = frame.assign(**columns) if columns else frame
+    ledger = (
+        pd.concat(failures, ignore_index=True)
+        if failures
+        else pd.DataFrame(columns=["row", "column", "check", "value"])
+    )
+    if not ledger.empty:
+        parsed = parsed[~parsed.index.isin(ledger["row"].unique())]
+    return parsed, ledger
+
+
+def rule_name(rule: ParseRule) -> str:
+    """How a rule is named in the quarantine ledger: `parse_number`, `parse_date('%d-%b-%y')`."""
+    return f"parse_date({rule.format!r})" if rule.kind == "date" else f"parse_{rule.kind}"
+
+
+def parse_column(values: pd.Series, rule: ParseRule) -> tuple[pd.Series, np.ndarray]:
+    """One column read by its rule, and which present values the rule could not read."""
+    present = values.notna().to_numpy()
+    if rule.kind == "date":
+        parsed = _parse_dates(values, rule)
+    elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        parsed = values.astype("float64")
+    else:
+        parsed = _parse_numbers(values, rule)
+    return parsed, present & parsed.isna().to_numpy()
+
+
+def _parse_numbers(values: pd.Series, rule: ParseRule) -> pd.Series:
+    text = values.astype("string").str.strip()
+    negative = text.str.startswith("(") & text.str.endswith(")")
+    text = text.str.strip("()")
+    for symbol in [*rule.currency, *([rule.thousands] if rule.thousands else []), " ", "\u00a0"]:
+        text = text.str.replace(symbol, "", regex=False)
+    if rule.kind == "percent":
+        text = text.str.removesuffix("%")
+    if rule.decimal != ".":
+        text = text.str.replace(rule.decimal, ".", regex=False)
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    return numbers.where(~negative.fillna(False).to_numpy(dtype=bool), -numbers)
+
+
+_TIME_CODES = ("%H", "%I", "%M", "%S", "%f", "%p", "%X", "%c", "%T", "%R")
+
+
+def _parse_dates(values: pd.Series, rule: ParseRule) -> pd.Series:
+    assert rule.format is not None
+    if pd.api.types.is_datetime64_any_dtype(values):
+        when = values
+    else:
+        when = pd.to_datetime(values.astype("string").str.strip(), format=rule.format, errors="coerce")
+    with_time = any(code in rule.format for code in _TIME_CODES)
+    text = when.dt.strftime("%Y-%m-%dT%H:%M:%S" if with_time else "%Y-%m-%d")
+    if rule.century_pivot is not None and "%y" in rule.format:
+        two_digit = when.dt.year % 100
+        year = (two_digit + np.where(two_digit <= rule.century_pivot, 2000, 1900)).astype("Int64")
+        text = year.astype("string").str.zfill(4) + text.str[4:]
+        # 29 February of a leap year moved to a century that has none is no date: the rule cannot read it.
+        text = text.where(pd.to_datetime(text, format="ISO8601", errors="coerce").notna())
+    return text.astype(object).where(when.notna(), None)
 
 
 # Batch ingestion: each file is one batch, read with the physical line number of every row, so that the
@@ -257,10 +370,14 @@ class FileChangedError(SourceError):
     """A landing file changed between being declared settled and being read."""
 
 
-def parse_batch(data: bytes, item: FileInput, source: SourceConfig) -> ParsedBatch:
+def parse_batch(
+    data: bytes, item: FileInput, source: SourceConfig, text_columns: frozenset[str] = frozenset()
+) -> ParsedBatch:
     """Parse one file's bytes into rows indexed by source row number, or raise `SourceError` naming the file.
 
     CSV row numbers are physical line numbers (the header is line 1); Parquet row numbers count from 1.
+    `text_columns` are read as written (a code `02134` stays `02134`). The declared parse rules then turn money,
+    percentages and dates into values; a value a rule cannot read goes to `rejected_rows` with the rule's name.
     """
     label = item.label
     if not data.strip():
@@ -268,12 +385,16 @@ def parse_batch(data: bytes, item: FileInput, source: SourceConfig) -> ParsedBat
     if item.is_parquet:
         parsed = _parse_parquet_batch(data, label)
     else:
-        parsed = _parse_csv_batch(data, label, source.csv, item.skiprows)
-    frame = parsed.frame
+        parsed = _parse_csv_batch(data, label, source.csv, item.skiprows, text_columns)
+    frame = parsed.frame if item.is_parquet else mask_missing_tokens(parsed.frame, source.csv)
     for column, mapping in source.replace.items():
         if column in frame.columns:
             frame = frame.assign(**{column: frame[column].replace(mapping)})
-    return ParsedBatch(frame=frame, rejected_rows=parsed.rejected_rows, rows_read=parsed.rows_read)
+    frame, unreadable = apply_parse_rules(frame, source.parse)
+    rejected = (
+        parsed.rejected_rows if unreadable.empty else pd.concat([parsed.rejected_rows, unreadable], ignore_index=True)
+    )
+    return ParsedBatch(frame=frame, rejected_rows=rejected, rows_read=parsed.rows_read)
 
 
 def _parse_parquet_batch(data: bytes, label: str) -> ParsedBatch:
@@ -294,7 +415,9 @@ def _parse_parquet_batch(data: bytes, label: str) -> ParsedBatch:
     return ParsedBatch(frame=frame, rejected_rows=_reader_ledger([]), rows_read=len(frame))
 
 
-def _parse_csv_batch(data: bytes, label: str, opts: CsvOptions, skiprows: int | None) -> ParsedBatch:
+def _parse_csv_batch(
+    data: bytes, label: str, opts: CsvOptions, skiprows: int | None, text_columns: frozenset[str] = frozenset()
+) -> ParsedBatch:
     if data[:4] == b"PAR1":
         raise SourceError(f"{label}: is a Parquet file, not CSV; name it .parquet or set source.format: parquet")
     nul = data.find(b"\x00")
@@ -311,28 +434,40 @@ def _parse_csv_batch(data: bytes, label: str, opts: CsvOptions, skiprows: int | 
     except LookupError:
         raise SourceError(f"{label}: unknown encoding {opts.encoding!r} in source.csv.encoding") from None
     skip = skiprows if skiprows is not None else opts.skiprows
+    shown_sep = opts.sep
+    opts, data = single_character_separator(opts, data, label)
+    if opts.sep != shown_sep:
+        text = data.decode(opts.encoding)
     fast = _fast_scan(data, text, opts, skip)
     del text
     if fast is not None:
-        parsed = _frame_from_scan(data, label, opts, skip, fast, exact=False)
+        parsed = _frame_from_scan(data, label, opts, skip, fast, False, text_columns, shown_sep)
         if parsed is not None:
             return parsed
     scan = _scan_records(data.decode(opts.encoding), label, opts, skip)
-    parsed = _frame_from_scan(data, label, opts, skip, scan, exact=True)
+    parsed = _frame_from_scan(data, label, opts, skip, scan, True, text_columns, shown_sep)
     assert parsed is not None
     return parsed
 
 
 def _frame_from_scan(
-    data: bytes, label: str, opts: CsvOptions, skip: int, scan: _RecordScan, exact: bool
+    data: bytes,
+    label: str,
+    opts: CsvOptions,
+    skip: int,
+    scan: _RecordScan,
+    exact: bool,
+    text_columns: frozenset[str] = frozenset(),
+    shown_sep: str = "",
 ) -> ParsedBatch | None:
     """Parse with pandas and index the rows by the scan's line numbers; None (only when not `exact`) if pandas
-    and the scan disagree on the number of rows, so that the exact scan can run."""
+    and the scan disagree on the number of rows, so that the exact scan can run. `shown_sep` is the separator as
+    the config writes it, for messages."""
     bad = scan.field_counts != scan.expected
     if scan.header is not None:
         _refuse_duplicates([n.strip() for n in scan.header], label)
     if len(scan.starts) and (scan.expected == 1 or (bad.all() and (scan.field_counts == 1).all())):
-        _refuse_wrong_delimiter(scan.header[0] if scan.header else scan.first_value, label, opts.sep)
+        _refuse_wrong_delimiter(scan.header[0] if scan.header else scan.first_value, label, shown_sep or opts.sep)
     if not len(scan.starts):
         raise SourceError(f"{label}: no data rows (header only)" if opts.header else f"{label}: no data rows")
     if bad.any():
@@ -352,7 +487,9 @@ def _frame_from_scan(
             names=opts.names,
             index_col=False,
             sep=opts.sep,
-            na_values=opts.na_values,
+            keep_default_na=False,
+            na_values=missing_tokens(opts),
+            dtype=dict.fromkeys(text_columns, str) or None,
             skiprows=skip,
             skipinitialspace=opts.skipinitialspace,
             skip_blank_lines=True,

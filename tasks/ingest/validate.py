@@ -93,6 +93,13 @@ def validate_frame(
     raise SchemaContractError(f"{what}: still failing after {_MAX_PASSES} passes of row quarantine")
 
 
+def text_columns(schema: type[pa.DataFrameModel]) -> frozenset[str]:
+    """The columns the schema holds as text: a reader keeps them as written (`02134` stays `02134`, not 2134)."""
+    return frozenset(
+        name for name, column in schema.to_schema().columns.items() if str(column.dtype).startswith(("str", "string"))
+    )
+
+
 def _type_cases(frame: pd.DataFrame, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
     """Rows whose value for a numeric column cannot be read as the column's type, or, for an integer column, is a
     fraction or a boolean (pandera's coercion would silently turn 39.5 into 39 and true into 1).

@@ -37,6 +37,8 @@ def _date_part(value: Any, kind: str) -> float:
         when = datetime.fromisoformat(str(value))
     except (TypeError, ValueError):
         return math.nan
+    if kind == "days":
+        return (when - datetime(1970, 1, 1, tzinfo=when.tzinfo)).total_seconds() / 86400
     parts = {"hour": when.hour, "year": when.year, "month": when.month, "dayofweek": when.weekday(),
              "dayofyear": when.timetuple().tm_yday}  # fmt: skip
     return float(parts[kind])
@@ -72,9 +74,15 @@ def prepare(spec: dict[str, Any], records: list[dict[str, Any]]) -> np.ndarray:
                 row.append((number - feature["center"]) / feature["scale"])
             else:
                 categories = feature["categories"] or []
-                text = None if value is None else str(value)
-                # a category never seen in training is missing, as in training
-                row.append(float(categories.index(text)) if text in categories else math.nan)
+                if value is None:
+                    row.append(math.nan)
+                    continue
+                text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+                if text in categories:
+                    row.append(float(categories.index(text)))
+                else:
+                    # a capped feature's `other` level (its last), else missing, as in training
+                    row.append(float(len(categories) - 1) if feature.get("other") else math.nan)
         rows.append(row)
     # float64 arithmetic first, then float32: what XGBoost does with the pandas frame in training and serving
     return np.asarray(rows, dtype=np.float64).astype(np.float32)

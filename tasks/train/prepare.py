@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from schemas import resolve_schema
 from schemas.config import PipelineConfig, SplitConfig
 from tasks.preprocess import clock_hour
 
@@ -30,10 +31,13 @@ class Splits:
 
 
 def feature_columns(columns: list[str], config: PipelineConfig) -> list[str]:
-    """The model's inputs: every column and derived feature except the target and the `drop` list."""
+    """The model's inputs: the columns a request carries (the features schema's) and the derived features, except
+    the target, the ids and the `drop` list. A training-only column (an outcome recorded later, a weight) is never
+    a feature, whether or not `drop` names it."""
     derived = [d.name for d in config.preprocess.derived]
+    requested = set(resolve_schema(config.features_schema_ref).to_schema().columns)
     excluded = {config.target, *config.ids, *config.drop}
-    return [c for c in [*columns, *derived] if c not in excluded]
+    return [c for c in [*columns, *derived] if c not in excluded and (c in requested or c in derived)]
 
 
 def encode_target(values: pd.Series, config: PipelineConfig) -> np.ndarray:
@@ -160,12 +164,49 @@ def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> L
             if purity is not None and purity >= threshold:
                 suspects.append({"columns": [column], "correlation": round(purity, 4),
                                  "reason": f"its values give the label {purity:.1%} of the time"})  # fmt: skip
+        named = {c for s in suspects for c in s["columns"]}  # type: ignore[attr-defined]
+        for column in (c for c in raw if c not in named):
+            auc = single_feature_auc(train[column], target)
+            if auc is not None and auc >= threshold:
+                suspects.append({"columns": [column], "correlation": round(auc, 4),
+                                 "reason": f"alone it ranks the label with ROC AUC {auc:.3f}"})  # fmt: skip
     report = LeakageReport(suspects=suspects, duplicated_in_train=_duplicates(splits, list(train.columns)))
     for line in report.lines():
         (log.warning if line.startswith("likely leak") else log.info)(line)
     if suspects and config.split.on_leak == "fail":
         raise LeakageError("; ".join(report.lines()[:-1]) + " (set split.on_leak: warn to train anyway)")
     return report
+
+
+def single_feature_auc(values: pd.Series, target: np.ndarray, bins: int = 20, min_rows: int = 10) -> float | None:
+    """How well one column alone ranks a binary label, as ROC AUC in the better direction: a number by its value
+    (missing values first or last, whichever ranks better) or by its quantile bin's share of positives (for a
+    relation that is not monotone), anything else by its value's share of positives (values of fewer than
+    `min_rows` rows pooled, missing values a group of their own). A number present only for one class (an amount
+    charged off, a date of default) shows here where a correlation does not."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(target)) < 2 or len(values) < 2 * min_rows:
+        return None
+    ranked = 0.0
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.astype("float64")
+        if numbers.notna().any() and numbers.nunique() > 1:
+            low, high = float(numbers.min()) - 1, float(numbers.max()) + 1
+            for fill in (low, high):
+                auc = float(roc_auc_score(target, numbers.fillna(fill).to_numpy()))
+                ranked = max(ranked, auc, 1 - auc)
+        codes = pd.qcut(numbers, q=bins, duplicates="drop", labels=False) if numbers.nunique() > bins else numbers
+        groups = pd.Series(codes, index=values.index).astype("float64").fillna(-1.0).astype(str)
+    else:
+        text = values.astype("object").where(values.notna(), "<missing>").astype(str)
+        counts = text.value_counts()
+        groups = text.where(text.isin(counts.index[counts >= min_rows]), "<rare>")
+    if groups.nunique() < 2:
+        return ranked or None
+    rate = pd.Series(target, index=values.index).groupby(groups).transform("mean")
+    auc = float(roc_auc_score(target, rate.to_numpy()))
+    return max(ranked, auc, 1 - auc)
 
 
 def _abs_corr(values: pd.Series, target: np.ndarray) -> float:

@@ -1,0 +1,93 @@
+"""`mlcycle init`: a new dataset from one raw file, with no code to write.
+
+No `from __future__ import annotations` here: typer reads the annotations at run time.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        path: Annotated[Path, typer.Argument(help="The raw data: a CSV (any separator) or Parquet file.")],
+        target: Annotated[str, typer.Option("--target", "-t", help="The column to predict.")],
+        name: Annotated[
+            str | None, typer.Option(help="Dataset name (lower case); default: from the file name.")
+        ] = None,
+        task: Annotated[
+            str | None, typer.Option(help="binary, multiclass or regression; default: guessed from the target.")
+        ] = None,
+        positive: Annotated[
+            str | None, typer.Option(help="Binary tasks: the class predicted as 1; default: the rarer one.")
+        ] = None,
+        names: Annotated[
+            str | None, typer.Option(help="Column names, comma-separated, for a file without a header line.")
+        ] = None,
+        no_header: Annotated[
+            bool, typer.Option("--no-header", help="The file has no header line (columns named c1, c2, ...).")
+        ] = False,
+        sep: Annotated[str, typer.Option(help="Field separator, any length, e.g. ';' or ', '.")] = ",",
+        weight: Annotated[str | None, typer.Option(help="A column of sample weights (never a feature).")] = None,
+        time_column: Annotated[
+            str | None, typer.Option(help="A date column that orders the rows: split by time.")
+        ] = None,
+        sample_rows: Annotated[int, typer.Option(min=100, help="Rows read to decide, at most.")] = 200_000,
+        force: Annotated[bool, typer.Option(help="Overwrite existing schema and config files.")] = False,
+    ) -> None:
+        """Draft schemas/<name>.py and configs/<name>.yaml from a raw file, printing what was decided per column.
+
+        Then `mlcycle train --config configs/<name>.yaml` trains with no edits.
+        """
+        from schemas.config import CsvOptions
+        from tasks.ingest.draft import DraftError, config_yaml, draft_dataset, schema_module, summary_lines, verify
+
+        sep = sep.encode().decode("unicode_escape") if "\\" in sep else sep
+        column_names = [n.strip() for n in names.split(",")] if names else None
+        header = not (no_header or column_names)
+        try:
+            if column_names is None and not header:
+                column_names = _numbered_columns(path, sep)
+            csv = CsvOptions(header=header, names=column_names, sep=sep)
+            draft = draft_dataset(path, target, name=name, task=task, positive=positive, csv=csv, weight=weight,
+                                  time_column=time_column, max_rows=sample_rows)  # fmt: skip
+        except (DraftError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        schema_file = Path("schemas") / f"{draft.name}.py"
+        config_file = Path("configs") / f"{draft.name}.yaml"
+        existing = [str(f) for f in (schema_file, config_file) if f.exists()]
+        if existing and not force:
+            typer.echo(f"error: {', '.join(existing)} exist(s); pass --force to overwrite, or --name another", err=True)
+            raise typer.Exit(2)
+        if not Path("schemas/__init__.py").is_file():
+            typer.echo("error: run `mlcycle init` from the project's folder (no schemas/ package here)", err=True)
+            raise typer.Exit(2)
+        schema_source = schema_module(draft)
+        config_source = config_yaml(draft, f"schemas.{draft.name}")
+        verify(draft, schema_source, config_source)
+        for line in summary_lines(draft):
+            typer.echo(line)
+        config_file.parent.mkdir(exist_ok=True)
+        schema_file.write_text(schema_source)
+        config_file.write_text(config_source)
+        typer.echo(f"wrote {schema_file} and {config_file}: review them, then")
+        typer.echo(f"  mlcycle train --config {config_file}")
+
+
+def _numbered_columns(path: Path, sep: str) -> list[str]:
+    """c1 … cN for a headerless file, N counted on its first line."""
+    from schemas.config import CsvOptions
+    from tasks.ingest.draft import DraftError
+    from tasks.ingest.read import single_character_separator
+
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline()
+    except OSError as exc:
+        raise DraftError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    opts, data = single_character_separator(CsvOptions(sep=sep), first, str(path))
+    count = len(data.decode(errors="replace").rstrip("\r\n").split(opts.sep))
+    return [f"c{i}" for i in range(1, count + 1)]

@@ -1,0 +1,753 @@
+"""Draft a new dataset from one raw file: what each column is, the pandera schemas and the pipeline config.
+
+`mlcycle init` calls `draft_dataset`, prints its decisions column by column, and writes `schemas/<name>.py` and
+`configs/<name>.yaml` for a person to review. Every guess is written down where it was made: the decisions in the
+printed summary, the rules in the config (parse rules, missing tokens, dropped columns with their reasons), the
+doubts as comments in the schema.
+"""
+
+from __future__ import annotations
+
+import io
+import keyword
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from schemas.config import CsvOptions, ParseRule, PipelineConfig
+from tasks.ingest.read import SourceError, parse_column, single_character_separator
+
+Role = Literal["target", "feature", "id", "weight", "dropped"]
+
+# Texts that stand for "no value" in exports. Strong ones are missing wherever they appear; weak ones (real words,
+# or `NA`, a census category) only where the rest of the column is numbers or dates, so they cannot be a level.
+STRONG_MISSING = ("?", "N/A", "n/a", "#N/A", "NULL", "null", "NaN", "nan", "None", "none", "-", "--", "(null)")
+WEAK_MISSING = ("NA", "na", "unknown", "Unknown", "UNKNOWN", "missing", "Missing", ".")
+# Column names that say "a code, not a quantity": their numbers are read as text and used as categories.
+CODE_NAME = re.compile(r"(zip|postal|postcode|naics|sic|fips|isbn|phone|code|_cd$|^cd_)", re.IGNORECASE)
+ID_NAME = re.compile(r"(^id$|_id$|^id_|\bid\b|uuid|guid|^key$|nr_|_nr$|number$|^loannr)", re.IGNORECASE)
+DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%d-%b-%y", "%d-%b-%Y", "%d %b %Y", "%b %d, %Y", "%m/%d/%Y", "%d/%m/%Y",
+                "%m/%d/%y", "%d/%m/%y", "%d.%m.%Y", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %H:%M")  # fmt: skip
+MONEY = re.compile(r"^\(?\s*-?\s*[$€£¥]?\s*-?\d{1,3}(,\d{3})*(\.\d+)?\s*\)?$|^\(?\s*-?\s*[$€£¥]\s*-?\d+(\.\d+)?\s*\)?$")
+PERCENT = re.compile(r"^-?\d+(\.\d+)?\s*%$")
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$"
+
+RULE_SHARE = 0.95  # a parse rule or a type is adopted when it reads this share of the present values
+MAX_CODE_LEVELS = 12  # whole numbers with at most this many values are codes (1/2/3), not quantities
+FREE_TEXT_DISTINCT = 0.5  # text with more distinct values than this share of its rows names things, not groups
+
+
+class DraftError(ValueError):
+    """The file or the options cannot make a dataset; the message names the file or option and the fix."""
+
+
+@dataclass
+class Column:
+    """What `init` decided about one column of the file, and why."""
+
+    name: str
+    role: Role = "feature"
+    kind: str = "text"  # integer, number, category, code, date, boolean-like text, text
+    why: list[str] = field(default_factory=list)
+    nullable: bool = False
+    rule: ParseRule | None = None
+    missing_tokens: list[str] = field(default_factory=list)
+    kept_tokens: list[str] = field(default_factory=list)  # look like "missing" but are values here (a category NA)
+    nonnegative: bool = False
+    unreadable: int = 0
+    unreadable_example: str | None = None
+    levels: list[str] = field(default_factory=list)
+    distinct: int = 0
+    drop_reason: str | None = None
+
+    @property
+    def is_date(self) -> bool:
+        return self.kind == "date"
+
+
+@dataclass
+class Draft:
+    """Everything `init` decided: the columns, the task, and the config and schema module it will write."""
+
+    name: str
+    path: str
+    rows: int
+    sampled: int
+    columns: list[Column]
+    task: str
+    positive: str | None
+    classes: list[str]
+    csv: CsvOptions
+    split: dict[str, Any]
+    tune: dict[str, Any]
+    slices: list[str]
+    derived: list[dict[str, str]]
+    notes: list[str]
+
+    def by_role(self, role: Role) -> list[Column]:
+        return [c for c in self.columns if c.role == role]
+
+
+def read_sample(path: Path, csv: CsvOptions, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """Every row of the file as text (nothing typed, nothing made missing but empty fields), then a seeded random
+    sample of at most `max_rows` of them; and the number of data rows."""
+    if not path.is_file():
+        raise DraftError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DraftError(f"{path}: the file is empty")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame = pd.read_parquet(io.BytesIO(data))
+        frame = frame.astype({c: "string" for c in frame.columns if not pd.api.types.is_string_dtype(frame[c])})
+        frame = frame.astype(object).where(frame.notna(), None)
+    else:
+        try:
+            opts, data = single_character_separator(csv, data, str(path))
+            frame = pd.read_csv(io.BytesIO(data), sep=opts.sep, header=0 if csv.header else None, names=csv.names,
+                                dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=csv.skipinitialspace,
+                                encoding=csv.encoding, skiprows=csv.skiprows, index_col=False)  # fmt: skip
+        except SourceError as exc:
+            raise DraftError(str(exc)) from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            hint = (
+                " (a file without a header line needs --no-header or --names)"
+                if "duplicate" in str(exc).lower()
+                else ""
+            )
+            raise DraftError(f"{path}: cannot be read as CSV with separator {csv.sep!r}: {exc}{hint}") from None
+    if frame.empty:
+        raise DraftError(f"{path}: no data rows")
+    if len(frame.columns) < 2:
+        raise DraftError(f"{path}: only one column {list(frame.columns)}: is the separator {csv.sep!r} right? (--sep)")
+    duplicated = sorted({str(c) for c in frame.columns if str(c).rsplit(".", 1)[0] in map(str, frame.columns) and
+                         re.search(r"\.\d+$", str(c))})  # fmt: skip
+    if duplicated and csv.header:
+        raise DraftError(f"{path}: the header names some columns twice ({', '.join(duplicated)}): if the file has no "
+                         "header line, pass --no-header or --names a,b,c")  # fmt: skip
+    rows = len(frame)
+    if rows > max_rows:
+        frame = frame.sample(n=max_rows, random_state=seed).sort_index()
+    return frame.reset_index(drop=True), rows
+
+
+def draft_dataset(
+    path: Path,
+    target: str,
+    *,
+    name: str | None = None,
+    task: str | None = None,
+    positive: str | None = None,
+    csv: CsvOptions | None = None,
+    weight: str | None = None,
+    time_column: str | None = None,
+    max_rows: int = 200_000,
+    seed: int = 42,
+    today: datetime | None = None,
+) -> Draft:
+    """Read a sample of the file and decide, column by column, what it is and how it enters the model."""
+    csv = csv or CsvOptions()
+    name = name or dataset_name(path)
+    frame, rows = read_sample(path, csv, max_rows, seed)
+    frame.columns = [str(c) for c in frame.columns]
+    for option, column in (("--target", target), ("--weight", weight), ("--time-column", time_column)):
+        if column is not None and column not in frame.columns:
+            hint = " (if the first line is data, not names: --no-header or --names)" if csv.header else ""
+            raise DraftError(f"{option} {column!r} is not a column of {path}; its columns: "
+                             f"{', '.join(frame.columns)}{hint}")  # fmt: skip
+    today = today or datetime.now(UTC)
+    columns = [_profile(frame[c], today) for c in frame.columns]
+    by_name = {c.name: c for c in columns}
+    notes: list[str] = []
+    typed = _typed_frame(frame, columns)
+
+    target_column = by_name[target]
+    target_column.role = "target"
+    task, positive, classes = _choose_task(typed[target], target_column, task, positive)
+    target_column.why.insert(0, f"the target: {task}" + (f", positive class {positive!r}" if positive else ""))
+    if weight is not None:
+        weights = by_name[weight]
+        if weights.kind not in ("integer", "number"):
+            raise DraftError(f"--weight {weight!r} holds text, not numbers (e.g. {frame[weight].dropna().iloc[0]!r})")
+        weights.role, weights.why = "weight", ["the sample weight: used in training and every metric, never a feature"]
+
+    rest = [c for c in columns if c.role == "feature"]
+    for column in rest:
+        _decide_role(column, typed[column.name], rows_in_sample=len(frame))
+    _scan_leaks(typed, [c for c in rest if c.role == "feature"], target, task, positive, name, notes)
+
+    derived = [
+        {"name": f"{c.name}_{part}", "source": c.name, "kind": part}
+        for c in columns if c.role == "feature" and c.is_date for part in ("days", "month", "dayofweek")
+    ]  # fmt: skip
+    for column in columns:
+        if column.role == "feature" and column.is_date:
+            column.drop_reason = "enters as the derived features " + ", ".join(
+                d["name"] for d in derived if d["source"] == column.name
+            )
+    split = _choose_split(task, time_column, columns, typed, notes)
+    slices = _choose_slices(columns)
+    tune = tuning_defaults(rows)
+    return Draft(name=name, path=str(path), rows=rows, sampled=len(frame), columns=columns, task=task,
+                 positive=positive, classes=classes, csv=csv, split=split, tune=tune, slices=slices, derived=derived,
+                 notes=notes)  # fmt: skip
+
+
+def dataset_name(path: Path) -> str:
+    """A config name from a file name: lower case, letters, digits, `_` and `-`, starting with a letter."""
+    stem = re.sub(r"[^a-z0-9_-]+", "_", path.stem.lower()).strip("_-") or "dataset"
+    return stem if stem[0].isalpha() else f"d_{stem}"
+
+
+def _profile(values: pd.Series, today: datetime) -> Column:
+    """The column's type and reading rules, from its texts alone."""
+    column = Column(name=str(values.name))
+    text = values.dropna().astype(str)
+    stripped = text.str.strip()
+    stripped = stripped[stripped != ""]
+    column.nullable = len(stripped) < len(values)
+    tokens = _missing_tokens(stripped)
+    if tokens:
+        found = stripped.isin(tokens)
+        kind_of_rest = _kind_of(stripped[~found], today)
+        strong = [t for t in tokens if t in STRONG_MISSING]
+        weak = [t for t in tokens if t in WEAK_MISSING and kind_of_rest[0] != "text"]
+        column.missing_tokens = strong + weak
+        column.kept_tokens = [t for t in tokens if t not in column.missing_tokens]
+        if column.kept_tokens:
+            column.why.append(f"{', '.join(map(repr, column.kept_tokens))} kept as a value: the column holds text, "
+                              "so it is a category here, not a missing value")  # fmt: skip
+        if column.missing_tokens:
+            counts = stripped[stripped.isin(column.missing_tokens)].value_counts()
+            column.why.append("missing written as " + ", ".join(f"{t!r} ×{n}" for t, n in counts.items()))
+            stripped = stripped[~stripped.isin(column.missing_tokens)]
+            column.nullable = True
+    kind, rule, share, example = _kind_of(stripped, today)
+    column.kind, column.rule = kind, rule
+    column.distinct = int(stripped.nunique())
+    if share < 1.0:
+        column.unreadable = round((1 - share) * len(stripped))
+        column.unreadable_example = example
+    if kind in ("integer", "number") or (rule is not None and rule.kind != "date"):
+        numbers = parse_column(stripped, rule)[0] if rule is not None else pd.to_numeric(stripped, errors="coerce")
+        column.nonnegative = bool(len(numbers.dropna())) and bool((numbers.dropna() >= 0).all())
+    if rule is not None:
+        what = {"number": "money or a number written with symbols", "percent": "percentages", "date": "dates"}
+        column.why.append(f"{what[rule.kind]}: read by the rule {_describe_rule(rule)}")
+    if column.unreadable:
+        column.why.append(f"{column.unreadable} value(s) of the sample fit no {kind} reading (e.g. "
+                          f"{example!r}): they will be quarantined")  # fmt: skip
+    counts = stripped.value_counts()
+    column.levels = [str(v) for v in counts.index[:8]]
+    return column
+
+
+def _missing_tokens(stripped: pd.Series) -> list[str]:
+    present = set(stripped.unique()) if stripped.nunique() < 1_000_000 else set()
+    return [t for t in (*STRONG_MISSING, *WEAK_MISSING) if t in present]
+
+
+def _kind_of(stripped: pd.Series, today: datetime) -> tuple[str, ParseRule | None, float, str | None]:
+    """(kind, parse rule, share of values it reads, an example it does not read)."""
+    if stripped.empty:
+        return "text", None, 1.0, None
+    sample = stripped if len(stripped) <= 50_000 else stripped.sample(50_000, random_state=0)
+    numbers = pd.to_numeric(sample, errors="coerce")
+    share = float(numbers.notna().mean())
+    if share >= RULE_SHARE:
+        whole = numbers.dropna()
+        integral = bool((whole % 1 == 0).all()) and not sample.str.contains(r"[.eE]", regex=True).any()
+        return ("integer" if integral else "number"), None, _share(stripped, None), _example(stripped, None)
+    if sample.str.match(ISO_DATE).mean() >= RULE_SHARE or sample.str.match(ISO_DATETIME).mean() >= RULE_SHARE:
+        share = float(pd.to_datetime(sample, errors="coerce", format="ISO8601").notna().mean())
+        if share >= RULE_SHARE:
+            return "date", None, share, None
+    if sample.str.match(PERCENT).mean() >= RULE_SHARE:
+        rule = ParseRule(kind="percent", thousands="")
+        return "number", rule, _share(stripped, rule), _example(stripped, rule)
+    if sample.str.match(MONEY).mean() >= RULE_SHARE and sample.str.contains(r"[$€£¥,]", regex=True).any():
+        symbols = "".join(s for s in "$€£¥" if sample.str.contains(re.escape(s), regex=True).any())
+        rule = ParseRule(kind="number", currency=symbols, thousands=",")
+        return "number", rule, _share(stripped, rule), _example(stripped, rule)
+    date_rule = _date_rule(sample, today)
+    if date_rule is not None:
+        return "date", date_rule, _share(stripped, date_rule), _example(stripped, date_rule)
+    return "text", None, 1.0, None
+
+
+def _share(stripped: pd.Series, rule: ParseRule | None) -> float:
+    if rule is None:
+        return float(pd.to_numeric(stripped, errors="coerce").notna().mean())
+    return float(parse_column(stripped, rule)[0].notna().mean())
+
+
+def _example(stripped: pd.Series, rule: ParseRule | None) -> str | None:
+    parsed = parse_column(stripped, rule)[0] if rule is not None else pd.to_numeric(stripped, errors="coerce")
+    bad = stripped[parsed.isna().to_numpy()]
+    return None if bad.empty else str(bad.iloc[0])
+
+
+def _date_rule(sample: pd.Series, today: datetime) -> ParseRule | None:
+    """The date format that reads the most values, if it reads nearly all; two-digit years pivot on this year."""
+    head = sample.head(5000)
+    best, best_share = None, 0.0
+    for fmt in DATE_FORMATS:
+        share = float(pd.to_datetime(head, format=fmt, errors="coerce").notna().mean())
+        if share > best_share:
+            best, best_share = fmt, share
+    if best is None or best_share < RULE_SHARE:
+        return None
+    return ParseRule(kind="date", format=best, century_pivot=today.year % 100 if "%y" in best else None)
+
+
+def _describe_rule(rule: ParseRule) -> str:
+    if rule.kind == "date":
+        pivot = f", two-digit years after {rule.century_pivot:02d} are 19xx" if rule.century_pivot is not None else ""
+        return f"date {rule.format!r}{pivot}"
+    parts = [f"currency {rule.currency!r}"] if rule.currency else []
+    parts += [f"thousands {rule.thousands!r}"] if rule.thousands else []
+    return f"{rule.kind}({', '.join(parts)})" if parts else rule.kind
+
+
+def _typed_frame(frame: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
+    """The sample as training would see it: missing tokens gone, rules applied, numbers as numbers."""
+    typed: dict[str, pd.Series] = {}
+    for column in columns:
+        values = frame[column.name]
+        values = values.where(~values.astype(str).str.strip().isin(column.missing_tokens) & values.notna(), None)
+        if column.rule is not None:
+            values = parse_column(values.astype(object).where(values.notna(), None), column.rule)[0]
+        elif column.kind in ("integer", "number"):
+            values = pd.to_numeric(values, errors="coerce")
+        elif column.is_date:
+            values = values.astype(str).str.strip().where(values.notna(), None)
+        else:
+            values = values.astype(str).str.strip().where(values.notna(), None)
+        typed[column.name] = values
+    return pd.DataFrame(typed)
+
+
+def _choose_task(
+    target: pd.Series, column: Column, task: str | None, positive: str | None
+) -> tuple[str, str | None, list[str]]:
+    present = target.dropna()
+    if present.empty:
+        raise DraftError(f"--target {column.name!r} has no values")
+    labels = sorted(present.astype(str).map(_label_text).unique())
+    numeric = column.kind in ("integer", "number")
+    if task is None:
+        if len(labels) == 2:
+            task = "binary"
+        elif numeric and (column.kind == "number" or len(labels) > 20):
+            task = "regression"
+        elif len(labels) <= 50:
+            task = "multiclass"
+        else:
+            raise DraftError(f"--target {column.name!r} holds {len(labels)} distinct texts: too many classes; "
+                             "pass --task regression if they are numbers")  # fmt: skip
+        column.why.append(f"task guessed from its {len(labels)} distinct values (--task to choose)")
+    if task == "regression":
+        if not numeric:
+            raise DraftError(f"--task regression needs a numeric target; {column.name!r} holds text such as "
+                             f"{labels[0]!r}")  # fmt: skip
+        return task, None, []
+    if task == "binary":
+        if len(labels) != 2:
+            raise DraftError(f"--task binary needs a target with two values; {column.name!r} has {len(labels)}: "
+                             f"{', '.join(labels[:10])}")  # fmt: skip
+        if positive is None:
+            counts = present.astype(str).map(_label_text).value_counts()
+            positive = str(counts.index[-1])
+            column.why.append(f"positive class: the rarer value {positive!r} ({counts.iloc[-1]} of {counts.sum()}; "
+                              "--positive to choose)")  # fmt: skip
+        elif positive not in labels:
+            raise DraftError(f"--positive {positive!r} is not a value of {column.name!r}: {', '.join(labels)}")
+        return task, positive, labels
+    if task == "multiclass":
+        return task, None, labels
+    raise DraftError(f"--task must be binary, multiclass or regression, got {task!r}")
+
+
+def _label_text(value: str) -> str:
+    return value[:-2] if re.fullmatch(r"-?\d+\.0", value) else value
+
+
+def _decide_role(column: Column, values: pd.Series, rows_in_sample: int) -> None:
+    """Id, dropped (constant, free text) or feature, and for a feature: number or category."""
+    present = values.dropna()
+    n = len(present)
+    distinct = int(present.nunique()) if n else 0
+    if n == 0:
+        column.role, column.drop_reason = "dropped", "empty: no values in the sample"
+        return
+    top_share = float(present.value_counts().iloc[0] / rows_in_sample) if n else 1.0
+    others = rows_in_sample - int(present.value_counts().iloc[0])
+    if distinct == 1 or (top_share >= 0.999 and others < max(20, 0.0005 * rows_in_sample)):
+        top = _plain(present.value_counts().index[0])
+        column.role = "dropped"
+        column.drop_reason = (f"constant: every value is {top!r}" if distinct == 1 and n == rows_in_sample else
+                              f"near-constant: {rows_in_sample - others:,} of {rows_in_sample:,} rows are {top!r}")  # fmt: skip
+        return
+    unique_share = distinct / n
+    whole = column.kind == "integer"
+    one_word = column.kind == "text" and not present.astype(str).str.contains(" ", regex=False).any()
+    if unique_share >= 0.999 and n >= 20 and (whole or ID_NAME.search(column.name) or one_word):
+        column.role = "id"
+        column.why.append(
+            f"an identifier: {distinct:,} distinct values in {n:,} rows; kept for tracing, never a feature"
+        )
+        return
+    if column.kind == "text":
+        if unique_share > FREE_TEXT_DISTINCT and distinct > 100:
+            column.role = "dropped"
+            column.drop_reason = (f"free text or names: {distinct:,} distinct values in {n:,} rows, too many to "
+                                  "learn from as categories")  # fmt: skip
+            return
+        column.kind = "category"
+        column.why.append(f"a category with {distinct:,} values" + (" (the most frequent kept, the rest 'other')"
+                                                                    if distinct > 200 else ""))  # fmt: skip
+        return
+    if whole and (CODE_NAME.search(column.name) or distinct <= MAX_CODE_LEVELS):
+        column.kind = "code"
+        reason = "its name says it is a code" if CODE_NAME.search(column.name) else f"only {distinct} values"
+        column.why.append(f"a code, used as a category ({reason}; {distinct:,} values): its numbers are labels, "
+                          "not amounts")  # fmt: skip
+        return
+    if column.is_date:
+        return
+
+
+def _plain(value: Any) -> Any:
+    """A value as a person writes it: 0 rather than np.float64(0.0)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _scan_leaks(typed: pd.DataFrame, features: list[Column], target: str, task: str, positive: str | None, name: str,
+                notes: list[str]) -> None:  # fmt: skip
+    """The training flow's leakage check on the sample, so the config starts with leaking columns dropped."""
+    from tasks.train.prepare import Splits, find_leaks
+
+    if task not in ("binary", "regression"):
+        return
+    frame = typed[[c.name for c in features] + [target]].dropna(subset=[target])
+    if frame.empty:
+        return
+    config = _probe_config(name, target, task, positive)
+    splits = Splits(train=frame, valid=frame.iloc[:0], test=frame.iloc[:0])
+    numeric_dates = {c.name: _date_number(frame[c.name]) for c in features if c.is_date}
+    scan = splits if not numeric_dates else Splits(frame.assign(**numeric_dates), frame.iloc[:0], frame.iloc[:0])
+    quiet = logging.getLogger("mlcycle.prepare")
+    level, quiet.level = quiet.level, logging.ERROR  # the summary names what it found; no second report
+    try:
+        report = find_leaks(scan, [c.name for c in features], config)
+    finally:
+        quiet.setLevel(level)
+    by_name = {c.name: c for c in features}
+    for suspect in report.suspects:
+        names = list(suspect["columns"])  # type: ignore[call-overload]
+        for column_name in names:
+            column = by_name[column_name]
+            if column.role == "feature":
+                column.role = "dropped"
+                together = f" (with {', '.join(n for n in names if n != column_name)})" if len(names) > 1 else ""
+                column.drop_reason = f"likely target leak{together}: {suspect['reason']}"
+    if report.suspects:
+        notes.append(
+            "leakage scan on the sample: " + "; ".join(f"{s['columns']} {s['reason']}" for s in report.suspects)
+        )
+
+
+def _date_number(values: pd.Series) -> pd.Series:
+    return (pd.to_datetime(values, errors="coerce", format="ISO8601") - pd.Timestamp("1970-01-01")).dt.days
+
+
+def _probe_config(name: str, target: str, task: str, positive: str | None) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "name": name, "schema_ref": "schemas.adult:AdultSchema", "features_schema_ref": "schemas.adult:AdultFeatures",
+        "target": target, "task": task, "positive_label": positive, "split": {"strategy": "random"},
+        "source": {"files": [{"path": "unused"}]},
+    })  # fmt: skip
+
+
+def _choose_split(task: str, time_column: str | None, columns: list[Column], typed: pd.DataFrame,
+                  notes: list[str]) -> dict[str, Any]:  # fmt: skip
+    if time_column is not None:
+        column = next(c for c in columns if c.name == time_column)
+        if not column.is_date and column.kind not in ("integer", "number"):
+            raise DraftError(f"--time-column {time_column!r} holds neither dates nor numbers "
+                             f"(e.g. {column.levels[:1]})")  # fmt: skip
+        column.why.append("orders the rows in time: the split is by time (train on the past, test on the latest)")
+        return {"strategy": "time", "time_columns": [time_column], "valid_size": 0.15, "test_size": 0.15}
+    ordered = [c.name for c in columns if c.is_date and c.role == "feature" and _ordered(typed[c.name])]
+    if ordered:
+        notes.append(f"{ordered[0]} orders the rows in time: `--time-column {ordered[0]}` splits by time instead "
+                     "(train on the past, test on the latest)")  # fmt: skip
+    strategy = "stratified" if task in ("binary", "multiclass") else "random"
+    return {"strategy": strategy, "valid_size": 0.15, "test_size": 0.15}
+
+
+def _ordered(values: pd.Series) -> bool:
+    when = pd.to_datetime(values, errors="coerce", format="ISO8601").dropna()
+    return len(when) > 10 and bool(when.is_monotonic_increasing)
+
+
+def _choose_slices(columns: list[Column]) -> list[str]:
+    """Up to two categorical features of 2 to 8 values: the gate judges the model on each of their groups."""
+    candidates = [c for c in columns if c.role == "feature" and c.kind in ("category", "code") and 2 <= c.distinct <= 8]
+    return [c.name for c in sorted(candidates, key=lambda c: (abs(c.distinct - 3), c.name))[:2]]
+
+
+def tuning_defaults(rows: int) -> dict[str, Any]:
+    """The search sized to the data: a small table gets TPE and a short budget, a large one random search (few
+    trials: TPE cannot learn from them) and fewer, slower rounds."""
+    if rows < 20_000:
+        return {"searcher": "optuna", "time_budget_s": 60, "num_samples": 200, "max_rounds": 2000}
+    if rows < 200_000:
+        return {"searcher": "optuna", "time_budget_s": 180, "num_samples": 500, "max_rounds": 2000}
+    if rows < 2_000_000:
+        return {"searcher": "random", "time_budget_s": 300, "num_samples": 200, "max_rounds": 1500}
+    return {"searcher": "random", "time_budget_s": 600, "num_samples": 100, "max_rounds": 1000}
+
+
+# Writing: the schema module and the config, both meant to be read and edited by a person.
+
+
+def identifier(column: str) -> str:
+    name = re.sub(r"\W+", "_", column).strip("_") or "column"
+    if name[0].isdigit():
+        name = f"c_{name}"
+    return f"{name}_" if keyword.iskeyword(name) else name
+
+
+def class_name(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", name) if part)
+
+
+def schema_module(draft: Draft) -> str:
+    """`schemas/<name>.py`: the features schema (what a request carries) and the training schema (a row of the
+    file), each field commented where `init` guessed."""
+    title = class_name(draft.name)
+    features = [c for c in draft.columns if c.role == "feature"]
+    training_only = [c for c in draft.columns if c.role != "feature"]
+    dates = [c for c in draft.columns if c.is_date and (c.role == "feature" or c.role == "dropped")]
+    lines = [
+        f'"""{draft.name}: drafted by `mlcycle init` from {draft.path} ({draft.rows:,} rows, {draft.sampled:,} read '
+        'for the draft). Review every field."""',
+        "",
+        "from __future__ import annotations",
+        "",
+        *(["import pandas as pd"] if dates else []),
+        "import pandera.pandas as pa",
+        "from pandera.typing import Series",
+        "",
+        "",
+        f"class {title}Features(pa.DataFrameModel):",
+        f'    """One {draft.name} record as the service receives it."""',
+        "",
+    ]
+    lines += [line for c in features for line in _field_lines(c)]
+    feature_dates = [c for c in features if c.is_date]
+    if feature_dates:
+        lines += _date_check(feature_dates)
+    lines += ["", "    class Config:", "        strict = True", "        coerce = True", "", ""]
+    lines += [f"class {title}Schema({title}Features):", f'    """A row of {draft.path}: the features and the rest."""',
+              ""]  # fmt: skip
+    lines += [line for c in training_only for line in _field_lines(c, draft)]
+    other_dates = [c for c in training_only if c.is_date]
+    if other_dates:
+        lines += _date_check(other_dates, suffix="_training")
+    if not training_only:
+        lines.append("    pass")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _py(value: Any) -> str:
+    """A Python literal with double quotes, as the formatter writes them."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _date_check(columns: list[Column], suffix: str = "") -> list[str]:
+    names = ", ".join(_py(c.name) for c in columns)
+    return ["", f"    @pa.check({names})", "    @classmethod", f"    def is_calendar_date{suffix}(cls, series: Series[str]) -> Series[bool]:",
+            '        return pd.to_datetime(series, format="ISO8601", errors="coerce").notna()']  # fmt: skip
+
+
+def _field_lines(column: Column, draft: Draft | None = None) -> list[str]:
+    args: list[str] = []
+    comments: list[str] = []
+    if column.role == "target" and draft is not None and draft.task in ("binary", "multiclass"):
+        annotation = "str"
+        args.append(f"isin={_py(draft.classes)}")
+    elif column.kind in ("integer", "number"):
+        annotation = "int" if column.kind == "integer" and not column.nullable and column.rule is None else "float"
+        if column.kind == "integer" and annotation == "float":
+            comments.append("whole numbers with missing values: float, as int64 holds no missing value")
+        if column.nonnegative:
+            args.append("ge=0")
+            comments.append("never negative in the sample; no upper bound, so larger values to come pass")
+    elif column.is_date:
+        annotation = "str"
+        fmt = (
+            ISO_DATETIME if column.rule is not None and column.rule.format and "%H" in column.rule.format else ISO_DATE
+        )
+        args.append(f'str_matches=r"{fmt}"')
+        comments.append("a date as ISO text" + (f" (read from {column.rule.format!r})" if column.rule else ""))
+    else:
+        annotation = "str"
+        if column.kind in ("category", "code") and column.distinct <= 30:
+            comments.append(f"seen: {', '.join(column.levels[:8])}{', ...' if column.distinct > 8 else ''} "
+                            "(no isin: a new value is served as 'other'/missing, not refused)")  # fmt: skip
+    if column.nullable and column.role != "target":
+        args.append("nullable=True")
+    attribute = identifier(column.name)
+    if attribute != column.name:
+        args.append(f"alias={_py(column.name)}")
+    if column.role == "dropped" and column.drop_reason:
+        comments.insert(0, f"not a feature: {column.drop_reason}")
+    elif column.role in ("id", "weight"):
+        comments.insert(0, column.why[0] if column.why else column.role)
+    if column.unreadable:
+        comments.append(f"{column.unreadable} sampled value(s) such as {column.unreadable_example!r} do not fit: "
+                        "quarantined at ingest")  # fmt: skip
+    out = [f"    # {c}" for c in comments]
+    out.append(f"    {attribute}: Series[{annotation}] = pa.Field({', '.join(args)})")
+    return out
+
+
+def config_yaml(draft: Draft, schema_module_name: str) -> str:
+    """`configs/<name>.yaml`, with a comment on every decision `init` made."""
+    title = class_name(draft.name)
+    features = [c for c in draft.columns if c.role == "feature"]
+    target = next(c for c in draft.columns if c.role == "target")
+    ids = [c.name for c in draft.columns if c.role == "id"]
+    weights = [c.name for c in draft.columns if c.role == "weight"]
+    dropped = [(c.name, c.drop_reason or "") for c in draft.columns if c.drop_reason]
+    tokens = sorted({t for c in draft.columns for t in c.missing_tokens})
+    per_column = {c.name: c.missing_tokens for c in draft.columns if c.missing_tokens}
+    everywhere = not any(set(tokens) & set(c.kept_tokens) for c in draft.columns)
+    rules = [(c.name, c.rule) for c in draft.columns if c.rule is not None]
+    codes = [c.name for c in features if c.kind == "code"]
+    y = _yaml
+    lines = [
+        f"# {draft.name}: drafted by `mlcycle init` from {draft.path}; review, then `mlcycle train --config` this file.",
+        f"name: {draft.name}",
+        f"schema_ref: {schema_module_name}:{title}Schema",
+        f"features_schema_ref: {schema_module_name}:{title}Features",
+        f"target: {y(target.name)}",
+        f"task: {draft.task}",
+    ]
+    if draft.positive is not None:
+        lines.append(f"positive_label: {y(draft.positive)}")
+    if weights:
+        lines.append(f"weight: {y(weights[0])}   # the sample weight; never a feature")
+    if ids:
+        lines.append(f"ids: [{', '.join(y(i) for i in ids)}]   # identifiers: kept for tracing, never features")
+    if dropped:
+        lines.append("drop:   # never features, each with the reason init found")
+        lines += [f"  {y(column)}: {y(reason)}" for column, reason in dropped]
+    if draft.slices:
+        lines.append(f"slices: [{', '.join(y(s) for s in draft.slices)}]   # the gate checks the model on each group")
+    lines += ["seed: 42", "source:", "  kind: files", "  files:", f"    - path: {y(draft.path)}", "  csv:"]
+    lines.append(f"    header: {'true' if draft.csv.header else 'false'}")
+    if draft.csv.names:
+        lines.append(f"    names: [{', '.join(y(n) for n in draft.csv.names)}]")
+    lines.append(f"    sep: {y(draft.csv.sep)}")
+    if draft.csv.skipinitialspace:
+        lines.append("    skipinitialspace: true")
+    if draft.csv.encoding != "utf-8":
+        lines.append(f"    encoding: {y(draft.csv.encoding)}")
+    if tokens and everywhere:
+        lines.append(
+            f"    na_values: [{', '.join(y(t) for t in tokens)}]   # missing, besides empty fields; nothing else is"
+        )
+    elif tokens:
+        lines.append("    na_values:   # missing, per column, besides empty fields; nothing else is")
+        lines += [f"      {y(col)}: [{', '.join(y(t) for t in ts)}]" for col, ts in per_column.items()]
+    if rules:
+        lines.append("  parse:   # text read as numbers or dates; a value a rule cannot read is quarantined")
+        for column, rule in rules:
+            lines.append(f"    {y(column)}: {_rule_yaml(rule)}")
+    lines += ["split:", f"  strategy: {draft.split['strategy']}"]
+    if draft.split.get("time_columns"):
+        lines.append(f"  time_columns: [{', '.join(y(c) for c in draft.split['time_columns'])}]")
+    lines += [f"  valid_size: {draft.split['valid_size']}", f"  test_size: {draft.split['test_size']}"]
+    if draft.derived or codes:
+        lines.append("preprocess:")
+    if codes:
+        lines.append(f"  categorical: [{', '.join(y(c) for c in codes)}]   # codes: numbers that are labels")
+    if draft.derived:
+        lines.append("  derived:   # dates enter the model as numbers")
+        lines += [f"    - {{name: {y(d['name'])}, source: {y(d['source'])}, kind: {d['kind']}}}" for d in draft.derived]
+    tune = draft.tune
+    lines += ["tune:   # sized to " + f"{draft.rows:,} rows", f"  searcher: {tune['searcher']}",
+              f"  time_budget_s: {tune['time_budget_s']}", f"  num_samples: {tune['num_samples']}",
+              f"  max_rounds: {tune['max_rounds']}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _rule_yaml(rule: ParseRule) -> str:
+    parts = [f"kind: {rule.kind}"]
+    if rule.currency:
+        parts.append(f"currency: {_yaml(rule.currency)}")
+    if rule.kind != "date":
+        parts.append(f"thousands: {_yaml(rule.thousands)}")
+    if rule.format:
+        parts.append(f"format: {_yaml(rule.format)}")
+    if rule.century_pivot is not None:
+        parts.append(f"century_pivot: {rule.century_pivot}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _yaml(value: str) -> str:
+    """A YAML scalar that reads back as the same string."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def summary_lines(draft: Draft) -> list[str]:
+    """What `init` decided, column by column, and why: the printed summary."""
+    width = min(max(len(c.name) for c in draft.columns), 28)
+    lines = [f"{draft.path}: {draft.rows:,} rows × {len(draft.columns)} columns"
+             + (f" ({draft.sampled:,} sampled)" if draft.sampled < draft.rows else "")]  # fmt: skip
+    for column in draft.columns:
+        if column.drop_reason and column.role == "dropped":
+            verdict = f"dropped: {column.drop_reason}"
+        elif column.role == "feature":
+            verdict = f"feature ({column.kind})"
+            if column.drop_reason:
+                verdict = f"feature ({column.kind}) {column.drop_reason}"
+        else:
+            verdict = column.role
+        detail = "; ".join(column.why)
+        lines.append(f"  {column.name:<{width}}  {verdict}" + (f" — {detail}" if detail else ""))
+    tune = draft.tune
+    lines.append(f"split: {draft.split['strategy']}" + (f" by {draft.split['time_columns']}"
+                 if draft.split.get("time_columns") else "") + f", {draft.split['valid_size']:.0%} validation, "
+                 f"{draft.split['test_size']:.0%} test")  # fmt: skip
+    lines.append(f"tuning for {draft.rows:,} rows: {tune['searcher']} search, {tune['time_budget_s']} s budget, up to "
+                 f"{tune['num_samples']} trials of at most {tune['max_rounds']} rounds")  # fmt: skip
+    if draft.slices:
+        lines.append(f"slices the gate checks: {', '.join(draft.slices)}")
+    lines += [f"note: {n}" for n in draft.notes]
+    return lines
+
+
+def verify(draft: Draft, schema_source: str, config_source: str) -> None:
+    """The drafted files load: the schema module compiles and the config validates (a defect of `init`, not the
+    user's, if not)."""
+    import yaml
+
+    compile(schema_source, f"schemas/{draft.name}.py", "exec")
+    PipelineConfig.model_validate(yaml.safe_load(config_source))
