@@ -28,13 +28,21 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option(help="Deploy only these: entrypoint function/deployment name, e.g. `train_flow/bike`."),
         ] = None,
+        print_prefect_yaml: Annotated[
+            bool,
+            typer.Option("--print-prefect-yaml", help="Print the deployments as a prefect.yaml and start nothing."),
+        ] = False,
     ) -> None:
         """Bring up the local production setup: Prefect server on loopback (unless PREFECT_API_URL names one),
-        the `mlcycle` process work pool and a worker, and the deployments of prefect.yaml."""
-        from flows.deploy import PROJECT_DIR, deploy, summary
+        the `mlcycle` process work pool and a worker, and the same seven deployments for every config."""
+        from flows.deploy import PROJECT_DIR, deploy, render_prefect_yaml, summary
 
         files = config or sorted((PROJECT_DIR / "configs").glob("*.yaml"))
-        result = deploy([load_pipeline(f, set_) for f in files], name)
+        configs = [load_pipeline(f, set_) for f in files]
+        if print_prefect_yaml:
+            typer.echo(render_prefect_yaml(configs), nl=False)
+            return
+        result = deploy(configs, name)
         typer.echo(summary(result))
         typer.echo(f"export PREFECT_API_URL={result.api_url}   # then e.g. prefect deployment run 'train/bike'")
         typer.echo("stop with: mlcycle undeploy (or make undeploy)")

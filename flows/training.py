@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from tasks.paths import mlcycle_home
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
 from tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
 from tasks.train.boost import TrainingData, refresh_booster, xgb_params
-from tasks.train.evaluate import evaluate_model, reference_predictions, score
+from tasks.train.evaluate import evaluate_model, reference_predictions, reference_training_rows, score
 from tasks.train.final import fit_final_model
 from tasks.train.prepare import LeakageReport, Splits, encode_target, feature_columns, find_leaks, split_frame
 from tasks.train.report import (
@@ -37,7 +39,7 @@ from tasks.train.report import (
     write_report,
     write_tuning_report,
 )
-from tasks.train.tune import TuneResult, experiment_name, start_ray, tune_xgboost
+from tasks.train.tune import RunDeadline, TuneResult, after_search_s, experiment_name, start_ray, tune_xgboost
 
 # DataFrames and boosters are poor cache keys: no task here caches on its inputs.
 _pure = {"cache_policy": NO_CACHE}
@@ -124,14 +126,31 @@ def prepare_task(splits: Splits, preprocessor: PreprocessorSpec, config: Pipelin
 
 
 @task(name="tune_xgboost", **_pure)
-def tune_task(data: TrainingData, config: PipelineConfig, data_hash: str) -> TuneResult:
+def tune_task(data: TrainingData, config: PipelineConfig, data_hash: str, test_rows: int) -> TuneResult:
     return tune_xgboost(data, config.task, config.tune, config.seed, mlcycle_home() / "ray_results",
-                        experiment_name(config, data_hash))  # fmt: skip
+                        experiment_name(config, data_hash), run_deadline(config, data, test_rows))  # fmt: skip
+
+
+def run_deadline(config: PipelineConfig, data: TrainingData, test_rows: int) -> RunDeadline | None:
+    """`tune.run_budget_s` counted from this process's start, as a deadline for the search."""
+    if config.tune.run_budget_s is None:
+        return None
+    import psutil
+
+    started_ago = time.time() - psutil.Process().create_time()
+    deadline = time.monotonic() - started_ago + config.tune.run_budget_s
+    settings = config.tune
+    refit = None
+    if settings.final_fit == "train_valid" or settings.data_parallel_workers:
+        # the best trial's time again, on all the CPUs instead of its own share, on train + validation rows
+        rows = (len(data.x_train) + len(data.x_valid)) / len(data.x_train)
+        refit = rows * settings.cpus_per_trial / max(1, os.cpu_count() or 1)
+    return RunDeadline(deadline, after_search_s(test_rows), refit)
 
 
 @task(name="fit_final_model", **_pure)
 def fit_final_task(data: TrainingData, tuned: TuneResult, config: PipelineConfig) -> Any:
-    return fit_final_model(data, tuned.best_config, tuned.best_rounds, config)
+    return fit_final_model(data, tuned.best_config, tuned.best_rounds, config, tuned.best_boosted, tuned.best_booster)
 
 
 @task(name="evaluate_model", **_pure)
@@ -142,7 +161,8 @@ def evaluate_task(booster: Any, preprocessor: PreprocessorSpec, splits: Splits, 
     references = reference_predictions(config.task, data, apply_preprocessor(preprocessor, splits.test), config.seed)
     every = [splits.train, splits.valid, splits.test]
     metrics = evaluate_model(config.task, y_test, predictions, references, splits.test[config.slices],
-                             splits.train[config.slices], pd.concat([p[config.slices] for p in every]))  # fmt: skip
+                             splits.train[config.slices], pd.concat([p[config.slices] for p in every]),
+                             reference_training_rows(len(data.x_train)))  # fmt: skip
     return Evaluation(metrics=metrics, y_test=y_test, predictions=predictions, references=references)
 
 
@@ -198,7 +218,7 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     leakage = leakage_task(splits, config)
     preprocessor = fit_preprocessor_task(splits, config)
     data = prepare_task(splits, preprocessor, config)
-    tuned = tune_task(data, config, raw.content_hash)
+    tuned = tune_task(data, config, raw.content_hash, len(splits.test))
     booster = fit_final_task(data, tuned, config)
     evaluation = evaluate_task(booster, preprocessor, splits, data, config)
     lineage = collect_lineage(
@@ -206,7 +226,9 @@ def train_flow(config: PipelineConfig) -> TrainResult:
         schema_fingerprint(resolve_schema(config.schema_ref)),
         config,
         {"flow_run_id": flow_run.id, "best_trial_id": tuned.best_trial_id, "best_config": tuned.best_config,
-         "best_rounds": tuned.best_rounds, "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined,
+         "best_rounds": tuned.best_rounds, "best_boosted": tuned.best_boosted,
+         "final_model": "best trial's booster" if tuned.best_booster is not None and config.tune.final_fit == "train"
+         else f"refit ({config.tune.final_fit})", "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined,
          "likely_leaks": leakage.suspects, "duplicated_in_train": leakage.duplicated_in_train},
     )  # fmt: skip
     metrics = evaluation.metrics

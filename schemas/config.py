@@ -231,9 +231,31 @@ class RefreshConfig(_Strict):
     early_stopping_rounds: int = Field(default=20, ge=1)
 
 
+DEFAULT_SPACE: dict[str, list[float]] = {
+    "eta": [0.01, 0.2],
+    "max_depth": [3, 10],
+    "min_child_weight": [1, 20],
+    "subsample": [0.5, 1.0],
+    "colsample_bytree": [0.5, 1.0],
+    "lambda": [1e-3, 10.0],
+    "alpha": [1e-3, 10.0],
+    "max_bin": [64, 512],
+}
+
+
 class TuneConfig(_Strict):
     num_samples: int = Field(default=16, ge=1, description="Trials to run.")
-    time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting trials after this long.")
+    time_budget_s: float | None = Field(
+        default=None, gt=0, description="Seconds of search: running trials stop and no new one starts after this."
+    )
+    run_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds for the whole training run, from the command's start to the gate's verdict. The "
+        "search ends early enough for what follows it: the final fit (nothing when the best trial's model is kept, "
+        "as `final_fit: train` does; else about the best trial's time), evaluation and the gate (an estimate from "
+        "the test rows). With `time_budget_s` too, the search ends at whichever comes first.",
+    )
     cpus_per_trial: int = Field(default=1, ge=1)
     gpus_per_trial: float = Field(
         default=0, ge=0, description="GPU share per trial; above 0 XGBoost trains with device='cuda'."
@@ -292,19 +314,18 @@ class TuneConfig(_Strict):
         "rows (for data larger than one worker's memory).",
     )
     space: dict[str, list[float]] = Field(
-        default_factory=lambda: {
-            "eta": [0.01, 0.2],
-            "max_depth": [3, 10],
-            "min_child_weight": [1, 20],
-            "subsample": [0.5, 1.0],
-            "colsample_bytree": [0.5, 1.0],
-            "lambda": [1e-3, 10.0],
-            "alpha": [1e-3, 10.0],
-            "max_bin": [64, 512],
-        },
+        default_factory=lambda: dict(DEFAULT_SPACE),
         description="Bounds per XGBoost parameter; eta, lambda and alpha are sampled log-uniformly, max_depth and "
-        "max_bin as integers.",
+        "max_bin as integers. A config names only the bounds it changes; the others keep these defaults (a "
+        "parameter held fixed has equal bounds, e.g. `subsample: [0.8, 0.8]`).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _space_over_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("space"), dict):
+            data = {**data, "space": {**DEFAULT_SPACE, **data["space"]}}
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -89,7 +89,8 @@ def refit(bundle: ModelBundle) -> Rebuilt:
     if "best_config" not in lineage or "best_rounds" not in lineage:
         raise ReproduceError(f"{bundle.tag}: its lineage records no best_config / best_rounds")
     splits, preprocessor, data = rebuild_data(bundle)
-    booster = fit_final_model(data, lineage["best_config"], lineage["best_rounds"], bundle.config)
+    booster = fit_final_model(data, lineage["best_config"], lineage["best_rounds"], bundle.config,
+                              int(lineage.get("best_boosted", 0)))  # fmt: skip
     return Rebuilt(splits, preprocessor, booster, data)
 
 

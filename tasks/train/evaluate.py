@@ -44,10 +44,24 @@ def score(task: TaskType, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, f
     return result
 
 
+REFERENCE_ROWS = 100_000  # training rows the linear and default-XGBoost references are fitted on, at most
+
+
+def reference_training_rows(rows: int) -> int:
+    """How many training rows the references are fitted on: all of them, or a seeded sample of `REFERENCE_ROWS`
+    (a reference shows what the data gives without tuning; past this many rows it costs more than it tells)."""
+    return min(rows, REFERENCE_ROWS)
+
+
 def reference_predictions(task: TaskType, data: TrainingData, x_test: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
-    """Test predictions of the models a tuned one must beat, all fitted on the same training split:
-    the trivial model (base rate or mean), a linear model, and XGBoost with its default parameters."""
+    """Test predictions of the models a tuned one must beat: the trivial model (base rate or mean) on the training
+    split, and a linear model and XGBoost with its default parameters on it or on a seeded sample of it
+    (`reference_training_rows`)."""
     trivial = np.full(len(x_test), float(np.mean(data.y_train)))
+    keep = reference_training_rows(len(data.x_train))
+    if keep < len(data.x_train):
+        rows = np.sort(np.random.default_rng(seed).choice(len(data.x_train), keep, replace=False))
+        data = TrainingData(data.x_train.iloc[rows], data.y_train[rows], data.x_valid, data.y_valid)
     categorical = [c for c in data.x_train.columns if isinstance(data.x_train[c].dtype, pd.CategoricalDtype)]
     numeric = [c for c in data.x_train.columns if c not in categorical]
     encode = ColumnTransformer([
@@ -158,6 +172,7 @@ def evaluate_model(
     test_groups: pd.DataFrame,
     train_groups: pd.DataFrame,
     all_groups: pd.DataFrame,
+    reference_rows: int | None = None,
 ) -> dict[str, Any]:
     """Everything known about the model on the test set, in one plain-data report."""
     report: dict[str, Any] = {
@@ -169,6 +184,8 @@ def evaluate_model(
         "bias": bias_report(task, y_test, predictions, test_groups, train_groups, all_groups),
     }
     report["baseline"] = report["references"]["trivial"]
+    if reference_rows is not None:
+        report["references_fitted_on_rows"] = reference_rows
     if task == "binary":
         report["calibration"] = calibration_table(y_test, predictions)
     return report

@@ -15,16 +15,30 @@ if TYPE_CHECKING:
 
 
 def fit_final_model(
-    data: TrainingData, best_config: dict[str, Any], best_rounds: int, config: PipelineConfig
+    data: TrainingData,
+    best_config: dict[str, Any],
+    best_rounds: int,
+    config: PipelineConfig,
+    best_boosted: int = 0,
+    trial_booster: xgb.Booster | None = None,
 ) -> xgb.Booster:
-    """The model to ship, by the config's `tune.final_fit` rule (see `schemas.config.TuneConfig.final_fit`)."""
+    """The model to ship, by the config's `tune.final_fit` rule (see `schemas.config.TuneConfig.final_fit`).
+
+    `train`: the best trial's own model. Its booster, when the trial kept one (`trial_booster`), costs nothing;
+    otherwise the same fit again: the same scoring interval, stopping where the trial stopped (`best_boosted`
+    rounds at most), all cores (XGBoost's `hist` grows the same trees on any number of threads).
+    """
     params = xgb_params(config.task, best_config, nthread=0, seed=config.seed)
     if config.tune.gpus_per_trial > 0:
         params["device"] = "cuda"
     if config.tune.data_parallel_workers:
         return _fit_final_data_parallel(data, params, best_rounds, config)
     if config.tune.final_fit == "train":
-        return fit_booster(data, params, config.tune.max_rounds, config.tune.early_stopping_rounds)
+        if trial_booster is not None:
+            trial_booster.set_param({"nthread": 0})
+            return trial_booster
+        rounds = best_boosted or config.tune.max_rounds
+        return fit_booster(data, params, rounds, config.tune.early_stopping_rounds, config.tune.eval_every)
     x = pd.concat([data.x_train, data.x_valid])
     y = np.concatenate([data.y_train, data.y_valid])
     rounds = max(1, round(best_rounds * len(x) / len(data.x_train)))

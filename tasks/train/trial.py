@@ -38,6 +38,8 @@ from ray import tune  # noqa: E402
 
 from tasks.train.boost import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params  # noqa: E402
 
+BEST_BOOSTER = "booster.ubj"
+
 
 def learning_rate(params: dict[str, Any]) -> float:
     """The booster's learning rate: `eta` (or its alias), else XGBoost's default 0.3."""
@@ -89,14 +91,40 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
         params["device"] = "cuda"
     extra = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
              "threads": settings.cpus_per_trial}  # fmt: skip
-    reporter = RoundReporter(STOPPING_METRIC[settings.task], settings.report_every, tune.report,
+    keeper = BestBooster()
+    reporter = RoundReporter(STOPPING_METRIC[settings.task], settings.report_every, keeper.report,
                              {"done": False, **extra}, learning_rate=learning_rate(params))  # fmt: skip
     share = CpuShare(settings.cpu_share, settings.cpus_per_trial, reporter.extra) if settings.cpu_share else None
 
     def on_eval(booster: xgb.Booster, rounds: int, score: float) -> None:
+        keeper.booster = booster
         reporter.scored(rounds, score)
         if share is not None:
             share.look(booster)
 
-    fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, settings.eval_every, on_eval)
-    tune.report({**reporter.metrics(), **reporter.extra, "done": True})
+    final = fit_booster(data, params, settings.max_rounds, settings.early_stopping_rounds, settings.eval_every, on_eval)
+    keeper.booster = final
+    keeper.report({**reporter.metrics(), **reporter.extra, "done": True})
+
+
+class BestBooster:
+    """Reports to Tune with, whenever the best score has improved since the last report, a checkpoint of the
+    booster cut at its best round: the model this trial measured, which the final fit can take as it is instead of
+    boosting the same rounds again (`tune.final_fit: train`). Tune keeps a trial's latest checkpoint only."""
+
+    def __init__(self) -> None:
+        self.booster: xgb.Booster | None = None
+        self.saved_round = 0
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        best_round = int(metrics["rounds"])
+        if self.booster is None or best_round <= self.saved_round:
+            tune.report(metrics)
+            return
+        import tempfile
+
+        best = self.booster[:best_round] if best_round < self.booster.num_boosted_rounds() else self.booster
+        with tempfile.TemporaryDirectory(prefix="mlcycle-trial-") as folder:
+            best.save_model(os.path.join(folder, BEST_BOOSTER))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        self.saved_round = best_round

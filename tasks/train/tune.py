@@ -40,6 +40,8 @@ class TuneResult:
     experiment_path: str
     elapsed_s: float
     resumed: bool
+    best_booster: Any = None  # the best trial's own booster at its best round, when the trial kept one
+    best_boosted: int = 0  # rounds the best trial had boosted when it stopped
 
     def best_over_time(self) -> list[tuple[float, float]]:
         """(seconds since the search began, best validation score so far) at every report of every trial."""
@@ -228,25 +230,46 @@ class _NoTensorBoard(TBXLoggerCallback):
 
 class _ProgressLog(tune.Callback):
     """One line every `every` finished trials (and at the last): trials done of total, the best score so far and
-    the elapsed time, in the terminal and the Prefect logs. Ray's own progress table is turned off: it redraws
-    every few seconds and floods the Prefect logs."""
+    the elapsed time, in the terminal and the Prefect logs; and while trials run long, a line at least every
+    `quiet_s` seconds with each running trial's rounds and score, so a search of a few slow trials shows it is
+    moving. Ray's own progress table is turned off: it redraws every few seconds and floods the Prefect logs."""
 
-    def __init__(self, total: int, metric: str, every: int) -> None:
+    def __init__(self, total: int, metric: str, every: int, budget_s: float | None = None, quiet_s: float = 20) -> None:
         self.total, self.metric, self.every = total, metric, max(1, every)
-        self.started = time.monotonic()
+        self.budget_s, self.quiet_s = budget_s, quiet_s
+        self.started = self.last_line = time.monotonic()
         self.best = math.inf
+        self.running: dict[str, tuple[int, float]] = {}  # trial id -> (rounds boosted, its best score)
+
+    def _elapsed(self) -> str:
+        elapsed = time.monotonic() - self.started
+        return f"{elapsed:.0f} s elapsed" + (f" of {self.budget_s:.0f} s" if self.budget_s else "")
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         self.best = min(self.best, result["valid_score"])
+        self.running[trial.trial_id] = (int(result.get("boosted", 0)), float(result["valid_score"]))
+        now = time.monotonic()
+        if now - self.last_line >= self.quiet_s:
+            self.last_line = now
+            done = sum(1 for t in trials if t.is_finished())
+            inside = "; ".join(f"{trial_id}: {rounds} rounds, {score:.5f}"
+                               for trial_id, (rounds, score) in sorted(self.running.items()))  # fmt: skip
+            log.info("tuning: %d/%d trials done, best valid %s so far %.5f, %s; running: %s",
+                     done, self.total, self.metric, self.best, self._elapsed(), inside)  # fmt: skip
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # Tune calls this before it marks `trial` finished
+        self.running.pop(trial.trial_id, None)
         done = sum(1 for t in trials if t.is_finished() or t is trial)
         if done % self.every == 0 or done >= self.total:
-            log.info("tuning: %d/%d trials done, best valid %s so far %.5f, %.0f s elapsed",
-                     done, self.total, self.metric, self.best, time.monotonic() - self.started)  # fmt: skip
+            self.last_line = time.monotonic()
+            log.info("tuning: %d/%d trials done, best valid %s so far %.5f, %s",
+                     done, self.total, self.metric, self.best, self._elapsed())  # fmt: skip
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.running.pop(trial.trial_id, None)
 
 
 def _searcher(settings: TuneConfig, seed: int, concurrent: int) -> Any:
@@ -265,8 +288,47 @@ def _searcher(settings: TuneConfig, seed: int, concurrent: int) -> Any:
     return BasicVariantGenerator(random_state=seed, max_concurrent=concurrent)
 
 
+def after_search_s(test_rows: int) -> float:
+    """What evaluation, packaging, the report and the gate take after the search, estimated: measured on this
+    project's 2-core machine at about 30 s (the gate's smoke test starts the real service) plus 4 s per 100,000
+    test rows (predictions, references, slices)."""
+    return 30.0 + 4e-5 * test_rows
+
+
+class RunDeadline(tune.Stopper):
+    """Ends the search when what is left of the run's budget is what the steps after it need: `after_s`, plus,
+    when the final model is fitted again, the best trial's own time on the CPUs it will have."""
+
+    def __init__(self, deadline: float, after_s: float, refit_share: float | None) -> None:
+        self.deadline, self.after_s, self.refit_share = deadline, after_s, refit_share
+        self.best: tuple[float, float] = (math.inf, 0.0)  # (score, seconds) of the best trial so far
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        score, seconds = float(result.get("valid_score", math.inf)), float(result.get("time_total_s", 0.0))
+        if score < self.best[0]:
+            self.best = (score, seconds)
+        return False
+
+    def needed_s(self) -> float:
+        refit = self.best[1] * self.refit_share if self.refit_share is not None else 0.0
+        return self.after_s + refit
+
+    def stop_all(self) -> bool:
+        stop = time.monotonic() + self.needed_s() >= self.deadline
+        if stop:
+            log.info("tuning: stopping to keep %.0f s of the run's budget for the final fit, evaluation and the gate",
+                     self.needed_s())  # fmt: skip
+        return stop
+
+
 def tune_xgboost(
-    data: TrainingData, task: TaskType, settings: TuneConfig, seed: int, storage: Path, experiment: str
+    data: TrainingData,
+    task: TaskType,
+    settings: TuneConfig,
+    seed: int,
+    storage: Path,
+    experiment: str,
+    deadline: RunDeadline | None = None,
 ) -> TuneResult:
     """Search XGBoost hyperparameters with Ray Tune and ASHA.
 
@@ -281,8 +343,8 @@ def tune_xgboost(
     started = time.monotonic()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     path = storage.resolve() / experiment
-    callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every),
-                            _NoTensorBoard()]  # fmt: skip
+    callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every,
+                                         settings.time_budget_s), _NoTensorBoard()]  # fmt: skip
     share: Path | None = None
     if settings.data_parallel_workers:
         from tasks.train.distributed import shard_data
@@ -311,8 +373,17 @@ def tune_xgboost(
             **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
         }
         trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, settings=plain), resources)
+    if deadline is not None:
+        left = deadline.deadline - time.monotonic() - deadline.after_s
+        if left <= 0:
+            raise RuntimeError(f"tune.run_budget_s leaves no time to search: the steps before the search took the "
+                               f"budget but {left + deadline.after_s:.0f} s, and the steps after need "
+                               f"{deadline.after_s:.0f} s")  # fmt: skip
+        budget = min(left, settings.time_budget_s or math.inf)
+        log.info("tuning: %.0f s of search fit the run's budget", budget)
+        settings = settings.model_copy(update={"time_budget_s": budget})
     try:
-        tuner, resumed = _tuner(trainable, task, settings, seed, path, cpus, callbacks)
+        tuner, resumed = _tuner(trainable, task, settings, seed, path, cpus, callbacks, deadline)
         grid = tuner.fit()
     finally:
         if share is not None:
@@ -321,7 +392,14 @@ def tune_xgboost(
 
 
 def _tuner(
-    trainable: Any, task: TaskType, settings: TuneConfig, seed: int, path: Path, cpus: int, callbacks: list[Any]
+    trainable: Any,
+    task: TaskType,
+    settings: TuneConfig,
+    seed: int,
+    path: Path,
+    cpus: int,
+    callbacks: list[Any],
+    deadline: RunDeadline | None = None,
 ) -> tuple[Any, bool]:
     workers = settings.data_parallel_workers
     concurrent = max(1, cpus // ((workers or 1) * settings.cpus_per_trial))
@@ -365,6 +443,9 @@ def _tuner(
             storage_path=str(path.parent),
             verbose=0,
             callbacks=callbacks,
+            stop=deadline,
+            # a trial checkpoints its booster only when its best score improved: the latest is its best
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     return tuner, False
@@ -381,6 +462,7 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool) -> TuneResul
     best = grid.get_best_result(metric="valid_score", mode="min", scope="last")
     log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds",
              elapsed, metric, best.metrics["valid_score"], best.metrics["rounds"])  # fmt: skip
+    booster = _best_booster(best)
     return TuneResult(
         best_config=dict(best.config),
         best_rounds=int(best.metrics["rounds"]),
@@ -392,7 +474,27 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool) -> TuneResul
         experiment_path=grid.experiment_path,
         elapsed_s=elapsed,
         resumed=bool(resumed),
+        best_booster=booster,
+        best_boosted=int(best.metrics.get("boosted", 0)),
     )
+
+
+def _best_booster(best: Any) -> Any:
+    """The best trial's checkpointed booster, if it kept one at the round it reported as its best."""
+    import xgboost as xgb
+
+    from tasks.train.trial import BEST_BOOSTER
+
+    if best.checkpoint is None:
+        return None
+    with best.checkpoint.as_directory() as folder:
+        model = Path(folder) / BEST_BOOSTER
+        if not model.exists():
+            return None
+        booster = xgb.Booster(model_file=str(model))
+    if booster.num_boosted_rounds() != int(best.metrics.get("rounds", -1)):
+        return None  # not the round it reported (a report without a checkpoint came last): refit instead
+    return booster
 
 
 def _trial_record(result: Any) -> dict[str, Any]:

@@ -1,0 +1,96 @@
+"""Bring your own table: a messy export through `mlcycle init`, the real training flow with the config exactly as
+init wrote it (only the search made small), and a real `bentoml serve` answering requests in the drafted contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from schemas import load_config, resolve_schema
+from tests.conftest import ROOT
+from tests.integration.conftest import SMALL_RUN
+from tests.test_draft import loans_file
+
+NAME = "owndata_it"
+
+
+@pytest.fixture(scope="module")
+def drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`mlcycle init` on a 1,500-row export with a few values no rule can read; the files it wrote are removed."""
+    folder = tmp_path_factory.mktemp("export")
+    path = loans_file(folder, rows=1500)
+    lines = path.read_text().splitlines()
+    lines[10] = lines[10].replace("%,", "x%,", 1)  # a rate that is not a percentage
+    lines[20] = lines[20].replace("-", "/", 1)  # a date in no format the rule reads
+    path.write_text("\n".join(lines) + "\n")
+    written = [ROOT / "schemas" / f"{NAME}.py", ROOT / "configs" / f"{NAME}.yaml"]
+    try:
+        proc = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "init", str(path),
+                               "--target", "default", "--name", NAME, "--weight", "survey_weight", "--force"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "charged_off" in proc.stdout and "dropped: likely target leak" in proc.stdout
+        yield written[1]
+    finally:
+        for file in written:
+            file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def trained(drafted: Path, prefect_server: None, local_ray: None):  # type: ignore[no-untyped-def]
+    from flows.training import train_flow
+
+    small = {k: v for k, v in SMALL_RUN.items() if k != "source.sample_rows"}
+    config = load_config(drafted, {**small, "tune.searcher": "random"})
+    return config, train_flow(config)
+
+
+def test_the_drafted_config_trains_with_no_edits(trained) -> None:  # type: ignore[no-untyped-def]
+    config, result = trained
+    assert result.decision in ("promote", "reject") and result.gate_reasons
+    assert result.test["roc_auc"] > 0.6  # segment and amount drive the label; the model found them
+    from tasks.registry.bundle import load_bundle
+
+    bundle = load_bundle(result.tag)
+    features = set(bundle.preprocessor.feature_names)
+    assert {"amount", "rate", "zip", "segment", "region", "origin", "opened_days"} <= features
+    assert not features & {"loan_id", "customer", "charged_off", "country", "survey_weight", "default", "opened"}
+    zip_code = next(f for f in bundle.preprocessor.features if f.name == "zip")
+    assert zip_code.kind == "categorical" and "02134" in (zip_code.categories or [])
+
+
+def test_unreadable_values_are_quarantined_under_their_rule(trained) -> None:  # type: ignore[no-untyped-def]
+    from tasks.ingest.store import DatasetStore, read_ledger
+
+    config, _ = trained
+    ledger = read_ledger(DatasetStore.for_dataset(config.name))
+    checks = {(row.column, row.check) for row in ledger.itertuples()}
+    assert ("rate", "parse_percent") in checks
+    assert ("opened", "parse_date('%d-%b-%y')") in checks
+
+
+def test_the_service_takes_requests_in_the_drafted_contract(trained) -> None:  # type: ignore[no-untyped-def]
+    from tasks.registry.bundle import load_bundle
+    from tasks.registry.smoke import ServeError, serving_model
+
+    config, result = trained
+    fields = list(resolve_schema(config.features_schema_ref).to_schema().columns)
+    record = {"amount": 180000.0, "rate": 12.5, "opened": "1997-02-28", "zip": "02134", "segment": "3",
+              "region": None, "origin": "NA"}  # fmt: skip
+    assert sorted(record) == sorted(fields)
+    offline = load_bundle(result.tag).predict_raw(pd.DataFrame([record]))[0]
+    try:
+        with serving_model(result.tag, timeout_s=120) as url:
+            answer = httpx.post(f"{url}/predict", json={"records": [record]}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["predictions"][0]["probability"] == pytest.approx(float(offline), abs=1e-6)
+            refused = httpx.post(f"{url}/predict", json={"records": [{**record, "opened": "28-Feb-97"}]}, timeout=30)
+            assert refused.status_code == 422 and "opened" in refused.text
+    except ServeError as exc:
+        pytest.fail(str(exc))

@@ -1,0 +1,43 @@
+"""Every config gets the same seven deployments, rendered from the config alone; the committed prefect.yaml is that
+rendering for the shipped configs."""
+
+from __future__ import annotations
+
+import subprocess
+
+import yaml
+
+from flows.deploy import render_prefect_yaml
+from schemas import load_config
+from tests.conftest import ROOT
+
+KINDS = ["flows/training.py:train_flow", "flows/retrain.py:retrain_flow", "flows/watch.py:watch_flow",
+         "flows/retrain.py:retrain_flow", "flows/drift.py:drift_flow", "flows/retrain.py:retrain_flow",
+         "flows/models.py:rollback_flow"]  # fmt: skip
+
+
+def shipped() -> list:  # type: ignore[type-arg]
+    """The configs the repository holds (a user's own config, not yet committed, is not the demo's)."""
+    listed = subprocess.run(["git", "ls-files", "configs/*.yaml"], cwd=ROOT, capture_output=True, text=True)
+    paths = [ROOT / p for p in listed.stdout.split()] if listed.returncode == 0 and listed.stdout.strip() else []
+    return [load_config(path) for path in sorted(paths or (ROOT / "configs").glob("*.yaml"))]
+
+
+def test_the_committed_prefect_yaml_is_the_rendering_of_the_shipped_configs() -> None:
+    assert (ROOT / "prefect.yaml").read_text() == render_prefect_yaml(shipped()), (
+        "prefect.yaml is stale: run `mlcycle deploy --print-prefect-yaml > prefect.yaml`"
+    )
+
+
+def test_a_new_config_gets_the_seven_deployments_with_its_own_variables() -> None:
+    adult = load_config(ROOT / "configs" / "adult.yaml")
+    loans = adult.model_copy(update={"name": "loans-2024"})
+    document = yaml.safe_load(render_prefect_yaml([loans]))
+    deployments = document["deployments"]
+    assert [d["entrypoint"] for d in deployments] == KINDS
+    assert {d["name"] for d in deployments} == {"loans-2024", "loans-2024-scheduled", "loans-2024-on-new-data",
+                                                "loans-2024-on-drift"}  # fmt: skip
+    text = yaml.safe_dump(deployments)
+    assert "mlcycle_loans_2024_config" in text and "mlcycle_adult" not in text
+    triggers = [t for d in deployments for t in d.get("triggers", [])]
+    assert {t["match"]["prefect.resource.id"] for t in triggers} == {"mlcycle.dataset.loans-2024"}
