@@ -415,9 +415,8 @@ def _decide_role(column: Column, values: pd.Series, rows_in_sample: int) -> None
         return
     if whole and (CODE_NAME.search(column.name) or distinct <= MAX_CODE_LEVELS):
         column.kind = "code"
-        reason = "its name says it is a code" if CODE_NAME.search(column.name) else f"only {distinct} values"
-        column.why.append(f"a code, used as a category ({reason}; {distinct:,} values): its numbers are labels, "
-                          "not amounts")  # fmt: skip
+        reason = f"its name says so; {distinct:,} values" if CODE_NAME.search(column.name) else f"only {distinct} values"
+        column.why.append(f"a code, used as a category ({reason}): its numbers are labels, not amounts")
         return
     if column.is_date:
         return
