@@ -223,3 +223,22 @@ def test_a_headerless_file_without_names_explains_itself(tmp_path: Path) -> None
     assert "--no-header" in proc.stderr and "Traceback" not in proc.stderr
     frame = pd.read_csv(path, header=None)
     assert len(frame.columns) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"a,b\n1,2\n\x00\x01\x02", "binary data, not delimited text"),
+        (b"name,score\ncaf\xe9,1\n", "cannot be read as CSV"),
+        (b"a,b,c\n1,2,3\n4,5,6,7\n", "cannot be read as CSV"),
+        (b"a;b;c\n1;2;3\n", "only one column"),
+    ],
+    ids=["empty", "binary", "latin-1", "ragged", "wrong-separator"],
+)
+def test_unreadable_files_name_the_file_and_the_problem(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(DraftError, match=message) as caught:
+        draft_dataset(path, "a", today=TODAY)
+    assert str(path) in str(caught.value)

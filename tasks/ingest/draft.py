@@ -103,7 +103,11 @@ def read_sample(path: Path, csv: CsvOptions, max_rows: int, seed: int) -> tuple[
     data = path.read_bytes()
     if not data.strip():
         raise DraftError(f"{path}: the file is empty")
-    if path.suffix.lower() in (".parquet", ".pq"):
+    is_parquet = path.suffix.lower() in (".parquet", ".pq") or data[:4] == b"PAR1"
+    nul = data.find(b"\x00")
+    if not is_parquet and nul >= 0:
+        raise DraftError(f"{path}: binary data, not delimited text (NUL byte at offset {nul})")
+    if is_parquet:
         frame = pd.read_parquet(io.BytesIO(data))
         frame = frame.astype({c: "string" for c in frame.columns if not pd.api.types.is_string_dtype(frame[c])})
         frame = frame.astype(object).where(frame.notna(), None)
