@@ -242,3 +242,13 @@ def test_unreadable_files_name_the_file_and_the_problem(tmp_path: Path, content:
     with pytest.raises(DraftError, match=message) as caught:
         draft_dataset(path, "a", today=TODAY)
     assert str(path) in str(caught.value)
+
+
+def test_a_large_file_is_read_in_part_and_counted_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.ingest.draft as draft
+
+    path = loans_file(tmp_path, rows=400)
+    monkeypatch.setattr(draft, "READ_BYTES", 20_000)
+    frame, rows = draft.read_sample(path, CsvOptions(), max_rows=1000, seed=0)
+    assert rows == 400 and 50 < len(frame) < 400
+    assert frame.iloc[-1].notna().sum() >= 10  # the last line read is whole, not cut mid-way

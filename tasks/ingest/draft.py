@@ -96,11 +96,13 @@ class Draft:
 
 
 def read_sample(path: Path, csv: CsvOptions, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
-    """Every row of the file as text (nothing typed, nothing made missing but empty fields), then a seeded random
-    sample of at most `max_rows` of them; and the number of data rows."""
+    """The rows of the file (its first `READ_BYTES` when larger) as text, nothing typed and nothing missing but
+    empty fields, then a seeded random sample of at most `max_rows` of them; and the number of data rows."""
     if not path.is_file():
         raise DraftError(f"{path}: no such file")
-    data = path.read_bytes()
+    with path.open("rb") as fh:
+        data = fh.read(READ_BYTES)
+        more = fh.read(1) != b""
     if not data.strip():
         raise DraftError(f"{path}: the file is empty")
     is_parquet = path.suffix.lower() in (".parquet", ".pq") or data[:4] == b"PAR1"
@@ -112,6 +114,8 @@ def read_sample(path: Path, csv: CsvOptions, max_rows: int, seed: int) -> tuple[
         frame = frame.astype({c: "string" for c in frame.columns if not pd.api.types.is_string_dtype(frame[c])})
         frame = frame.astype(object).where(frame.notna(), None)
     else:
+        if more:  # a large file: the first READ_BYTES of it, cut at a line's end
+            data = data[: data.rfind(b"\n") + 1]
         try:
             opts, data = single_character_separator(csv, data, str(path))
             frame = pd.read_csv(io.BytesIO(data), sep=opts.sep, header=0 if csv.header else None, names=csv.names,
@@ -135,10 +139,22 @@ def read_sample(path: Path, csv: CsvOptions, max_rows: int, seed: int) -> tuple[
     if duplicated and csv.header:
         raise DraftError(f"{path}: the header names some columns twice ({', '.join(duplicated)}): if the file has no "
                          "header line, pass --no-header or --names a,b,c")  # fmt: skip
-    rows = len(frame)
-    if rows > max_rows:
+    rows = len(frame) if not more else count_rows(path, csv)
+    if len(frame) > max_rows:
         frame = frame.sample(n=max_rows, random_state=seed).sort_index()
     return frame.reset_index(drop=True), rows
+
+
+READ_BYTES = 512 * 1024 * 1024  # init reads at most this much of a file (then samples it); rows are counted in full
+
+
+def count_rows(path: Path, csv: CsvOptions) -> int:
+    """Data rows of a large file, counted by line ends without keeping it in memory (a quoted line break counts)."""
+    lines = 0
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            lines += block.count(b"\n")
+    return lines - (1 if csv.header else 0) - csv.skiprows
 
 
 def draft_dataset(
@@ -419,7 +435,9 @@ def _decide_role(column: Column, values: pd.Series, rows_in_sample: int) -> None
         return
     if whole and (CODE_NAME.search(column.name) or distinct <= MAX_CODE_LEVELS):
         column.kind = "code"
-        reason = f"its name says so; {distinct:,} values" if CODE_NAME.search(column.name) else f"only {distinct} values"
+        reason = (
+            f"its name says so; {distinct:,} values" if CODE_NAME.search(column.name) else f"only {distinct} values"
+        )
         column.why.append(f"a code, used as a category ({reason}): its numbers are labels, not amounts")
         return
     if column.is_date:
