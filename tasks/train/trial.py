@@ -9,6 +9,7 @@ pandera): its settings come as the plain `TrialSettings` below.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -38,8 +39,6 @@ from ray import tune  # noqa: E402
 
 from tasks.train.boost import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params  # noqa: E402
 
-BEST_BOOSTER = "booster.ubj"
-
 
 def learning_rate(params: dict[str, Any]) -> float:
     """The booster's learning rate: `eta` (or its alias), else XGBoost's default 0.3."""
@@ -59,6 +58,7 @@ class TrialSettings:
     cpus_per_trial: int
     gpus_per_trial: float
     cpu_share: str | None = None  # see CpuShare; None: the trial keeps `cpus_per_trial` threads
+    keeper: str | None = None  # the name of the search's BoosterKeeper actor, if it keeps the best booster
 
 
 class CpuShare:
@@ -91,7 +91,7 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
         params["device"] = "cuda"
     extra = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
              "threads": settings.cpus_per_trial}  # fmt: skip
-    keeper = BestBooster()
+    keeper = BestBooster(settings.keeper)
     reporter = RoundReporter(STOPPING_METRIC[settings.task], settings.report_every, keeper.report,
                              {"done": False, **extra}, learning_rate=learning_rate(params))  # fmt: skip
     share = CpuShare(settings.cpu_share, settings.cpus_per_trial, reporter.extra) if settings.cpu_share else None
@@ -108,23 +108,36 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
 
 
 class BestBooster:
-    """Reports to Tune with, whenever the best score has improved since the last report, a checkpoint of the
-    booster cut at its best round: the model this trial measured, which the final fit can take as it is instead of
-    boosting the same rounds again (`tune.final_fit: train`). Tune keeps a trial's latest checkpoint only."""
+    """Reports to Tune and, whenever the trial's best score has improved since its last report, offers its booster
+    cut at the best round to the search's `BoosterKeeper`, which keeps the best of all trials: the model the search
+    measured, which the final fit can take as it is instead of boosting the same rounds again (`tune.final_fit:
+    train`). The offer goes out before the report and does not wait: the trial's time is the search's."""
 
-    def __init__(self) -> None:
+    def __init__(self, keeper: str | None) -> None:
+        self.keeper = ray.get_actor(keeper) if keeper else None
         self.booster: xgb.Booster | None = None
-        self.saved_round = 0
+        self.offered = math.inf
 
     def report(self, metrics: dict[str, Any]) -> None:
-        best_round = int(metrics["rounds"])
-        if self.booster is None or best_round <= self.saved_round:
-            tune.report(metrics)
-            return
-        import tempfile
+        score, best_round = float(metrics["valid_score"]), int(metrics["rounds"])
+        if self.keeper is not None and self.booster is not None and score < self.offered and best_round > 0:
+            best = self.booster[:best_round] if best_round < self.booster.num_boosted_rounds() else self.booster
+            trial_id = tune.get_context().get_trial_id()
+            self.keeper.offer.remote(score, best_round, trial_id, bytes(best.save_raw("ubj")))
+            self.offered = score
+        tune.report(metrics)
 
-        best = self.booster[:best_round] if best_round < self.booster.num_boosted_rounds() else self.booster
-        with tempfile.TemporaryDirectory(prefix="mlcycle-trial-") as folder:
-            best.save_model(os.path.join(folder, BEST_BOOSTER))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        self.saved_round = best_round
+
+class BoosterKeeper:
+    """A Ray actor of the search's (no CPU of its own): the best booster offered so far, as XGBoost's binary JSON
+    with its score, best round and trial. In Ray's memory, so trials on any node reach it with no shared disk."""
+
+    def __init__(self) -> None:
+        self.best: tuple[float, int, str, bytes] | None = None
+
+    def offer(self, score: float, rounds: int, trial_id: str, raw: bytes) -> None:
+        if self.best is None or score < self.best[0]:
+            self.best = (score, rounds, trial_id, raw)
+
+    def get(self) -> tuple[float, int, str, bytes] | None:
+        return self.best

@@ -346,6 +346,7 @@ def tune_xgboost(
     callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every,
                                          settings.time_budget_s), _NoTensorBoard()]  # fmt: skip
     share: Path | None = None
+    keeper: Any = None
     if settings.data_parallel_workers:
         from tasks.train.distributed import shard_data
 
@@ -359,15 +360,17 @@ def tune_xgboost(
     else:
         # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.train.trial trims
         # what a Ray worker that imports it may load.
-        from tasks.train.trial import TrialSettings, run_trial
+        from tasks.train.trial import BoosterKeeper, TrialSettings, run_trial
 
+        keeper_name = f"mlcycle-keeper-{path.name}-{os.getpid()}"
+        keeper = ray.remote(num_cpus=0)(BoosterKeeper).options(name=keeper_name).remote()
         lend = _OWN_RAY.get("local", False) and not settings.gpus_per_trial and len(ray.nodes()) == 1
         if lend:
             share = path / ".cpu-share"  # the experiment's own: the same again when the search is resumed
             callbacks.append(_LendFreedCpus(share, cpus, settings.cpus_per_trial, settings.num_samples))
         plain = TrialSettings(task, seed, settings.max_rounds, settings.early_stopping_rounds, settings.report_every,
                               settings.eval_every, settings.cpus_per_trial, settings.gpus_per_trial,
-                              str(share) if share else None)  # fmt: skip
+                              str(share) if share else None, keeper_name)  # fmt: skip
         resources = {
             "cpu": settings.cpus_per_trial,
             **({"gpu": settings.gpus_per_trial} if settings.gpus_per_trial else {}),
@@ -388,7 +391,7 @@ def tune_xgboost(
     finally:
         if share is not None:
             share.unlink(missing_ok=True)
-    return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed)
+    return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed, keeper)
 
 
 def _tuner(
@@ -444,14 +447,12 @@ def _tuner(
             verbose=0,
             callbacks=callbacks,
             stop=deadline,
-            # a trial checkpoints its booster only when its best score improved: the latest is its best
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     return tuner, False
 
 
-def _collect(grid: Any, metric: str, elapsed: float, resumed: bool) -> TuneResult:
+def _collect(grid: Any, metric: str, elapsed: float, resumed: bool, keeper: Any = None) -> TuneResult:
     trials = [_trial_record(r) for r in grid]
     curves = {t["trial_id"]: _curve(r) for t, r in zip(trials, grid, strict=True)}
     scored = [t for t in trials if t["valid_score"] is not None]
@@ -462,7 +463,7 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool) -> TuneResul
     best = grid.get_best_result(metric="valid_score", mode="min", scope="last")
     log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds",
              elapsed, metric, best.metrics["valid_score"], best.metrics["rounds"])  # fmt: skip
-    booster = _best_booster(best)
+    booster = _best_booster(best, keeper)
     return TuneResult(
         best_config=dict(best.config),
         best_rounds=int(best.metrics["rounds"]),
@@ -479,21 +480,21 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool) -> TuneResul
     )
 
 
-def _best_booster(best: Any) -> Any:
-    """The best trial's checkpointed booster, if it kept one at the round it reported as its best."""
+def _best_booster(best: Any, keeper: Any) -> Any:
+    """The best trial's own booster from the search's keeper, if it holds that trial at the round it reported."""
     import xgboost as xgb
 
-    from tasks.train.trial import BEST_BOOSTER
-
-    if best.checkpoint is None:
+    if keeper is None:
         return None
-    with best.checkpoint.as_directory() as folder:
-        model = Path(folder) / BEST_BOOSTER
-        if not model.exists():
-            return None
-        booster = xgb.Booster(model_file=str(model))
-    if booster.num_boosted_rounds() != int(best.metrics.get("rounds", -1)):
-        return None  # not the round it reported (a report without a checkpoint came last): refit instead
+    kept = ray.get(keeper.get.remote())
+    ray.kill(keeper)
+    if kept is None:
+        return None
+    _, rounds, trial_id, raw = kept
+    if trial_id != best.metrics.get("trial_id") or rounds != int(best.metrics.get("rounds", -1)):
+        return None  # the best trial ran before a resume, or its offer came late: the final fit boosts again
+    booster = xgb.Booster()
+    booster.load_model(bytearray(raw))
     return booster
 
 

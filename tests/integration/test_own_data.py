@@ -65,6 +65,18 @@ def test_the_drafted_config_trains_with_no_edits(trained) -> None:  # type: igno
     assert zip_code.kind == "categorical" and "02134" in (zip_code.categories or [])
 
 
+def test_the_final_model_is_the_best_trials_own_and_reproduces(trained) -> None:  # type: ignore[no-untyped-def]
+    from tasks.registry.bundle import load_bundle
+    from tasks.registry.reproduce import reproduce
+
+    _, result = trained
+    lineage = load_bundle(result.tag).lineage
+    assert lineage["final_model"] == "best trial's booster"
+    assert lineage["best_boosted"] >= lineage["best_rounds"] > 0
+    again = reproduce(result.tag)
+    assert again.matches and again.same_rounds, again
+
+
 def test_unreadable_values_are_quarantined_under_their_rule(trained) -> None:  # type: ignore[no-untyped-def]
     from tasks.ingest.store import DatasetStore, read_ledger
 
