@@ -75,24 +75,26 @@ app.add_typer(schema_app, name="schema")
 
 @schema_app.command("infer")
 def schema_infer(
-    path: Annotated[str, typer.Argument(help="A CSV or Parquet file of the new dataset.")],
-    name: Annotated[str, typer.Option(help="Dataset name; the class is <Name>Schema.")],
+    path: Annotated[Path, typer.Argument(help="A CSV (any separator) or Parquet file of the new dataset.")],
+    name: Annotated[str, typer.Option(help="Dataset name; the classes are <Name>Features and <Name>Schema.")],
+    target: Annotated[str | None, typer.Option(help="The column to predict: kept out of the features schema.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the module here instead of printing it.")] = None,
-    sep: Annotated[str, typer.Option(help="CSV delimiter.")] = ",",
+    sep: Annotated[str, typer.Option(help="Field separator, any length, e.g. ';' or ', '.")] = ",",
+    names: Annotated[
+        str | None, typer.Option(help="Column names, comma-separated, for a file without a header line.")
+    ] = None,
+    no_header: Annotated[bool, typer.Option("--no-header", help="The file has no header line.")] = False,
 ) -> None:
-    """Draft a pandera schema module from a file, for a person to review and commit."""
-    from schemas.config import CsvOptions, SourceConfig, SourceFile
-    from tasks.ingest.read import FileInput, SourceError, parse_batch, read_input_bytes
-    from tasks.ingest.schema_review import infer_schema_source
+    """Draft the pandera schema module of a file (as `mlcycle init` does, without a config), for a person to review."""
+    from flows.init_cli import csv_options
+    from tasks.ingest.draft import DraftError, draft_dataset, schema_module
 
-    source = SourceConfig(files=[SourceFile(path=path)], csv=CsvOptions(sep=sep))
-    item = FileInput(path)
     try:
-        parsed = parse_batch(read_input_bytes(item), item, source)
-    except SourceError as exc:
+        draft = draft_dataset(path, target, name=name, csv=csv_options(path, sep, names, no_header))
+    except (DraftError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    module = infer_schema_source(parsed.frame, name)
+        raise typer.Exit(2) from None
+    module = schema_module(draft)
     if out is None:
         typer.echo(module)
     else:

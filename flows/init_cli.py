@@ -4,9 +4,12 @@ No `from __future__ import annotations` here: typer reads the annotations at run
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from schemas.config import CsvOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -41,16 +44,10 @@ def register(app: typer.Typer) -> None:
 
         Then `mlcycle train --config configs/<name>.yaml` trains with no edits.
         """
-        from schemas.config import CsvOptions
         from tasks.ingest.draft import DraftError, config_yaml, draft_dataset, schema_module, summary_lines, verify
 
-        sep = sep.encode().decode("unicode_escape") if "\\" in sep else sep
-        column_names = [n.strip() for n in names.split(",")] if names else None
-        header = not (no_header or column_names)
         try:
-            if column_names is None and not header:
-                column_names = _numbered_columns(path, sep)
-            csv = CsvOptions(header=header, names=column_names, sep=sep)
+            csv = csv_options(path, sep, names, no_header)
             draft = draft_dataset(path, target, name=name, task=task, positive=positive, csv=csv, weight=weight,
                                   time_column=time_column, max_rows=sample_rows)  # fmt: skip
         except (DraftError, ValueError) as exc:
@@ -75,6 +72,19 @@ def register(app: typer.Typer) -> None:
         config_file.write_text(config_source)
         typer.echo(f"wrote {schema_file} and {config_file}: review them, then")
         typer.echo(f"  mlcycle train --config {config_file}")
+
+
+def csv_options(path: Path, sep: str, names: str | None, no_header: bool) -> "CsvOptions":
+    """How to read the file, from the command's options: `\\t` for a tab, names for a headerless file (c1 … cN
+    when none are given)."""
+    from schemas.config import CsvOptions
+
+    sep = sep.encode().decode("unicode_escape") if "\\" in sep else sep
+    column_names = [n.strip() for n in names.split(",")] if names else None
+    header = not (no_header or column_names)
+    if column_names is None and not header:
+        column_names = _numbered_columns(path, sep)
+    return CsvOptions(header=header, names=column_names, sep=sep)
 
 
 def _numbered_columns(path: Path, sep: str) -> list[str]:

@@ -12,7 +12,8 @@ import pandera.pandas as pa
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.ingest.schema_review import ColumnChange, diff_frame, infer_schema_source
+from tasks.ingest.draft import draft_dataset, schema_module
+from tasks.ingest.schema_review import ColumnChange, diff_frame
 from tasks.ingest.store import DatasetStore
 from tasks.ingest.validate import validate_frame
 from tests.ingest_fixtures import HEADER, TinySchema, admit_file, tiny_config
@@ -57,7 +58,9 @@ def test_inferred_schema_accepts_its_own_data_and_refuses_the_unseen(tmp_path: P
         "jobs": [1.0, None, 3.0, 4.0, 5.0, 6.0],
         "class": ["a", "b", "c", "d", "e", "f"],
     })  # fmt: skip
-    source = infer_schema_source(frame, "sba-loans")
+    data = tmp_path / "sba-loans.csv"
+    frame.to_csv(data, index=False)
+    source = schema_module(draft_dataset(data, None, name="sba-loans"))
     module_path = tmp_path / "sba_draft.py"
     module_path.write_text(source)
     spec = importlib.util.spec_from_file_location("sba_draft", module_path)
@@ -71,11 +74,14 @@ def test_inferred_schema_accepts_its_own_data_and_refuses_the_unseen(tmp_path: P
         assert set(columns) == set(frame.columns)
         assert columns["state"].nullable and not columns["amount"].nullable
         assert validate_frame(frame, schema).quarantine.empty
+        # next month's new state and larger amount are not quarantined: no sample min/max, no closed category list
         unseen = frame.assign(state=["TX", *frame["state"].tolist()[1:]], amount=[99.0, *frame["amount"].tolist()[1:]])
-        assert sorted(set(validate_frame(unseen, schema).quarantine["column"])) == ["amount", "state"]
+        assert validate_frame(unseen, schema).quarantine.empty
+        negative = frame.assign(amount=[-1.0, *frame["amount"].tolist()[1:]])
+        assert sorted(set(validate_frame(negative, schema).quarantine["column"])) == ["amount"]  # ge=0 holds
     finally:
         del sys.modules["sba_draft"]
-    assert "class_: Series[str] = pa.Field(alias='class')" in source  # a keyword becomes a safe attribute
+    assert 'class_: Series[str] = pa.Field(alias="class")' in source  # a keyword becomes a safe attribute
 
 
 def test_cli_schema_infer_and_diff(tmp_path: Path) -> None:
@@ -83,9 +89,15 @@ def test_cli_schema_infer_and_diff(tmp_path: Path) -> None:
     runner = CliRunner()
     inferred = runner.invoke(app, ["schema", "infer", str(tmp_path / "new.csv"), "--name", "demo"])
     assert inferred.exit_code == 0, inferred.output
-    assert "class DemoSchema(pa.DataFrameModel):" in inferred.stdout
-    assert "a: Series[int] = pa.Field(ge=1, le=4)" in inferred.stdout
-    assert "b: Series[str] = pa.Field(isin=['x', 'y'])" in inferred.stdout
+    assert "class DemoFeatures(pa.DataFrameModel):" in inferred.stdout
+    assert "class DemoSchema(DemoFeatures):" in inferred.stdout
+    assert "a: Series[int] = pa.Field(ge=0)" in inferred.stdout
+    assert "b: Series[str] = pa.Field()" in inferred.stdout
+    (tmp_path / "adult.data").write_text("39, ?, <=50K\n50, Private, >50K\n")
+    headerless = runner.invoke(app, ["schema", "infer", str(tmp_path / "adult.data"), "--name", "adult", "--sep",
+                                     ", ", "--names", "age,workclass,income", "--target", "income"])  # fmt: skip
+    assert headerless.exit_code == 0, headerless.output
+    assert "workclass: Series[str] = pa.Field(nullable=True)" in headerless.stdout  # `?` is missing, not a value
 
     import yaml
 

@@ -159,7 +159,7 @@ def count_rows(path: Path, csv: CsvOptions) -> int:
 
 def draft_dataset(
     path: Path,
-    target: str,
+    target: str | None,
     *,
     name: str | None = None,
     task: str | None = None,
@@ -171,7 +171,8 @@ def draft_dataset(
     seed: int = 42,
     today: datetime | None = None,
 ) -> Draft:
-    """Read a sample of the file and decide, column by column, what it is and how it enters the model."""
+    """Read a sample of the file and decide, column by column, what it is and how it enters the model. With no
+    target (`mlcycle schema infer`) the columns are typed and excluded alike, and no task is chosen."""
     csv = csv or CsvOptions()
     name = name or dataset_name(path)
     frame, rows = read_sample(path, csv, max_rows, seed)
@@ -187,10 +188,12 @@ def draft_dataset(
     notes: list[str] = []
     typed = _typed_frame(frame, columns)
 
-    target_column = by_name[target]
-    target_column.role = "target"
-    task, positive, classes = _choose_task(typed[target], target_column, task, positive)
-    target_column.why.insert(0, f"the target: {task}" + (f", positive class {positive!r}" if positive else ""))
+    classes: list[str] = []
+    if target is not None:
+        target_column = by_name[target]
+        target_column.role = "target"
+        task, positive, classes = _choose_task(typed[target], target_column, task, positive)
+        target_column.why.insert(0, f"the target: {task}" + (f", positive class {positive!r}" if positive else ""))
     if weight is not None:
         weights = by_name[weight]
         if weights.kind not in ("integer", "number"):
@@ -200,7 +203,8 @@ def draft_dataset(
     rest = [c for c in columns if c.role == "feature"]
     for column in rest:
         _decide_role(column, typed[column.name], rows_in_sample=len(frame))
-    _scan_leaks(typed, [c for c in rest if c.role == "feature"], target, task, positive, name, notes)
+    if target is not None:
+        _scan_leaks(typed, [c for c in rest if c.role == "feature"], target, str(task), positive, name, notes)
 
     derived = [
         {"name": f"{c.name}_{part}", "source": c.name, "kind": part}
@@ -211,10 +215,10 @@ def draft_dataset(
             column.drop_reason = "enters as the derived features " + ", ".join(
                 d["name"] for d in derived if d["source"] == column.name
             )
-    split = _choose_split(task, time_column, columns, typed, notes)
+    split = _choose_split(task or "", time_column, columns, typed, notes)
     slices = _choose_slices(columns)
     tune = tuning_defaults(rows)
-    return Draft(name=name, path=str(path), rows=rows, sampled=len(frame), columns=columns, task=task,
+    return Draft(name=name, path=str(path), rows=rows, sampled=len(frame), columns=columns, task=task or "",
                  positive=positive, classes=classes, csv=csv, split=split, tune=tune, slices=slices, derived=derived,
                  notes=notes)  # fmt: skip
 
@@ -433,7 +437,8 @@ def _decide_role(column: Column, values: pd.Series, rows_in_sample: int) -> None
         column.why.append(f"a category with {distinct:,} values" + (" (the most frequent kept, the rest 'other')"
                                                                     if distinct > 200 else ""))  # fmt: skip
         return
-    if whole and (CODE_NAME.search(column.name) or distinct <= MAX_CODE_LEVELS):
+    few = distinct <= MAX_CODE_LEVELS and n >= 20 * distinct  # few values, each seen often: labels, not counts
+    if whole and (CODE_NAME.search(column.name) or few):
         column.kind = "code"
         reason = (
             f"its name says so; {distinct:,} values" if CODE_NAME.search(column.name) else f"only {distinct} values"

@@ -1,10 +1,8 @@
-"""Schema review: what a batch changes against the schema (`schema diff`), and a first draft of a schema for a
-dataset mlcycle has never seen (`schema infer`), for a person to read and commit."""
+"""Schema review: what a batch changes against the schema (`schema diff`). The first draft of a schema for a
+dataset mlcycle has never seen is `tasks.ingest.draft`'s (`mlcycle init`, `mlcycle schema infer`)."""
 
 from __future__ import annotations
 
-import keyword
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,72 +124,3 @@ def _text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def infer_schema_source(frame: pd.DataFrame, name: str) -> str:
-    """A pandera schema module drafted from data: types, nullability, observed ranges, and categories for text
-    columns with few distinct values. A draft: the ranges are what this sample showed, not what the world allows."""
-    class_name = "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", name) if part) + "Schema"
-    lines = [
-        f'"""{name}: a draft schema inferred by `mlcycle schema infer` from {len(frame)} rows; review every field."""',
-        "",
-        "from __future__ import annotations",
-        "",
-        "import pandera.pandas as pa",
-        "from pandera.typing import Series",
-        "",
-        "",
-        f"class {class_name}(pa.DataFrameModel):",
-        f'    """One row of {name}."""',
-        "",
-    ]
-    for column in frame.columns:
-        lines.append("    " + _field_line(str(column), frame[column]))
-    lines += ["", "    class Config:", "        strict = True", "        coerce = True", ""]
-    return "\n".join(lines)
-
-
-def _field_line(column: str, values: pd.Series) -> str:
-    present = values.dropna()
-    args: list[str] = []
-    if pd.api.types.is_bool_dtype(values):
-        kind = "bool"
-    elif pd.api.types.is_integer_dtype(values) or (
-        pd.api.types.is_float_dtype(values) and len(present) and bool((present % 1 == 0).all())
-    ):
-        kind = "int"
-    elif pd.api.types.is_float_dtype(values):
-        kind = "float"
-    else:
-        kind = "str"
-    if kind in ("int", "float") and len(present):
-        low, high = present.min(), present.max()
-        args += [f"ge={_literal(low, kind)}", f"le={_literal(high, kind)}"]
-    if kind == "str" and len(present):
-        distinct = sorted(present.astype(str).unique())
-        if len(distinct) <= _MAX_CATEGORIES and len(distinct) <= max(2, len(present) // 2):
-            args.append(f"isin={distinct!r}")
-    if values.isna().any():
-        args.append("nullable=True")
-    attribute = _identifier(column)
-    if attribute != column:
-        args.append(f"alias={column!r}")
-    if kind == "int" and values.isna().any():
-        # int64 cannot hold a missing value: whole numbers with gaps are drafted as float for a person to decide.
-        annotation = "Series[float]"
-        args.append('description="whole numbers with missing values"')
-    else:
-        annotation = f"Series[{kind}]"
-    return f"{attribute}: {annotation} = pa.Field({', '.join(args)})"
-
-
-def _literal(value: object, kind: str) -> str:
-    number = float(value)  # type: ignore[arg-type]
-    return str(int(number)) if kind == "int" else repr(number)
-
-
-def _identifier(column: str) -> str:
-    name = re.sub(r"\W+", "_", column).strip("_") or "column"
-    if name[0].isdigit():
-        name = f"c_{name}"
-    return f"{name}_" if keyword.iskeyword(name) else name
