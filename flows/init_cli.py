@@ -64,7 +64,14 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         schema_source = schema_module(draft)
         config_source = config_yaml(draft, f"schemas.{draft.name}")
-        verify(draft, schema_source, config_source)
+        try:
+            verify(draft, schema_source, config_source)
+        except (SyntaxError, ValueError) as exc:  # init's own defect, not the user's: say so, and what to send
+            typer.echo(f"error: the drafted files do not load ({type(exc).__name__}: {str(exc)[:500]}); this is "
+                       "a defect of mlcycle init: please report it with the summary above", err=True)  # fmt: skip
+            for line in summary_lines(draft):
+                typer.echo(line, err=True)
+            raise typer.Exit(1) from None
         for line in summary_lines(draft):
             typer.echo(line)
         config_file.parent.mkdir(exist_ok=True)
