@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/adult.yaml
 
-.PHONY: install run test test-fast serve deploy undeploy simulate lock bench lint clean
+.PHONY: install run test test-fast serve deploy undeploy simulate lock bench docs lint clean
 
 install: $(VENV)/.installed
 
@@ -46,9 +46,12 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/tune.py
 
+docs: install          ## the documentation site, strict, into build/site/ (reference pages generated from the code)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: install          ## ruff lint and format check (ruff runs through uv, pinned here)
-	$(BIN)/uv tool run ruff@0.17.6 check flows tasks schemas serving tests benchmarks
-	$(BIN)/uv tool run ruff@0.17.6 format --check flows tasks schemas serving tests benchmarks
+	$(BIN)/uv tool run ruff@0.17.6 check flows tasks schemas serving tests benchmarks docs
+	$(BIN)/uv tool run ruff@0.17.6 format --check flows tasks schemas serving tests benchmarks docs
 
 lock:                  ## re-pin requirements.lock from requirements.in (records no download addresses)
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header --no-annotate -o requirements.lock

