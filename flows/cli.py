@@ -302,10 +302,11 @@ def main() -> None:
 
 
 def _register_cycle() -> None:
-    from flows import cycle_cli, init_cli
+    from flows import cycle_cli, init_cli, tracking_cli
 
     init_cli.register(app)
     cycle_cli.register(app)
+    tracking_cli.register(app)
 
 
 _register_cycle()

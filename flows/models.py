@@ -6,6 +6,7 @@ The work itself lives in `tasks.registry.gate`, `tasks.registry.smoke`, `tasks.r
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from schemas.config import PipelineConfig
-from tasks import registry
+from schemas.config import PipelineConfig, TrackingConfig
+from tasks import registry, tracking
 from tasks.registry.gate import GateRecord, gate_challenger
 from tasks.train.report import markdown_table
+
+log = logging.getLogger("mlcycle.tracking")
 
 GATE_FILE = "gate.json"  # the decision and its evidence, next to the booster in the bundle's folder
 
@@ -128,9 +131,37 @@ def rollback_flow(name: str, to: str | None = None, reason: str = "manual rollba
     event = registry.promote(target, reason=reason, action="rollback", flow_run_id=str(flow_run.id or "") or None,
                              evidence={"smoke": smoke, "rolled_back_from": current})  # fmt: skip
     emit_promoted(name, target, current, "rollback", reason)
+    mirror_champion_task(name, target, "rollback")
     print(f"{name}: champion {current} → {target} by {event.actor} at {event.at}: {reason}")
     return RollbackResult(name=name, from_tag=event.from_tag, to_tag=target, reason=reason, actor=event.actor,
                           at=event.at, smoke=smoke["detail"])  # fmt: skip
+
+
+def flow_run_info() -> tracking.FlowRunInfo:
+    """The current Prefect flow run for the MLflow mirror: id, name, link to its page, and when it began."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_UI_URL
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context else None
+    if run is None:
+        return tracking.FlowRunInfo(None, None, None, None)
+    ui = PREFECT_UI_URL.value()
+    state = run.state  # during the flow's body: the Running state, stamped when the run began
+    started = state.timestamp if state is not None and state.is_running() else None
+    return tracking.FlowRunInfo(id=str(run.id), name=run.name, url=f"{ui}/runs/flow-run/{run.id}" if ui else None,
+                                started_ms=int(started.timestamp() * 1000) if started else None)  # fmt: skip
+
+
+@task(name="mirror_champion", cache_policy=NO_CACHE)
+def mirror_champion_task(name: str, tag: str, action: str) -> str:
+    """Move MLflow's `champion` alias as mlcycle's registry moved, where the name's versions are mirrored."""
+    settings = TrackingConfig()
+    try:
+        return tracking.mirror(tracking.champion_record(name, tag, action), settings.timeout_s, settings.budget_s)
+    except Exception as exc:  # the mirror never fails what it mirrors
+        log.warning("tracking: %s's %s not mirrored: %s", name, action, exc)
+        return f"not mirrored: {exc}"
 
 
 def versions_table(name: str | None = None) -> str:

@@ -17,9 +17,9 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.ingest import ingest_flow
-from flows.models import gate_task, record_decision_task
+from flows.models import flow_run_info, gate_task, record_decision_task
 from schemas import PipelineConfig, resolve_schema, schema_fingerprint
-from tasks import registry
+from tasks import registry, tracking
 from tasks.ingest.read import RawData
 from tasks.ingest.store import DatasetStore, read_curated, read_new_batches
 from tasks.ingest.validate import Validated, reasons_by_row, validate_frame
@@ -61,6 +61,7 @@ class TrainResult(BaseModel):
     decision: str = Field(default="", description="The gate's verdict on this model: promote or reject.")
     champion: str | None = Field(default=None, description="The champion of the name after the gate.")
     gate_reasons: list[str] = Field(default_factory=list, description="Why: each failed rule, or what passed.")
+    tracking: str = Field(default="tracking off", description="What the mirror to MLflow did, or why it waits.")
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     gate = record_decision_task(
         gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
     )
+    mirrored = mirror_run_task(config, "train", tag, files.folder, gate.decision, gate.reasons)
     primary = metrics["primary"]
     print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (trivial {metrics['baseline'][primary]:.4f})")
     return TrainResult(
@@ -254,7 +256,20 @@ def train_flow(config: PipelineConfig) -> TrainResult:
         decision=gate.decision,
         champion=registry.champion(config.name),
         gate_reasons=gate.reasons,
+        tracking=mirrored,
     )
+
+
+@task(name="mirror_to_mlflow", **_pure)
+def mirror_run_task(config: PipelineConfig, flow: str, tag: str, report: Path | None, decision: str,
+                    reasons: list[str]) -> str:  # fmt: skip
+    """Queue this run for the MLflow mirror and push the queue (`tracking.mlflow_uri`); it never fails the run."""
+    try:
+        record = tracking.run_record(config, flow, tag, report, flow_run_info(), decision, reasons)
+        return tracking.mirror(record, config.tracking.timeout_s, config.tracking.budget_s)
+    except Exception as exc:
+        tracking.log.warning("tracking: %s not mirrored: %s", tag, exc)
+        return f"not mirrored: {exc}"
 
 
 @task(name="load_champion", retries=2, **_pure)
@@ -305,6 +320,7 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
     gate = record_decision_task(
         gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
     )
+    mirrored = mirror_run_task(config, "refresh", tag, None, gate.decision, gate.reasons)
     primary = metrics["primary"]
     print(f"model {tag} refreshed from {base.tag} with {booster.num_boosted_rounds() - base.booster.num_boosted_rounds()} "
           f"rounds on {splits.sizes()} new rows: test {primary} {metrics['test'][primary]:.4f} "
@@ -313,6 +329,7 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
         tag=tag, task=config.task, primary_metric=primary, test=metrics["test"], baseline=metrics["baseline"],
         references=metrics["references"], rows=splits.sizes(), likely_leaks=[], tuning_seconds=0.0, report="",
         decision=gate.decision, champion=registry.champion(config.name), gate_reasons=gate.reasons,
+        tracking=mirrored,
     )  # fmt: skip
 
 

@@ -518,6 +518,29 @@ class SimulateConfig(_Strict):
     )  # fmt: skip
 
 
+class TrackingConfig(_Strict):
+    """A mirror of every run and model version on an MLflow server; mlcycle's own records stay the source of truth."""
+
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server to mirror runs, trials and model versions to, e.g. "
+        "`http://127.0.0.1:5000`; unset: `MLFLOW_TRACKING_URI` if set, else no mirror. Credentials go in MLflow's "
+        "own variables (`MLFLOW_TRACKING_TOKEN`, `MLFLOW_TRACKING_USERNAME`/`_PASSWORD`), never in the URI.",
+    )
+    experiment: str | None = Field(
+        default=None, description="MLflow experiment of the dataset's runs; unset: `mlcycle-<name>`."
+    )
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a flow waits for one answer from the server; an unreachable or slow server is a "
+        "warning, the record stays queued under `$MLCYCLE_HOME/tracking/` for `mlcycle tracking sync`.",
+    )
+    budget_s: float = Field(
+        default=120.0, gt=0, description="How long a flow spends mirroring at most; what is left stays queued."
+    )
+
+
 class GateConfig(_Strict):
     """When a challenger may replace the champion; every rule is checked on the challenger's own test split."""
 
@@ -611,6 +634,7 @@ class PipelineConfig(_Strict):
         default_factory=SimulateConfig, description="`mlcycle simulate`: the month-by-month replay."
     )
     gate: GateConfig = Field(default_factory=GateConfig, description="When a challenger may replace the champion.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="The optional mirror to MLflow.")
 
     @model_validator(mode="before")
     @classmethod
