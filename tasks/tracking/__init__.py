@@ -274,7 +274,7 @@ def mirror(record: dict[str, Any] | None, timeout_s: float, budget_s: float) -> 
     outcome = push_pending(timeout_s, budget_s)
     line = outcome.summary()
     if outcome.complete:
-        log.info("tracking: %s (%s)", line, record["uri"])
+        log.info("tracking: %s", line)
     else:
         log.warning("tracking: %s", line)
     return line

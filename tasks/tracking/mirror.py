@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, ViewType
 from mlflow.exceptions import MlflowException
 
+from schemas.config import PipelineConfig
 from tasks import registry
 from tasks.registry.bundle import ModelBundle, load_bundle
 
@@ -164,19 +165,22 @@ class Mirror:
 
     def _write_trial(self, experiment_id: str, parent_id: str, trial: dict[str, Any], curve: list[dict[str, float]],
                      space: list[str], metric: str, started_ms: int) -> None:  # fmt: skip
+        # the trial's own times: its last report, less the seconds it ran
+        ended_ms = int(curve[-1]["timestamp"] * 1000) if curve else int(time.time() * 1000)
+        seconds = trial.get("seconds")
+        began_ms = ended_ms - int(seconds * 1000) if curve and _number(seconds) else started_ms
         child = self.client.create_run(
-            experiment_id, start_time=started_ms, run_name=str(trial["trial_id"]),
+            experiment_id, start_time=began_ms, run_name=str(trial["trial_id"]),
             tags={"mlflow.parentRunId": parent_id, "mlcycle.trial_id": str(trial["trial_id"]),
                   "mlcycle.trial_status": str(trial.get("status"))},
         )  # fmt: skip
-        now = int(time.time() * 1000)
         points = [Metric(metric, float(p["valid_score"]), int(p["timestamp"] * 1000), int(p["rounds"])) for p in curve]
         final = {f"best_{metric}": trial.get("valid_score"), "rounds": trial.get("rounds"),
                  "boosted": trial.get("boosted"), "seconds": trial.get("seconds")}  # fmt: skip
-        points += [Metric(k, float(v), now, 0) for k, v in final.items() if _number(v)]
+        points += [Metric(k, float(v), ended_ms, 0) for k, v in final.items() if _number(v)]
         self._log(child.info.run_id, metrics=points, params={k: trial[k] for k in space if k in trial})
         status = "FAILED" if trial.get("status") == "error" else "FINISHED"
-        self.client.set_terminated(child.info.run_id, status, end_time=now)
+        self.client.set_terminated(child.info.run_id, status, end_time=ended_ms)
 
     def _log(self, run_id: str, metrics: list[Metric], params: dict[str, Any]) -> None:
         """In batches of MLflow's limits: 1,000 metrics, 100 params a request."""
@@ -199,7 +203,7 @@ class Mirror:
         try:
             mlflow.xgboost.log_model(
                 bundle.booster, name="model", model_id=logged.model_id, run_id=run_id,
-                signature=signature(bundle), pip_requirements=[f"xgboost=={xgb.__version__}"], extra_files=extra,
+                signature=signature(bundle.config), pip_requirements=[f"xgboost=={xgb.__version__}"], extra_files=extra,
                 metadata={"mlcycle_tag": bundle.tag, "inputs": "records of the features schema; the booster takes "
                           "them after extra_files/preprocessor.json (mlcycle's tasks.preprocess.apply_preprocessor)"},
             )  # fmt: skip
@@ -249,16 +253,16 @@ class Mirror:
                 self.client.set_model_version_tag(name, version.version, STATUS_TAG, status)
 
 
-def signature(bundle: ModelBundle) -> Any:
+def signature(config: PipelineConfig) -> Any:
     """The model's inputs as the features schema defines a request record, and its output."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     from schemas import resolve_schema
 
-    columns = resolve_schema(bundle.config.features_schema_ref).to_schema().columns
+    columns = resolve_schema(config.features_schema_ref).to_schema().columns
     inputs = [ColSpec(_mlflow_type(str(c.dtype)), name, required=not c.nullable) for name, c in columns.items()]
-    output = "probability" if bundle.config.task == "binary" else "value"
+    output = "probability" if config.task == "binary" else "value"
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", output)]))
 
 
