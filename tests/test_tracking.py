@@ -135,7 +135,7 @@ def test_a_record_whose_evidence_is_gone_is_set_aside_with_the_reason(home: Path
 
 
 def test_run_metrics_put_the_model_next_to_its_references() -> None:
-    from tasks.tracking.mirror import run_metrics
+    from tasks.tracking.mlflow_mirror import run_metrics
 
     metrics = {
         "primary": "roc_auc",
@@ -157,7 +157,7 @@ def test_run_metrics_put_the_model_next_to_its_references() -> None:
 
 
 def test_the_config_becomes_dotted_params() -> None:
-    from tasks.tracking.mirror import flatten
+    from tasks.tracking.mlflow_mirror import flatten
 
     params = flatten(load_config(ADULT).model_dump(mode="json"))
     assert params["tune.num_samples"] == 1000
@@ -168,7 +168,7 @@ def test_the_config_becomes_dotted_params() -> None:
 
 
 def test_the_signature_is_the_features_schema() -> None:
-    from tasks.tracking.mirror import signature
+    from tasks.tracking.mlflow_mirror import signature
 
     found = signature(load_config(ADULT))
     inputs = {c.name: (c.type.name, c.required) for c in found.inputs.inputs}

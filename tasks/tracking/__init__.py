@@ -7,7 +7,7 @@ unreachable or slow server leaves the record there and is a warning, never a fai
 replays the queue later. A push reads the evidence the record names, so a replay sends what mlcycle recorded,
 and it is idempotent: runs and model versions are found by mlcycle's keys before anything is created.
 
-Nothing here imports mlflow: only `push_pending`, through `tasks.tracking.mirror`, does, and only when there is
+Nothing here imports mlflow: only `push_pending`, through `tasks.tracking.mlflow_mirror`, does, and only when there is
 something to push.
 """
 
@@ -214,8 +214,10 @@ def push_pending(timeout_s: float, budget_s: float, uri: str | None = None, pati
 def _mirror(uri: str, timeout_s: float | None) -> Any:
     # mlflow reads DO_NOT_TRACK only as "true", not the "1" mlcycle sets (entry points set this too)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # nor two lines on stdout and one more request for every run it ends (a search's trials are hundreds)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
-        from tasks.tracking.mirror import Mirror
+        from tasks.tracking.mlflow_mirror import Mirror
     except ImportError as exc:  # the records wait for the package as they would for the server
         raise Transient(f"{exc}; install the extra: pip install -e '.[mlflow]'") from None
     return Mirror(uri, timeout_s)
