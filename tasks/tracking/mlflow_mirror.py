@@ -201,21 +201,19 @@ class Mirror:
         """The booster as an MLflow XGBoost model of the run, with the bundle's preprocessing beside it."""
         import mlflow.xgboost
         import xgboost as xgb
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         logged = self.client.create_logged_model(experiment_id, name="model", source_run_id=run_id,
                                                  tags={BUNDLE_TAG: bundle.tag}, model_type="xgboost")  # fmt: skip
         extra = [str(folder / name) for name in ("preprocessor.json", "config.json") if (folder / name).exists()]
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.uri)  # the flavour's log_model reads the global URI
-        try:
+        # the flavour's log_model reads the process's URI: this one, for the call, then whatever it was (unset too)
+        with _use_tracking_uri(self.uri):
             mlflow.xgboost.log_model(
                 bundle.booster, name="model", model_id=logged.model_id, run_id=run_id,
                 signature=signature(bundle.config), pip_requirements=[f"xgboost=={xgb.__version__}"], extra_files=extra,
                 metadata={"mlcycle_tag": bundle.tag, "inputs": "records of the features schema; the booster takes "
                           "them after extra_files/preprocessor.json (mlcycle's tasks.preprocess.apply_preprocessor)"},
             )  # fmt: skip
-        finally:
-            mlflow.set_tracking_uri(previous)
         return str(logged.model_id)
 
     def _versions(self, name: str) -> dict[str, Any]:
