@@ -47,9 +47,11 @@ def mlflow_server(folder: Path, port: int) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with open(folder / "server.log", "wb") as log:
         server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})  # fmt: skip
+                                  # no job runner: eight worker processes of 250 MB each for MLflow's GenAI jobs
+                                  env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # fmt: skip
         try:
-            deadline = time.monotonic() + 180  # 20-30 s on this 2-core machine when it is busy
+            deadline = time.monotonic() + 180  # 6 s on this 2-core machine, more when it is busy
             while True:
                 if server.poll() is not None:
                     pytest.fail(f"mlflow server exited: {(folder / 'server.log').read_text()[-2000:]}")
