@@ -171,8 +171,8 @@ class Mirror:
                      space: list[str], metric: str, started_ms: int) -> None:  # fmt: skip
         # the trial's own times: its last report, less the seconds it ran
         ended_ms = int(curve[-1]["timestamp"] * 1000) if curve else int(time.time() * 1000)
-        seconds = trial.get("seconds")
-        began_ms = ended_ms - int(seconds * 1000) if curve and _number(seconds) else started_ms
+        seconds: Any = trial.get("seconds")
+        began_ms = ended_ms - int(float(seconds) * 1000) if curve and _number(seconds) else started_ms
         child = self.client.create_run(
             experiment_id, start_time=began_ms, run_name=str(trial["trial_id"]),
             tags={"mlflow.parentRunId": parent_id, "mlcycle.trial_id": str(trial["trial_id"]),
@@ -182,7 +182,7 @@ class Mirror:
         firsts = {int(p["rounds"]): p for p in reversed(curve)}
         points = [Metric(metric, float(p["valid_score"]), int(p["timestamp"] * 1000), rounds)
                   for rounds, p in sorted(firsts.items())]  # fmt: skip
-        final = {f"best_{metric}": trial.get("valid_score"), "rounds": trial.get("rounds"),
+        final: dict[str, Any] = {f"best_{metric}": trial.get("valid_score"), "rounds": trial.get("rounds"),
                  "boosted": trial.get("boosted"), "seconds": trial.get("seconds")}  # fmt: skip
         points += [Metric(k, float(v), ended_ms, 0) for k, v in final.items() if _number(v)]
         self._log(child.info.run_id, metrics=points, params={k: trial[k] for k in space if k in trial})
@@ -219,7 +219,7 @@ class Mirror:
     def _versions(self, name: str) -> dict[str, Any]:
         """The mirrored versions of a model name, by bundle tag."""
         found = self.client.search_model_versions(f"name = '{name}'")
-        return {v.tags.get(BUNDLE_TAG): v for v in found if v.tags.get(BUNDLE_TAG)}
+        return {str(v.tags[BUNDLE_TAG]): v for v in found if v.tags.get(BUNDLE_TAG)}
 
     def _register_version(self, name: str, bundle: ModelBundle, run_id: str, model_id: str) -> None:
         if bundle.tag in self._versions(name):
@@ -243,7 +243,7 @@ class Mirror:
             return
         champion = registry.champion(name)
         aliases = self.client.get_registered_model(name).aliases
-        target = versions.get(champion)
+        target = versions.get(champion) if champion else None
         if target is not None and aliases.get(ALIAS) != target.version:
             self.client.set_registered_model_alias(name, ALIAS, target.version)
         elif target is None and ALIAS in aliases:
@@ -266,7 +266,9 @@ def signature(config: PipelineConfig) -> Any:
     from schemas import resolve_schema
 
     columns = resolve_schema(config.features_schema_ref).to_schema().columns
-    inputs = [ColSpec(_mlflow_type(str(c.dtype)), name, required=not c.nullable) for name, c in columns.items()]
+    inputs: list[Any] = [
+        ColSpec(_mlflow_type(str(c.dtype)), name, required=not c.nullable) for name, c in columns.items()
+    ]
     output = "probability" if config.task == "binary" else "value"
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", output)]))
 
