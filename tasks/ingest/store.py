@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS batches (
     watermark_from TEXT,
     watermark_to TEXT,
     failed_internally INTEGER NOT NULL DEFAULT 0,
-    replay_of TEXT
+    replay_of TEXT,
+    rules_hash TEXT NOT NULL DEFAULT ''
 );
 -- The database itself refuses a second live batch of the same content, even from two concurrent runs.
 -- Landing files already decided, by name, size and mtime: an unchanged file is not read and hashed again.
@@ -101,6 +102,9 @@ class BatchRecord:
     failed_internally: bool = False
     # A replay batch: the quarantined rows of this batch, validated again under a changed schema.
     replay_of: str | None = None
+    # The admission rules besides the schema (how the input is read, the quarantine rate admitted): a batch
+    # rejected under other rules is judged again (`tasks.ingest.admit.admission_rules`).
+    rules_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,9 @@ def _registry(store: DatasetStore) -> Iterator[sqlite3.Connection]:
     with closing(sqlite3.connect(store.registry_path, timeout=60, isolation_level=None)) as conn:
         conn.row_factory = sqlite3.Row
         conn.executescript(_SCHEMA)
+        if "rules_hash" not in {r["name"] for r in conn.execute("PRAGMA table_info(batches)")}:
+            # A registry from before the rules were recorded: its rejections match no rules, so are judged again.
+            conn.execute("ALTER TABLE batches ADD COLUMN rules_hash TEXT NOT NULL DEFAULT ''")
         yield conn
 
 
@@ -185,7 +192,8 @@ def _to_row(record: BatchRecord) -> dict[str, Any]:
 
 def claim_batch(store: DatasetStore, record: BatchRecord, abandon_after_s: float = 3600) -> BatchRecord | None:
     """Register `record` as pending unless the same content is already live (pending or accepted) or was
-    rejected under the same schema; returns that earlier record, or None when the claim succeeded.
+    rejected under the same schema and admission rules; returns that earlier record, or None when the claim
+    succeeded.
 
     A claim pending for longer than `abandon_after_s` belongs to a run that died: it is marked rejected (as an
     internal failure) so that its content is not blocked for ever.
@@ -202,9 +210,9 @@ def claim_batch(store: DatasetStore, record: BatchRecord, abandon_after_s: float
             )
             earlier = conn.execute(
                 "SELECT * FROM batches WHERE content_hash = ? AND content_hash != '' AND (status IN "
-                "('pending', 'accepted') OR (status = 'rejected' AND schema_hash = ? AND NOT failed_internally)) "
-                "ORDER BY started_at LIMIT 1",
-                (record.content_hash, record.schema_hash),
+                "('pending', 'accepted') OR (status = 'rejected' AND schema_hash = ? AND rules_hash = ? AND NOT "
+                "failed_internally)) ORDER BY started_at LIMIT 1",
+                (record.content_hash, record.schema_hash, record.rules_hash),
             ).fetchone()
             if earlier is None:
                 values = _to_row(replace(record, status="pending"))
