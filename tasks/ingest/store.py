@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from tasks.errors import UserError
 from tasks.ingest.read import RawData
 from tasks.paths import mlcycle_home
 
@@ -74,7 +75,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_live_batch_per_content ON batches (content
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The store is missing something a caller asked for (an unknown batch or snapshot)."""
 
 
@@ -366,6 +367,34 @@ def read_ledger(store: DatasetStore, batch_ids: list[str] | None = None) -> pd.D
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in LEDGER_COLUMNS})
     return pd.concat(frames, ignore_index=True)
+
+
+def quarantine_report(store: DatasetStore, batch_id: str | None = None) -> list[dict[str, Any]]:
+    """One entry per quarantined input row (of one batch, or of every batch, newest first): its batch and the batch's
+    status, source, row number, every failed check as `column: check (value)`, and its values as read."""
+    batches = [get_batch(store, batch_id)] if batch_id else list(reversed(list_batches(store)))
+    report = []
+    for batch in batches:
+        ledger = read_ledger(store, [batch.batch_id])
+        if ledger.empty:
+            continue
+        values = read_quarantined_rows(store, batch.batch_id)
+        for row, lines in ledger.groupby("row", sort=True):
+            found = values.loc[row] if row in values.index else None
+            report.append({
+                "batch": batch.batch_id, "batch status": batch.status, "source": batch.source, "row": int(row),
+                "reasons": "; ".join(f"{c}: {k} ({v})" for c, k, v in zip(lines["column"], lines["check"],
+                                                                         lines["value"], strict=True)),
+                "values": {} if found is None else {k: _plain(v) for k, v in found.items()},
+            })  # fmt: skip
+    return report
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON has it: missing as None, numpy scalars as Python's."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def snapshot_hash(batches: list[BatchRecord]) -> str:

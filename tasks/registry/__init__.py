@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import UserError
 from tasks.paths import mlcycle_home
 
 STATUSES = ("challenger", "champion", "rejected", "retired")
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError, ValueError):
     """A registry operation that cannot be done: an unknown tag, a tag of another model, a bad status."""
 
 

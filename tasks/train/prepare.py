@@ -10,12 +10,13 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from schemas.config import PipelineConfig, SplitConfig
+from tasks.errors import UserError
 from tasks.preprocess import clock_hour
 
 log = logging.getLogger("mlcycle.prepare")
 
 
-class LeakageError(ValueError):
+class LeakageError(UserError, ValueError):
     """A split or a feature list would let training see what it must not."""
 
 
