@@ -400,8 +400,11 @@ def reproduce(
 
 
 def main() -> None:
-    exits.handle_termination()
-    app()
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    if command in _NO_FLOWS or command is None or "--help" in sys.argv or os.environ.get(exits.SUPERVISED_ENV):
+        app()
+    else:  # a command that starts processes: run it in a child that a SIGTERM cannot leave anything behind of
+        sys.exit(exits.supervise(sys.argv[1:]))
 
 
 def _register_cycle() -> None:

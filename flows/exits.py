@@ -14,7 +14,7 @@ OK = 0  # done; `train`, `refresh`, `retrain`: the model was trained and promote
 FAILED = 1  # the command could not do what was asked: rejected data, an unknown model, a failed run
 USAGE = 2  # a bad option, argument, separator or config file: nothing was run
 REJECTED = 3  # `train`, `refresh`, `retrain`: the model was trained and saved, and the promotion gate rejected it
-INTERRUPTED = 130  # SIGINT (Ctrl-C): what was started has been stopped
+INTERRUPTED = 130  # SIGINT (Ctrl-C): what the command had started has been stopped
 TERMINATED = 143  # SIGTERM: likewise
 
 HELP = (
@@ -29,15 +29,37 @@ def debug() -> bool:
     return os.environ.get(DEBUG_ENV) == "1"
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SystemExit unwinds like Ctrl-C does: every `with` and `finally` on the way stops what it started (a smoke
-    # test's `bentoml serve`, a deploy's server) before the process ends.
-    sys.exit(TERMINATED)
+SUPERVISED_ENV = "MLCYCLE_SUPERVISED"  # set in the child that runs a supervised command
 
 
-def handle_termination() -> None:
-    """Make SIGTERM end the command as SIGINT does (Python's default would skip every cleanup)."""
-    signal.signal(signal.SIGTERM, _terminate)
+def supervise(argv: list[str]) -> int:
+    """Run `mlcycle ARGV` in a child process and stand by it; returns its exit code.
+
+    A command that runs flows starts processes of its own (Prefect's temporary server, Ray's node, a smoke test's
+    `bentoml serve` with workers in sessions of their own) and, inside a flow, Prefect turns SIGTERM into an exception
+    raised wherever the code is, Ray's C-level waits included, where it can abort the process (seen: exit 134) and
+    leave those processes behind. So the command runs in a child, and this process, which runs nothing else, takes
+    SIGTERM and SIGINT: it stops the child and every process below it (SIGTERM, then SIGKILL after 10 s), waits until
+    all are gone, and ends with 143 or 130. A Ctrl-C also reaches the child with the terminal's process group."""
+    import subprocess
+
+    from tasks.processes import stop_tree
+
+    child = subprocess.Popen([sys.executable, "-c", "from flows.cli import main; main()", *argv],
+                             env={**os.environ, SUPERVISED_ENV: "1"})  # fmt: skip
+    stopped: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopped:
+            stopped.append(signum)
+            stop_tree(child.pid, 10)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = child.wait()
+    if stopped:
+        return TERMINATED if stopped[0] == signal.SIGTERM else INTERRUPTED
+    return code if code >= 0 else 128 - code
 
 
 class _HideUserErrors(logging.Filter):

@@ -223,7 +223,7 @@ class UploadInput(IODescriptor):
         return cls.model_construct(file=(body, content_type))  # type: ignore[arg-type]
 
 
-_NOTHING = re.compile(rb"\s*(\{\s*\})?\s*")
+_NOTHING = re.compile(rb"(\s*\{\s*\}\s*)?")  # no body, or the JSON object {} (whitespace alone is not JSON)
 
 
 class NoBody(IODescriptor):

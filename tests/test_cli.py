@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from flows import exits
@@ -58,7 +57,9 @@ def test_a_bad_config_value_is_a_usage_error() -> None:
 
 
 def test_unknown_versions_are_named() -> None:
-    refused(mlcycle("models", "show", "adult:nosuchversion"), exits.FAILED, "adult:nosuchversion: not in the model registry")
+    refused(
+        mlcycle("models", "show", "adult:nosuchversion"), exits.FAILED, "adult:nosuchversion: not in the model registry"
+    )
     refused(mlcycle("serve", "adult:nosuchversion"), exits.FAILED, "adult:nosuchversion: not in the model registry")
     refused(mlcycle("rollback", "nosuchmodel"), exits.FAILED, "nosuchmodel has no champion yet")
 

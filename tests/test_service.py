@@ -328,6 +328,7 @@ def test_api_key_protects_prediction_endpoints(client: TestClient, service_modul
 
 @pytest.mark.parametrize(("route", "body", "status"), [
     ("/reload", b"", 200), ("/reload", b" { } ", 200), ("/reload", b'{"records": []}', 400), ("/reload", b"[", 400),
+    ("/reload", b"\t", 400),
     ("/model", b"", 200), ("/model", b"{}", 200), ("/model", b"[null, null]", 400), ("/model", b'{"x": 1}', 400),
 ])  # fmt: skip
 def test_endpoints_without_a_body_refuse_one(client: TestClient, route: str, body: bytes, status: int) -> None:
