@@ -36,7 +36,8 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(help="mlcycle: the whole ML cycle for tabular data as Prefect flows.", no_args_is_help=True,
                   epilog=exits.HELP, cls=_Commands)  # fmt: skip
-# Commands that run no Prefect flow: they need not import Prefect to quiet its console.
+# Commands that run no Prefect flow and leave no process of theirs running: they need neither Prefect's console
+# quieted nor a supervising parent (`main`), and the quick ones among them stay quick.
 _NO_FLOWS = {"models", "schema", "serve", "export", "reproduce", "undeploy", "init", "quarantine"}
 
 

@@ -11,6 +11,7 @@ or is interrupted half-way stops what it had started.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -201,3 +202,7 @@ def undeploy(timeout_s: float = 30) -> list[str]:
         pid_file.unlink()
     (folder / "api_url").unlink(missing_ok=True)
     return stopped
+
+
+def summary(result: Deployed) -> str:
+    return json.dumps({"api_url": result.api_url, "started": result.started, "state": str(result.state_dir)})

@@ -172,13 +172,13 @@ class RecordValidator:
 
         `fast=False` skips the strict tier (for records it has already refused). `strict=True` gives the strict
         tier's verdict alone: JSON's own types, as the OpenAPI document states them (no pandera coercions)."""
+        rows: list[dict[str, Any]] | None = None
         if strict and self.fast is not None:
             try:
                 rows = self.fast_adapter.validate_python(records)
             except ValidationError as exc:
                 return [], pydantic_errors(exc)
             return rows, self.check_leftover(rows)
-        rows: list[dict[str, Any]] | None = None
         if fast and self.fast is not None:
             try:
                 rows = self.fast_adapter.validate_python(records)

@@ -129,7 +129,8 @@ def contract_document(spec: dict[str, Any], api_key_required: bool = False,
     fields with checks of the schema's own, which the document cannot state (no CSV pattern then)."""
     doc = _nullable(json.loads(json.dumps(spec)))  # a copy, with JSON's keys (BentoML's status codes are ints)
     schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorBody, *ANSWERS.values(), Metadata):
+    models: list[type[BaseModel]] = [ErrorBody, *ANSWERS.values(), Metadata]
+    for model in models:
         _add_model(schemas, model)
     paths: dict[str, Any] = doc["paths"]
     for route, refusals in REFUSALS.items():

@@ -680,7 +680,8 @@ class ContractDocument:
 
         service = _LIVE.get("service")
         checked = set(service.predictor.validator.leftover) if service is not None else set()
-        document = contract_document(MLCycleService.openapi_spec.asdict(), GUARD.api_key is not None, checked)
+        spec = MLCycleService.openapi_spec.asdict()  # type: ignore[attr-defined]
+        document = contract_document(spec, GUARD.api_key is not None, checked)
         await Response(orjson.dumps(document), media_type="application/json")(scope, receive, send)
 
 
