@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from tasks.errors import UserError
 from tasks.preprocess import PreprocessorSpec
 
 Format = Literal["onnx", "xgboost-json"]
@@ -39,7 +40,7 @@ PARITY_TOLERANCE = 1e-5
 _BRANCH_LT, _BRANCH_MEMBER = 1, 6
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that cannot be trusted: a model the exporter cannot represent, or one that fails parity."""
 
 

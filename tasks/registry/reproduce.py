@@ -12,6 +12,7 @@ import numpy as np
 import xgboost as xgb
 
 from schemas import resolve_schema
+from tasks.errors import UserError
 from tasks.ingest.store import DatasetStore, StoreError, read_curated
 from tasks.ingest.validate import validate_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
@@ -21,7 +22,7 @@ from tasks.train.final import fit_final_model
 from tasks.train.prepare import Splits, encode_target, feature_columns, split_frame
 
 
-class ReproduceError(RuntimeError):
+class ReproduceError(UserError, RuntimeError):
     """A model that cannot be rebuilt: its snapshot is gone, or its lineage lacks what the refit needs."""
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -88,17 +87,13 @@ def serving_model(tag: str | None, timeout_s: float = 120.0, *, target: str = "s
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    """Terminate the server's own process group (its workers too), killing it if it does not go."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
+    """Terminate the server and its workers (BentoML starts each in a session of its own), killing what does not
+    go within 30 s."""
+    from tasks.processes import stop_tree
+
+    if proc.poll() is None:
+        stop_tree(proc.pid, 30)
+    proc.wait(timeout=30)
 
 
 def golden_records(name: str, fallback: pd.DataFrame | None = None, rows: int = 5) -> list[dict[str, Any]]:

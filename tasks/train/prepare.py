@@ -11,12 +11,13 @@ from sklearn.model_selection import train_test_split
 
 from schemas import resolve_schema
 from schemas.config import PipelineConfig, SplitConfig
+from tasks.errors import UserError
 from tasks.preprocess import clock_hour
 
 log = logging.getLogger("mlcycle.prepare")
 
 
-class LeakageError(ValueError):
+class LeakageError(UserError, ValueError):
     """A split or a feature list would let training see what it must not."""
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import xgboost as xgb
 from sklearn.metrics import roc_curve
 
 from schemas.config import TaskType
+from tasks.tables import format_cell, markdown_table
 from tasks.train.prepare import LeakageReport
 from tasks.train.tune import TuneResult
 
@@ -24,21 +24,6 @@ class ReportFiles:
     folder: Path
     plots: list[Path]
     html: Path
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    if not rows:
-        return "(none)"
-    columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -57,7 +42,7 @@ def markdown_report(tag: str, metrics: dict[str, Any], leakage: LeakageReport, f
         parts += ["", f"## Slices by `{column}`", markdown_table(rows, ["value", "rows", "share", *metrics["test"]])]
     for column, entry in metrics["bias"].items():
         gaps = {k: v for k, v in entry.items() if k != "groups"}
-        parts += ["", f"## Bias by `{column}`", ", ".join(f"{k}: {_fmt(v)}" for k, v in gaps.items()), "",
+        parts += ["", f"## Bias by `{column}`", ", ".join(f"{k}: {format_cell(v)}" for k, v in gaps.items()), "",
                   markdown_table(entry["groups"])]  # fmt: skip
     parts += ["", "## Leakage checks", *[f"- {line}" for line in leakage.lines()]]
     if "calibration" in metrics:
@@ -156,7 +141,9 @@ def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list
         if not rows:
             return "<p>(none)</p>"
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(format_cell(v))}</td>" for v in r.values()) + "</tr>" for r in rows
+        )
         return f"<table><tr>{head}</tr>{body}</table>"
 
     sections = [
@@ -169,7 +156,7 @@ def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list
     for column, entry in metrics["bias"].items():
         sections += [f"<h2>Bias by {html.escape(column)}</h2>", table(entry["groups"])]
         sections.append(
-            "<p>" + html.escape(", ".join(f"{k}: {_fmt(v)}" for k, v in entry.items() if k != "groups")) + "</p>"
+            "<p>" + html.escape(", ".join(f"{k}: {format_cell(v)}" for k, v in entry.items() if k != "groups")) + "</p>"
         )
     sections += [
         "<h2>Leakage checks</h2>",
