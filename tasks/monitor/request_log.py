@@ -127,7 +127,8 @@ class RequestLog:
             values["_model"] += [model] * len(rows)
             values["_request_id"] += [request_id] * len(rows)
             values["_prediction"] += [float(p) for p in predictions]
-            values["_label"] += labels if labels is not None else [None] * len(rows)
+            none: list[Any] = [None] * len(rows)  # regression: no label
+            values["_label"] += labels if labels is not None else none
         return pa.Table.from_arrays([pa.array(values[f.name], type=f.type) for f in self.schema], schema=self.schema)
 
     def enforce_bound(self, keep: Path | None = None) -> list[Path]:

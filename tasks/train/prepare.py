@@ -229,8 +229,9 @@ def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> L
     """Look for features that nearly copy the target on the training rows, and count cross-split duplicates.
 
     A numeric feature, or the sum of two (bike sharing's `casual` + `registered` = `cnt`), whose correlation
-    with the target reaches `split.leak_threshold` is reported; so is a categorical feature whose every
-    well-populated value almost always has the same label, and (binary tasks) a feature that alone ranks the
+    with the target reaches `split.leak_threshold` is reported (not for multiclass, whose class index is no
+    quantity); so is a categorical feature whose every well-populated value almost always has the same label
+    (classification), and (binary tasks) a feature that alone ranks the
     label nearly perfectly. The feature checks look at a seeded sample of `LEAK_SCAN_ROWS` training rows at most:
     a copy of the target shows in any sample of that size.
     """
