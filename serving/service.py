@@ -47,7 +47,7 @@ from schemas.config import ServingConfig
 from serving.batching import MicroBatcher
 from tasks.monitor.request_log import RequestLog
 from tasks.preprocess import encode_records
-from tasks.registry.bundle import ModelBundle, load_bundle
+from tasks.registry.bundle import ModelBundle, answer_records, load_bundle
 
 log = logging.getLogger("mlcycle.serving")
 EXAMPLES = Path(__file__).parent / "examples"
@@ -118,19 +118,29 @@ class Predictor:
         return np.asarray(self.bundle.booster.inplace_predict(features), dtype=np.float64)
 
     def answers(self, raw: np.ndarray) -> list[dict[str, Any]]:
+        return answer_records(self.bundle.config.task, self.bundle.classes, raw)
+
+    def logged(self, raw: np.ndarray) -> tuple[list[float], list[str] | None]:
+        """What the request log keeps per record: the prediction as one number (the positive class's probability,
+        the predicted class's probability, or the value) and the predicted label (classification)."""
+        classes = self.bundle.classes
+        if raw.ndim == 2:
+            return raw.max(axis=1).tolist(), [classes[i] for i in raw.argmax(axis=1).tolist()]
         if self.bundle.config.task == "binary":
-            negative, positive = self.bundle.classes
-            return [{"probability": p, "label": positive if p >= 0.5 else negative} for p in raw.tolist()]
-        return [{"value": v} for v in raw.tolist()]
+            return raw.tolist(), [classes[1] if p >= 0.5 else classes[0] for p in raw.tolist()]
+        return raw.tolist(), None
 
     def explain(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """XGBoost's own SHAP values (pred_contribs) per model feature, and the bias column."""
+        """XGBoost's own SHAP values (pred_contribs) per model feature, and the bias column; for multiclass those
+        of each record's predicted class (its softmax margin), the class its answer names."""
         import xgboost as xgb
 
         booster = self.bundle.booster
         matrix = xgb.DMatrix(features, feature_names=booster.feature_names, feature_types=booster.feature_types,
                              enable_categorical=True, nthread=1)  # fmt: skip
         contribs = booster.predict(matrix, pred_contribs=True)
+        if contribs.ndim == 3:  # multiclass: (records, classes, features + bias)
+            contribs = contribs[np.arange(len(contribs)), self.predict(features).argmax(axis=1)]
         return contribs[:, :-1], contribs[:, -1]
 
 
@@ -255,7 +265,8 @@ class PredictResponse(BaseModel):
     model: str = Field(description="The tag of the model that answered.")
     request_id: str
     predictions: list[dict[str, Any]] = Field(
-        description="Per record: `probability` and `label` (classification) or `value` (regression)."
+        description="Per record: `probability` (of the positive class) and `label` (binary); `label` (the most "
+        "probable class) and `probabilities` (class → probability, summing to 1) (multiclass); `value` (regression)."
     )
     unseen_categories: dict[str, int] = Field(description="Per feature, values never seen in training.")
 
@@ -470,7 +481,7 @@ class MLCycleService:
         for feature, count in unseen.items():
             counters["unseen"].labels(model=predictor.tag, feature=feature).inc(count)
         if self.request_log is not None and self.request_log.sampled():
-            due = self.request_log.add(rows, predictor.tag, request_id, raw.tolist())
+            due = self.request_log.add(rows, predictor.tag, request_id, *predictor.logged(raw))
             if due:
                 asyncio.get_running_loop().run_in_executor(None, self.request_log.flush)
 
@@ -529,7 +540,8 @@ class MLCycleService:
     @bentoml.api(route="/explain", input_spec=STARTUP_SPEC)
     async def explain(self, records: Any) -> Any:
         """Per-record, per-field SHAP contributions (XGBoost pred_contribs; derived features count to their source
-        field), in log-odds for classification, target units for regression; they sum to `margin` with `bias`."""
+        field), in log-odds for binary, target units for regression; they sum to `margin` with `bias`. Multiclass:
+        those of each record's predicted class (`label`), in that class's softmax margin."""
         request_id = uuid.uuid4().hex
         predictor = self.predictor
         rows = records if isinstance(records, Refusal) else self.parse(records, predictor)
@@ -546,7 +558,8 @@ class MLCycleService:
                 by_field[source] += float(contribs[i, j])
             explanations.append({"bias": float(bias[i]), "contributions": by_field,
                                  "margin": float(bias[i] + contribs[i].sum()), **predictor.answers(raw[i:i + 1])[0]})  # fmt: skip
-        units = "log-odds" if predictor.bundle.config.task == "binary" else "target"
+        units = {"binary": "log-odds", "multiclass": "softmax margin of the predicted class"}.get(
+            predictor.bundle.config.task, "target")  # fmt: skip
         answer = {"model": predictor.tag, "request_id": request_id, "units": units, "explanations": explanations,
                   "unseen_categories": unseen}  # fmt: skip
         return Response(orjson.dumps(answer), media_type="application/json")

@@ -159,9 +159,10 @@ def test_request_log_holds_served_records_with_their_predictions(client: TestCli
     assert path is not None and service.request_log.written_rows == before + 5
     assert path.parent.name == "adult" and path.parent.parent.name == "requests"
     table = pq.read_table(path).to_pandas()
-    assert list(table.columns) == [*ADULT_RECORD, "_ts", "_model", "_request_id", "_prediction"]
+    assert list(table.columns) == [*ADULT_RECORD, "_ts", "_model", "_request_id", "_prediction", "_label"]
     assert (table["_request_id"] == response.json()["request_id"]).all()
     assert table["_prediction"].tolist() == [p["probability"] for p in response.json()["predictions"]]
+    assert table["_label"].tolist() == [p["label"] for p in response.json()["predictions"]]
     assert table["age"].tolist() == [r["age"] for r in GOLDEN[:5]]
 
 

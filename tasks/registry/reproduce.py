@@ -19,7 +19,7 @@ from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preproces
 from tasks.registry.bundle import ModelBundle, load_bundle, predict_raw
 from tasks.train.boost import TrainingData
 from tasks.train.final import fit_final_model
-from tasks.train.prepare import Splits, encode_target, feature_columns, split_frame
+from tasks.train.prepare import Splits, encode_target, feature_columns, sample_weights, split_frame
 
 
 class ReproduceError(UserError, RuntimeError):
@@ -77,9 +77,12 @@ def rebuild_data(bundle: ModelBundle) -> tuple[Splits, PreprocessorSpec, Trainin
     )
     data = TrainingData(
         x_train=apply_preprocessor(preprocessor, splits.train),
-        y_train=encode_target(splits.train[config.target], config),
+        y_train=encode_target(splits.train[config.target], config, bundle.classes),
         x_valid=apply_preprocessor(preprocessor, splits.valid),
-        y_valid=encode_target(splits.valid[config.target], config),
+        y_valid=encode_target(splits.valid[config.target], config, bundle.classes),
+        w_train=sample_weights(splits.train, config),
+        w_valid=sample_weights(splits.valid, config),
+        num_class=len(bundle.classes) if config.task == "multiclass" else 0,
     )
     return splits, preprocessor, data
 

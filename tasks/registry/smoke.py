@@ -172,6 +172,15 @@ def smoke_test(tag: str, records: list[dict[str, Any]], tolerance: float = 1e-6,
         if got.get("label") != want.get("label"):
             result.detail = f"record {index}: label {got.get('label')!r}, offline {want.get('label')!r}"
             return result
+        if "probabilities" in want:  # multiclass: every class's probability, by class name
+            served_classes = got.get("probabilities") or {}
+            if sorted(served_classes) != sorted(want["probabilities"]):
+                result.detail = (
+                    f"record {index}: classes {sorted(served_classes)}, offline {sorted(want['probabilities'])}"
+                )
+                return result
+            diffs.append(max(abs(float(served_classes[c]) - float(p)) for c, p in want["probabilities"].items()))
+            continue
         key = "probability" if "probability" in want else "value"
         diffs.append(abs(float(got[key]) - float(want[key])))
     result.max_abs_diff = max(diffs)
