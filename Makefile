@@ -20,8 +20,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 RUN_SET ?= --set tune.time_budget_s=60
 
+# Exit 3 (trained, the gate kept the champion) is an outcome of a demo run, not a failure of it.
 run: install           ## train on the embedded defaults (Adult census income), a 60 s search; RUN_SET= for the full one
-	$(BIN)/mlcycle train --config $(CONFIG) $(RUN_SET)
+	$(BIN)/mlcycle train --config $(CONFIG) $(RUN_SET) || [ $$? -eq 3 ]
 
 test: install          ## the whole suite: unit tests and real Prefect, Ray Tune and bentoml serve
 	$(BIN)/python -m pytest

@@ -118,7 +118,7 @@ def main() -> None:
         dropped = {c for c in LEAKS if re.search(rf"^\s+{c}\s+dropped:", init.stdout, re.MULTILINE)}
         print(f"leaking columns named as dropped by init: {sorted(dropped)} of {list(LEAKS)}")
 
-        train, train_s = mlcycle("train", "--config", f"configs/{NAME}.yaml", env=env)
+        train, train_s = mlcycle("train", "--config", f"configs/{NAME}.yaml", "--json", env=env)
         if train.returncode not in (0, 3):  # 3: trained, and the gate rejected it (see docs/cli-exit-codes.md)
             raise SystemExit(f"train failed ({train.returncode}):\n{train.stderr[-3000:]}")
         result = json.loads(train.stdout[train.stdout.index("{") :])

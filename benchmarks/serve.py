@@ -210,12 +210,12 @@ def main() -> None:
         ),  # fmt: skip
         "batch-off": (
             bento,
-            {"MLCYCLE_MODEL_TAG": "adult", "MLCYCLE_SERVING": '{"batching": {"enabled": false}}'},
+            {"MLCYCLE_MODEL_TAG": tag, "MLCYCLE_SERVING": '{"batching": {"enabled": false}}'},
             ROOT,
         ),  # fmt: skip
         "batch-on": (
             bento,
-            {"MLCYCLE_MODEL_TAG": "adult", "MLCYCLE_SERVING": '{"batching": {"enabled": true}}'},
+            {"MLCYCLE_MODEL_TAG": tag, "MLCYCLE_SERVING": '{"batching": {"enabled": true}}'},
             ROOT,
         ),  # fmt: skip
     }

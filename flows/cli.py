@@ -4,48 +4,106 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from flows.options import ConfigOption, SetOption, load_pipeline
+from flows import exits
+from flows.options import ConfigOption, JsonOption, SetOption, load_pipeline
 
-app = typer.Typer(help="mlcycle: the whole ML cycle for tabular data as Prefect flows.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from flows.training import TrainResult
+
+
+class _Commands(TyperGroup):
+    """Every command: a user's mistake (`tasks.errors.UserError`, raised anywhere below, flows included) ends it with
+    one `error:` line and the error's exit code, not a traceback (`--debug` lets the traceback through)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from tasks.errors import UserError
+
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if exits.debug():
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(help="mlcycle: the whole ML cycle for tabular data as Prefect flows.", no_args_is_help=True,
+                  epilog=exits.HELP, cls=_Commands)  # fmt: skip
+# Commands that run no Prefect flow and leave no process of theirs running: they need neither Prefect's console
+# quieted nor a supervising parent (`main`), and the quick ones among them stay quick.
+_NO_FLOWS = {"models", "schema", "serve", "export", "reproduce", "undeploy", "init", "quarantine"}
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print the traceback of an error too (the Prefect run keeps it anyway).")
+    ] = False,
+) -> None:
     # Before Prefect, Ray or BentoML are imported: they read these at import time.
     from tasks.paths import configure_environment
 
     configure_environment()
+    if debug:
+        os.environ[exits.DEBUG_ENV] = "1"
+    if ctx.invoked_subcommand not in _NO_FLOWS and "--help" not in sys.argv:
+        exits.hide_user_error_tracebacks()
 
 
-@app.command()
-def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = None) -> None:
-    """Run the training flow: ingest, validate, split, preprocess, tune, evaluate, package."""
+@app.command(epilog=exits.HELP)
+def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = None, json_: JsonOption = False) -> None:
+    """Run the training flow: ingest, validate, split, preprocess, tune, evaluate, package, gate.
+
+    Exits 0 when the model was promoted, 3 when the gate rejected it, 1 when training failed."""
     pipeline = load_pipeline(config, set_)
     from flows.training import train_flow
 
-    result = train_flow(pipeline)
-    typer.echo(json.dumps(result.model_dump(), indent=2))
+    _trained(train_flow(pipeline), json_)
 
 
-@app.command()
+@app.command(epilog=exits.HELP)
 def refresh(
     config: ConfigOption = Path("configs/adult.yaml"),
     base: Annotated[str | None, typer.Option(help="Model to continue; default: the dataset's champion.")] = None,
     set_: SetOption = None,
+    json_: JsonOption = False,
 ) -> None:
-    """Incremental refresh: continue boosting the model on batches that arrived after its snapshot."""
+    """Incremental refresh: continue boosting the model on batches that arrived after its snapshot.
+
+    Exits 0 when the refreshed model was promoted (or nothing was new), 3 when the gate rejected it, 1 on failure."""
     pipeline = load_pipeline(config, set_)
     from flows.training import refresh_flow
 
     result = refresh_flow(pipeline, base)
-    typer.echo(json.dumps(result.model_dump() if result else {"refreshed": False}, indent=2))
+    if result is None:
+        typer.echo(json.dumps({"refreshed": False}) if json_ else "nothing new since the base model's snapshot")
+        return
+    _trained(result, json_)
+
+
+def _trained(result: TrainResult, as_json: bool) -> None:
+    """Print a training result (a summary, or JSON) and end with its exit code: 0 promoted, 3 rejected."""
+    if as_json:
+        typer.echo(json.dumps(result.model_dump(), indent=2))
+    else:
+        primary = result.primary_metric
+        verdict = ("promoted: the champion now" if result.decision == "promote" else
+                   f"REJECTED by the promotion gate; the champion is {result.champion or 'none'}")  # fmt: skip
+        typer.echo(f"{result.tag}: test {primary} {result.test[primary]:.4f} (trivial baseline "
+                   f"{result.baseline[primary]:.4f}); {verdict}")  # fmt: skip
+        for reason in result.gate_reasons:
+            typer.echo(f"  {reason}")
+        if result.report:
+            typer.echo(f"report: {result.report}")
+    raise typer.Exit(exits.OK if result.decision == "promote" else exits.REJECTED)
 
 
 @app.command()
@@ -55,18 +113,22 @@ def ingest(
         list[str] | None, typer.Argument(help="Files, globs or folders to ingest instead of the config's source.")
     ] = None,
     set_: SetOption = None,
+    json_: JsonOption = False,
 ) -> None:
-    """Ingest new batches into the curated store: validate, quarantine bad rows, reject bad batches."""
+    """Ingest new batches into the curated store: validate, quarantine bad rows, reject bad batches.
+
+    Ends with a table of what happened to each input; exits 1 when a batch was rejected."""
     pipeline = load_pipeline(config, set_)
     from flows.ingest import IngestRejected, ingest_flow
-    from tasks.ingest.read import SourceError
 
     try:
         result = ingest_flow(pipeline, paths or None)
-    except (IngestRejected, SourceError) as exc:
+    except IngestRejected as exc:
+        if exc.summary is not None:
+            typer.echo(json.dumps(exc.summary.model_dump(), indent=2) if json_ else exc.summary.table())
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(json.dumps(result.model_dump(), indent=2))
+        raise typer.Exit(exits.FAILED) from None
+    typer.echo(json.dumps(result.model_dump(), indent=2) if json_ else result.table())
 
 
 schema_app = typer.Typer(help="Review schemas: draft one from data, or see how a batch departs from one.")
@@ -93,7 +155,7 @@ def schema_infer(
         draft = draft_dataset(path, target, name=name, csv=csv_options(path, sep, names, no_header))
     except (DraftError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(exits.USAGE) from None
     module = schema_module(draft)
     if out is None:
         typer.echo(module)
@@ -148,9 +210,32 @@ app.add_typer(quarantine_app, name="quarantine")
 def quarantine_replay(config: ConfigOption, set_: SetOption = None) -> None:
     """Validate quarantined rows again under the current schema and admit those that now pass."""
     pipeline = load_pipeline(config, set_)
+    exits.hide_user_error_tracebacks()  # the only flow of its group (`quarantine show` need not import Prefect)
     from flows.ingest import replay_flow
 
     typer.echo(json.dumps(replay_flow(pipeline).model_dump(), indent=2))
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    config: ConfigOption,
+    batch: Annotated[str | None, typer.Option(help="Only this batch; default: every batch, newest first.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show at most.")] = 50,
+    json_: JsonOption = False,
+) -> None:
+    """The quarantined rows of a dataset, with their batch, source, row number, reasons and values as read."""
+    pipeline = load_pipeline(config, None)
+    from tasks.ingest.store import DatasetStore, quarantine_report
+    from tasks.tables import markdown_table
+
+    rows = quarantine_report(DatasetStore.for_dataset(pipeline.name), batch)
+    if json_:
+        typer.echo(json.dumps(rows[:limit], indent=2, default=str))
+        return
+    shown = [{**r, "values": ", ".join(f"{k}={v}" for k, v in r["values"].items())} for r in rows[:limit]]
+    typer.echo(markdown_table(shown, ["batch", "batch status", "source", "row", "reasons", "values"]))
+    if len(rows) > limit:
+        typer.echo(f"… {len(rows) - limit} more quarantined row(s); --limit or --json for all", err=True)
 
 
 @app.command()
@@ -165,7 +250,20 @@ def serve(
         bool | None, typer.Option("--batching/--no-batching", help="Override serving.batching.enabled.")
     ] = None,
 ) -> None:
-    """Serve a model over HTTP with BentoML (set MLCYCLE_API_KEY to require a Bearer token for predictions)."""
+    """Serve a model over HTTP with BentoML (set MLCYCLE_API_KEY to require a Bearer token for predictions).
+
+    A name is served through its champion only: a name with no champion is refused (exit 1). A version the gate
+    rejected is served only when named by its full tag, with a warning. The command becomes the server (exec):
+    SIGTERM and SIGINT reach `bentoml serve` itself, which stops its workers and frees the port."""
+    from tasks import registry
+
+    if ":" in tag:
+        status = registry.version(tag).status  # an unknown tag ends here, with its reason (exit 1)
+        if status == "rejected":
+            typer.echo(f"warning: {tag} was REJECTED by the promotion gate (mlcycle models show {tag}); serving it "
+                       f"because its full tag was named", err=True)  # fmt: skip
+    else:
+        registry.serving_tag(tag)  # refuses a name without a champion, naming the fix (exit 1)
     if public:
         host = "0.0.0.0"
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("MLCYCLE_API_KEY"):
@@ -182,7 +280,12 @@ def serve(
 
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", host,
            "--port", str(port), "--timeout-keep-alive", str(ServingConfig().keep_alive_s)]  # fmt: skip
-    raise typer.Exit(subprocess.call(cmd, env=env, cwd=root))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(root)
+    # exec, not a child: a supervisor's SIGTERM or a Ctrl-C reaches the server, and nothing is left behind holding
+    # the port.
+    os.execve(sys.executable, cmd, env)
 
 
 models_app = typer.Typer(help="The model registry: versions, champion and promotion log.")
@@ -192,7 +295,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list(name: Annotated[str | None, typer.Argument(help="Model name; default: all.")] = None) -> None:
     """Versions with creation time, primary metric, data snapshot and status, newest first."""
-    from flows.models import versions_table
+    from flows.model_views import versions_table
 
     typer.echo(versions_table(name))
 
@@ -200,22 +303,19 @@ def models_list(name: Annotated[str | None, typer.Argument(help="Model name; def
 @models_app.command("show")
 def models_show(tag: Annotated[str, typer.Argument(help="Full tag, or a name for its champion.")]) -> None:
     """Everything recorded for one version: metrics, lineage, config, gate decision, events."""
-    from bentoml.exceptions import NotFound
-
-    from flows.models import describe
-    from tasks.registry import RegistryError
+    from flows.model_views import describe
 
     try:
         typer.echo(json.dumps(describe(tag), indent=2, default=str))
-    except (NotFound, RegistryError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {tag}: its files are missing from the model store ({exc.filename})", err=True)
+        raise typer.Exit(exits.FAILED) from None
 
 
 @models_app.command("history")
 def models_history(name: str) -> None:
     """The promotion log of a model name: promotions, rejections and rollbacks, oldest first."""
-    from flows.models import history_table
+    from flows.model_views import history_table
 
     typer.echo(history_table(name))
 
@@ -298,7 +398,11 @@ def reproduce(
 
 
 def main() -> None:
-    app()
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    if command in _NO_FLOWS or command is None or "--help" in sys.argv or os.environ.get(exits.SUPERVISED_ENV):
+        app()
+    else:  # a command that starts processes: run it in a child that a SIGTERM cannot leave anything behind of
+        sys.exit(exits.supervise(sys.argv[1:]))
 
 
 def _register_cycle() -> None:

@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from flows.options import ConfigOption, SetOption, load_pipeline
+from flows import exits
+from flows.options import ConfigOption, JsonOption, SetOption, load_pipeline
 
 ConfigsOption = Annotated[
     list[Path] | None,
@@ -62,17 +63,28 @@ def register(app: typer.Typer) -> None:
 
         typer.echo(json.dumps(watch_flow(load_pipeline(config, set_)).model_dump(), indent=2))
 
-    @app.command()
+    @app.command(epilog=exits.HELP)
     def retrain(
         config: ConfigOption = Path("configs/bike.yaml"),
         mode: Annotated[str | None, typer.Option(help="full or refresh; default: the config's retrain.mode.")] = None,
         set_: SetOption = None,
+        json_: JsonOption = False,
     ) -> None:
-        """Retrain now: a full re-tune or an incremental refresh of the champion."""
+        """Retrain now: a full re-tune or an incremental refresh of the champion.
+
+        Exits 0 when the new model was promoted (or there was nothing to retrain on), 3 when the gate rejected it."""
         from flows.retrain import retrain_flow
+        from tasks import registry
 
         chosen: Literal["full", "refresh"] | None = mode  # type: ignore[assignment]
-        typer.echo(json.dumps(retrain_flow(load_pipeline(config, set_), "manual", chosen).model_dump(), indent=2))
+        result = retrain_flow(load_pipeline(config, set_), "manual", chosen)
+        status = registry.version(result.tag).status if result.tag else None
+        if json_:
+            typer.echo(json.dumps({**result.model_dump(), "status": status}, indent=2))
+        else:
+            typer.echo(f"{result.dataset} ({result.mode}): {result.reason}; new model {result.tag or 'none'}"
+                       + (f", {status}" if status else ""))  # fmt: skip
+        raise typer.Exit(exits.REJECTED if status == "rejected" else exits.OK)
 
     @app.command()
     def drift(config: ConfigOption = Path("configs/bike.yaml"), set_: SetOption = None) -> None:

@@ -6,14 +6,16 @@ process work pool `mlcycle`, starts a worker for it, publishes each dataset conf
 (`render_prefect_yaml`: the same seven per dataset) and runs `prefect deploy --all` on it. The configs are the source
 of truth: a new `configs/<name>.yaml` needs nothing else. The `prefect.yaml` at the project's root is the same file
 rendered for the shipped configs, for `prefect deploy` users (`mlcycle deploy --print-prefect-yaml` renders it).
-Everything `deploy` starts is recorded with its pid under `$MLCYCLE_HOME/deploy/`; `undeploy` stops exactly those.
+Everything `deploy` starts is recorded with its pid under `$MLCYCLE_HOME/deploy/`; `undeploy` stops exactly those, with
+every process they started (flow runs, the server's own workers), and waits until they are gone. A deploy that fails
+or is interrupted half-way stops what it had started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,10 +27,16 @@ from pathlib import Path
 import httpx
 
 from schemas import PipelineConfig
+from tasks.errors import UserError
 from tasks.paths import configure_environment, mlcycle_home
+from tasks.processes import stop_tree
 
 WORK_POOL = "mlcycle"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class DeployError(UserError, RuntimeError):
+    """The setup cannot be brought up: already running, or the server or `prefect deploy` failed (with its output)."""
 
 
 @dataclass(frozen=True)
@@ -229,14 +237,14 @@ def wait_healthy(api_url: str, proc: subprocess.Popen[bytes] | None, timeout_s: 
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{tail}")
+            raise DeployError(f"prefect server exited with {proc.returncode}:\n{tail}")
         try:
             if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"prefect server at {api_url} not healthy within {timeout_s:.0f} s (log: {log})")
+    raise DeployError(f"prefect server at {api_url} not healthy within {timeout_s:.0f} s (log: {log})")
 
 
 def _spawn(name: str, cmd: list[str], env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
@@ -264,11 +272,20 @@ def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startu
     folder.mkdir(parents=True, exist_ok=True)
     running = [p.stem for p in folder.glob("*.pid") if _alive(int(p.read_text()))]
     if running:
-        raise RuntimeError(
+        raise DeployError(
             f"already deployed ({', '.join(running)} running, pids in {folder}); `mlcycle undeploy` first"
         )
+    try:
+        return _deploy(configs, names, startup_timeout_s, env_overrides or {}, folder)
+    except BaseException:
+        # A failure or an interruption (Ctrl-C, SIGTERM) half-way: nothing it started is left running.
+        undeploy()
+        raise
+
+
+def _deploy(configs: list[PipelineConfig], names: list[str] | None, startup_timeout_s: float,
+            overrides: dict[str, str], folder: Path) -> Deployed:  # fmt: skip
     started: dict[str, int] = {}
-    overrides = env_overrides or {}
     api_url = overrides.get("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", ""))
     if not api_url:
         port = free_port()
@@ -297,7 +314,7 @@ def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startu
 def _run(cmd: list[str], env: dict[str, str]) -> None:
     done = subprocess.run(cmd, env=env, cwd=PROJECT_DIR, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(
+        raise DeployError(
             f"{' '.join(cmd[2:])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
         )
 
@@ -318,7 +335,8 @@ def _alive(pid: int) -> bool:
 
 
 def undeploy(timeout_s: float = 30) -> list[str]:
-    """Stop the worker and the server `deploy` started (their whole process groups), by the recorded pids."""
+    """Stop the worker and the server `deploy` started, by the recorded pids: their process groups and every
+    process below them (a flow run in a session of its own too), and wait until all are gone."""
     folder = state_dir()
     stopped = []
     for name in ("worker", "server"):  # the worker first: it reports its runs to the server
@@ -327,12 +345,9 @@ def undeploy(timeout_s: float = 30) -> list[str]:
             continue
         pid = int(pid_file.read_text())
         if _alive(pid) and os.getpgid(pid) == pid:  # still the session leader we started, not a reused pid
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+            stop_tree(pid, timeout_s)
+            with contextlib.suppress(ChildProcessError):  # our own child (the tests start it): reap it
+                os.waitpid(pid, os.WNOHANG)
             stopped.append(f"{name} (pid {pid})")
         pid_file.unlink()
     (folder / "api_url").unlink(missing_ok=True)

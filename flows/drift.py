@@ -88,7 +88,7 @@ def measure_task(config: PipelineConfig, bundle: ModelBundle, reference: pd.Data
     found: list[FeatureDrift] = feature_drift(reference, recent, features, config.drift.bins)
     recent_features = recent.drop(columns=[c for c in REQUEST_COLUMNS if c in recent.columns])
     found.append(prediction_drift(bundle.predict_raw(reference), bundle.predict_raw(recent_features),
-                                  config.drift.bins))  # fmt: skip
+                                  config.drift.bins, bundle.classes))  # fmt: skip
     return [
         DriftRow(
             source=source,

@@ -9,14 +9,20 @@ from prefect.events import emit_event
 from pydantic import BaseModel
 
 from schemas import PipelineConfig, resolve_schema
+from tasks.errors import UserError
 from tasks.ingest.admit import BatchResult, IngestPlan, admit_batch, plan_inputs, replay_quarantine
 from tasks.ingest.read import FileInput
 from tasks.ingest.sql import SqlIncrement
 from tasks.ingest.store import DatasetStore
 
 
-class IngestRejected(RuntimeError):
-    """At least one batch was rejected; the message names each file, its row counts and top reasons."""
+class IngestRejected(UserError, RuntimeError):
+    """At least one batch was rejected; the message names each file, its row counts and top reasons, and `summary`
+    holds what happened to every input of the run."""
+
+    def __init__(self, message: str, summary: IngestResult | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class BatchSummary(BaseModel):
@@ -41,6 +47,20 @@ class IngestResult(BaseModel):
 
     def count(self, outcome: str) -> int:
         return sum(b.outcome == outcome for b in self.batches)
+
+    def table(self) -> str:
+        """What `mlcycle ingest` prints: a row per input (a skipped one names the batch it repeats), then notes."""
+        from tasks.tables import markdown_table
+
+        rows = [{"source": b.source, "outcome": b.outcome, "batch": b.batch_id, "read": b.rows_read,
+                 "accepted": b.rows_accepted, "quarantined": b.rows_quarantined,
+                 "top reason": b.top_reasons[0] if b.top_reasons else ""} for b in self.batches]  # fmt: skip
+        columns = ["source", "outcome", "batch", "read", "accepted", "quarantined", "top reason"]
+        lines = [markdown_table(rows, columns) if rows else f"{self.dataset}: no new input to ingest"]
+        counts = ", ".join(f"{self.count(o)} {o}" for o in ("accepted", "skipped", "rejected") if self.count(o))
+        if counts:
+            lines.append(f"{self.dataset}: {counts}")
+        return "\n".join([*lines, *self.notes])
 
 
 # Inputs carry DataFrames and configs: poor cache keys, so no task here caches on its inputs (NO_CACHE).
@@ -98,7 +118,7 @@ def ingest_flow(config: PipelineConfig, paths: list[str] | None = None) -> Inges
         print(note)
     summary = summarize(config.name, results, plan.notes)
     if summary.count("rejected"):
-        raise IngestRejected("\n".join(b.message for b in summary.batches if b.outcome == "rejected"))
+        raise IngestRejected("\n".join(b.message for b in summary.batches if b.outcome == "rejected"), summary)
     return summary
 
 

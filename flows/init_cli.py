@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flows import exits
+
 if TYPE_CHECKING:
     from schemas.config import CsvOptions
 
@@ -52,16 +54,16 @@ def register(app: typer.Typer) -> None:
                                   time_column=time_column, max_rows=sample_rows)  # fmt: skip
         except (DraftError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(exits.USAGE) from None
         schema_file = Path("schemas") / f"{draft.name}.py"
         config_file = Path("configs") / f"{draft.name}.yaml"
         existing = [str(f) for f in (schema_file, config_file) if f.exists()]
         if existing and not force:
             typer.echo(f"error: {', '.join(existing)} exist(s); pass --force to overwrite, or --name another", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(exits.USAGE)
         if not Path("schemas/__init__.py").is_file():
             typer.echo("error: run `mlcycle init` from the project's folder (no schemas/ package here)", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(exits.USAGE)
         schema_source = schema_module(draft)
         config_source = config_yaml(draft, f"schemas.{draft.name}")
         try:
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
                        "a defect of mlcycle init: please report it with the summary above", err=True)  # fmt: skip
             for line in summary_lines(draft):
                 typer.echo(line, err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exits.FAILED) from None
         for line in summary_lines(draft):
             typer.echo(line)
         config_file.parent.mkdir(exist_ok=True)

@@ -1,4 +1,5 @@
-"""Model lifecycle wiring: the gate at the end of training, rollback, and what the `mlcycle models` commands show.
+"""Model lifecycle wiring: the gate at the end of training and rollback (what the `mlcycle models` commands show is
+in `flows.model_views`, which imports none of this).
 
 The work itself lives in `tasks.registry.gate`, `tasks.registry.smoke`, `tasks.registry`, `tasks.registry.export` and `tasks.registry.reproduce`.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,24 +18,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from flows.model_views import GATE_FILE, bundle_folder
 from schemas.config import PipelineConfig, TrackingConfig
 from tasks import registry, tracking
+from tasks.errors import UserError
 from tasks.registry.gate import GateRecord, gate_challenger
-from tasks.train.report import markdown_table
 
 log = logging.getLogger("mlcycle.tracking")
 
-GATE_FILE = "gate.json"  # the decision and its evidence, next to the booster in the bundle's folder
 
-
-class RollbackError(RuntimeError):
+class RollbackError(UserError, RuntimeError):
     """A rollback that cannot be done: no earlier champion, an unknown tag, or a target that fails its smoke test."""
-
-
-def bundle_folder(tag: str) -> Path:
-    import bentoml
-
-    return Path(bentoml.models.get(tag).path)
 
 
 @task(name="gate_challenger", cache_policy=NO_CACHE)
@@ -162,47 +155,3 @@ def mirror_champion_task(name: str, tag: str, action: str) -> str:
     except Exception as exc:  # the mirror never fails what it mirrors
         log.warning("tracking: %s's %s not mirrored: %s", name, action, exc)
         return f"not mirrored: {exc}"
-
-
-def versions_table(name: str | None = None) -> str:
-    """`mlcycle models list`: one row per version, newest first."""
-    rows = [{"tag": v.tag, "created": v.created, "metric": v.primary_metric, "value": v.metric,
-             "data snapshot": (v.data_hash or "")[:12], "status": v.status} for v in registry.versions(name)]  # fmt: skip
-    return markdown_table(rows, ["tag", "created", "metric", "value", "data snapshot", "status"])
-
-
-def history_table(name: str) -> str:
-    """`mlcycle models history`: the promotion log, oldest first."""
-    rows = [{"at": e.at, "action": e.action, "from": e.from_tag, "to": e.to_tag, "by": e.actor,
-             "flow run": (e.flow_run_id or "")[:8], "reason": _short(e.reason)} for e in registry.history(name)]  # fmt: skip
-    return markdown_table(rows, ["at", "action", "from", "to", "by", "flow run", "reason"])
-
-
-def _short(text: str, limit: int = 160) -> str:
-    """A log reason for a table cell; `models show` has the whole record."""
-    text = text.replace("|", "/").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def describe(tag: str) -> dict[str, Any]:
-    """`mlcycle models show`: everything recorded for one version."""
-    from tasks.registry.bundle import load_bundle
-
-    bundle = load_bundle(tag)
-    folder = bundle_folder(bundle.tag)
-    gate = json.loads((folder / GATE_FILE).read_text()) if (folder / GATE_FILE).exists() else None
-    version = registry.version(bundle.tag)
-    metrics = {k: v for k, v in bundle.metrics.items() if k in ("primary", "test", "baseline", "references", "rows")}
-    return {
-        "tag": bundle.tag,
-        "status": version.status,
-        "created": version.created,
-        "champion_of_name": registry.champion(version.name),
-        "metrics": metrics,
-        "slices": bundle.metrics.get("slices"),
-        "lineage": bundle.lineage,
-        "config": bundle.config.model_dump(mode="json"),
-        "gate": gate,
-        "events": [e.__dict__ for e in registry.history(version.name) if bundle.tag in (e.to_tag, e.from_tag)],
-        "path": str(folder),
-    }

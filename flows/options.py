@@ -9,6 +9,9 @@ import typer
 import yaml
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Dataset config YAML.", exists=True, dir_okay=False)]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON (for scripts) instead of a summary.")
+]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config value: --set tune.num_samples=4 (repeatable).")
 ]
@@ -29,10 +32,11 @@ def load_pipeline(config: Path, overrides: list[str] | None) -> Any:
     """The dataset config with `--set` overrides applied; a bad one ends the command with its reasons (exit 2)."""
     from pydantic import ValidationError
 
+    from flows.exits import USAGE
     from schemas import load_config
 
     try:
         return load_config(config, parse_overrides(overrides))
     except (ValidationError, ValueError) as exc:
         typer.echo(f"error: {config}: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(USAGE) from None

@@ -29,7 +29,17 @@ from tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, pre
 from tasks.train.boost import TrainingData, refresh_booster, xgb_params
 from tasks.train.evaluate import evaluate_model, reference_predictions, reference_training_rows, score
 from tasks.train.final import fit_final_model
-from tasks.train.prepare import LeakageReport, Splits, encode_target, feature_columns, find_leaks, split_frame
+from tasks.train.prepare import (
+    LeakageReport,
+    Splits,
+    check_weight_column,
+    encode_target,
+    feature_columns,
+    find_leaks,
+    sample_weights,
+    split_frame,
+    target_classes,
+)
 from tasks.train.report import (
     ReportFiles,
     comparison_rows,
@@ -116,13 +126,27 @@ def fit_preprocessor_task(splits: Splits, config: PipelineConfig) -> Preprocesso
     return fit_preprocessor(splits.train, features, config.preprocess)
 
 
+@task(name="target_classes", **_pure)
+def classes_task(splits: Splits, config: PipelineConfig) -> list[str]:
+    """The classes the model predicts (from the schema, else the training split's labels), after checking that the
+    sample weight column, if any, is a training-only column."""
+    check_weight_column(config)
+    return target_classes(config, splits.train[config.target])
+
+
 @task(name="prepare_training_data", **_pure)
-def prepare_task(splits: Splits, preprocessor: PreprocessorSpec, config: PipelineConfig) -> TrainingData:
+def prepare_task(splits: Splits, preprocessor: PreprocessorSpec, config: PipelineConfig,
+                 classes: list[str]) -> TrainingData:  # fmt: skip
+    """Model inputs, labels encoded by `classes` (a validation label outside them stops the run, by name), and the
+    sample weights."""
     return TrainingData(
         x_train=apply_preprocessor(preprocessor, splits.train),
-        y_train=encode_target(splits.train[config.target], config),
+        y_train=encode_target(splits.train[config.target], config, classes),
         x_valid=apply_preprocessor(preprocessor, splits.valid),
-        y_valid=encode_target(splits.valid[config.target], config),
+        y_valid=encode_target(splits.valid[config.target], config, classes),
+        w_train=sample_weights(splits.train, config),
+        w_valid=sample_weights(splits.valid, config),
+        num_class=len(classes) if config.task == "multiclass" else 0,
     )
 
 
@@ -156,14 +180,15 @@ def fit_final_task(data: TrainingData, tuned: TuneResult, config: PipelineConfig
 
 @task(name="evaluate_model", **_pure)
 def evaluate_task(booster: Any, preprocessor: PreprocessorSpec, splits: Splits, data: TrainingData,
-                  config: PipelineConfig) -> Evaluation:  # fmt: skip
-    y_test = encode_target(splits.test[config.target], config)
+                  config: PipelineConfig, classes: list[str]) -> Evaluation:  # fmt: skip
+    y_test = encode_target(splits.test[config.target], config, classes)
     predictions = predict_raw(booster, preprocessor, splits.test, nthread=0)
     references = reference_predictions(config.task, data, apply_preprocessor(preprocessor, splits.test), config.seed)
     every = [splits.train, splits.valid, splits.test]
     metrics = evaluate_model(config.task, y_test, predictions, references, splits.test[config.slices],
                              splits.train[config.slices], pd.concat([p[config.slices] for p in every]),
-                             reference_training_rows(len(data.x_train)))  # fmt: skip
+                             reference_training_rows(len(data.x_train)), classes,
+                             sample_weights(splits.test, config))  # fmt: skip
     return Evaluation(metrics=metrics, y_test=y_test, predictions=predictions, references=references)
 
 
@@ -216,12 +241,13 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     validated = validate_task(raw, config)
     write_quarantine_task(validated, raw, config)
     splits = split_task(validated, raw, config)
+    classes = classes_task(splits, config)
     leakage = leakage_task(splits, config)
     preprocessor = fit_preprocessor_task(splits, config)
-    data = prepare_task(splits, preprocessor, config)
+    data = prepare_task(splits, preprocessor, config, classes)
     tuned = tune_task(data, config, raw.content_hash, len(splits.test))
     booster = fit_final_task(data, tuned, config)
-    evaluation = evaluate_task(booster, preprocessor, splits, data, config)
+    evaluation = evaluate_task(booster, preprocessor, splits, data, config, classes)
     lineage = collect_lineage(
         raw.content_hash,
         schema_fingerprint(resolve_schema(config.schema_ref)),
@@ -230,10 +256,11 @@ def train_flow(config: PipelineConfig) -> TrainResult:
          "best_rounds": tuned.best_rounds, "best_boosted": tuned.best_boosted,
          "final_model": "best trial's booster" if tuned.best_booster is not None and config.tune.final_fit == "train"
          else f"refit ({config.tune.final_fit})", "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined,
+         "sample_weight": config.weight,
          "likely_leaks": leakage.suspects, "duplicated_in_train": leakage.duplicated_in_train},
     )  # fmt: skip
     metrics = evaluation.metrics
-    tag = save_bundle_task(booster, preprocessor, config, class_names(config), metrics, lineage)
+    tag = save_bundle_task(booster, preprocessor, config, classes, metrics, lineage)
     files = write_report_task(tag, evaluation, booster, leakage, tuned, config)
     publish_task(tag, evaluation, leakage, files, tuned, splits, validated)
     gate = record_decision_task(
@@ -284,7 +311,8 @@ def read_new_task(config: PipelineConfig, base: ModelBundle) -> tuple[RawData, s
 
 @task(name="refresh_booster", **_pure)
 def refresh_task(base: ModelBundle, data: TrainingData, config: PipelineConfig) -> Any:
-    params = xgb_params(config.task, base.lineage.get("best_config", {}), nthread=0, seed=config.seed)
+    params = xgb_params(config.task, base.lineage.get("best_config", {}), nthread=0, seed=config.seed,
+                        num_class=data.num_class)  # fmt: skip
     return refresh_booster(base.booster, data, params, config.refresh.rounds, config.refresh.early_stopping_rounds)
 
 
@@ -302,9 +330,10 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
     raw, seen_hash = found
     validated = validate_task(raw, config)
     splits = split_task(validated, raw, config)
-    data = prepare_task(splits, base.preprocessor, config)
+    # the parent's classes: a label it never saw stops the refresh by name (a full training can add a class)
+    data = prepare_task(splits, base.preprocessor, config, base.classes)
     booster = refresh_task(base, data, config)
-    evaluation = evaluate_task(booster, base.preprocessor, splits, data, config)
+    evaluation = evaluate_task(booster, base.preprocessor, splits, data, config, base.classes)
     base_on_new = evaluate_predictions_task(base, splits, config)
     lineage = collect_lineage(
         seen_hash,
@@ -313,10 +342,10 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
         {"flow_run_id": flow_run.id, "mode": "refresh", "parent_tag": base.tag, "refresh_data_hash": raw.content_hash,
          "best_config": base.lineage.get("best_config", {}), "rounds_before": base.booster.num_boosted_rounds(),
          "rounds_after": booster.num_boosted_rounds(), "rows": splits.sizes(),
-         "rows_quarantined": validated.rows_quarantined},
+         "rows_quarantined": validated.rows_quarantined, "sample_weight": config.weight},
     )  # fmt: skip
     metrics = {**evaluation.metrics, "parent_on_same_test": base_on_new}
-    tag = save_bundle_task(booster, base.preprocessor, config, class_names(config), metrics, lineage)
+    tag = save_bundle_task(booster, base.preprocessor, config, base.classes, metrics, lineage)
     gate = record_decision_task(
         gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
     )
@@ -336,15 +365,5 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
 @task(name="evaluate_parent", **_pure)
 def evaluate_predictions_task(base: ModelBundle, splits: Splits, config: PipelineConfig) -> dict[str, float]:
     """The parent model's metrics on the refreshed model's test rows: the comparison a refresh must win."""
-    return score(config.task, encode_target(splits.test[config.target], config), base.predict_raw(splits.test))
-
-
-def class_names(config: PipelineConfig) -> list[str]:
-    """[negative, positive] labels of a binary task, read from the schema's allowed target values."""
-    if config.task != "binary":
-        return []
-    column = resolve_schema(config.schema_ref).to_schema().columns[config.target]
-    allowed = next((c.statistics["allowed_values"] for c in column.checks if "allowed_values" in c.statistics), None)
-    negatives = [v for v in allowed or [] if v != config.positive_label]
-    negative = negatives[0] if len(negatives) == 1 else f"not {config.positive_label}"
-    return [negative, str(config.positive_label)]
+    y = encode_target(splits.test[config.target], config, base.classes)
+    return score(config.task, y, base.predict_raw(splits.test), sample_weights(splits.test, config))

@@ -10,9 +10,13 @@ Validation has two tiers. Most fields of that model need a Python `BeforeValidat
 integer, 5 is the text "5"), so pydantic-core calls back into Python per field per record. Beside it, `record_model`
 builds a strict model that pydantic-core checks without leaving Rust (strict int, str, float and bool, the same
 ranges, categories and nullability; only a `str_matches` pattern stays a Python check): it accepts a subset of what
-the full model accepts, with identical values (tests/test_requests_model.py holds it to that). Records are tried
-against it first, as raw JSON bytes where possible; whatever it refuses goes to the full model, which gives the real
-verdict and the errors. Well-formed requests, the common case, never reach Python per field.
+the full model accepts, with identical values (tests/test_requests_model.py holds it to that).
+
+The strict model is also the contract of a JSON request: JSON has types, the OpenAPI document states them, and a
+client generated from it sends them, so the service gives the strict tier's verdict and errors on JSON records
+(`validate_python(strict=True)`, after `validate_json_fast` on the raw bytes, which accepts the well-formed ones
+without reaching Python per field). The full model, with pandera's coercions, gives the verdict on rows that have no
+types of their own: CSV and Parquet uploads read by pandas.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import reprlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -45,6 +50,9 @@ _BOUNDS = {
     "less_than": [("lt", "max_value")],
 }
 _INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
+# An invalid value as an error message quotes it: short, and safe for values nested a thousand levels deep.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 5, 5
 
 
 def _integer(value: Any) -> Any:
@@ -158,11 +166,19 @@ class RecordValidator:
     fast: type | None = None  # the strict tier's record type (a TypedDict); None: the full model only
     _requests: dict[int, TypeAdapter[Any]] = field(default_factory=dict, repr=False)  # fast request type per limit
 
-    def validate_python(self, records: list[Any], fast: bool = True) -> tuple[list[dict[str, Any]], list[FieldError]]:
+    def validate_python(self, records: list[Any], fast: bool = True,
+                        strict: bool = False) -> tuple[list[dict[str, Any]], list[FieldError]]:  # fmt: skip
         """Validated records as dicts, or the errors of every broken record (index and field named).
 
-        `fast=False` skips the strict tier (for records it has already refused)."""
+        `fast=False` skips the strict tier (for records it has already refused). `strict=True` gives the strict
+        tier's verdict alone: JSON's own types, as the OpenAPI document states them (no pandera coercions)."""
         rows: list[dict[str, Any]] | None = None
+        if strict and self.fast is not None:
+            try:
+                rows = self.fast_adapter.validate_python(records)
+            except ValidationError as exc:
+                return [], pydantic_errors(exc)
+            return rows, self.check_leftover(rows)
         if fast and self.fast is not None:
             try:
                 rows = self.fast_adapter.validate_python(records)
@@ -239,11 +255,11 @@ def pydantic_errors(exc: ValidationError, offset: tuple[Any, ...] = ()) -> list[
         elif kind == "extra_forbidden":
             message = f"field {name!r} is not in the schema"
         elif kind == "literal_error":
-            message = f"{error.get('input')!r} is not an allowed value"
+            message = f"{_REPR.repr(error.get('input'))} is not an allowed value"
         elif kind == "value_error":
             rule = "type"
         elif kind not in ("missing", "extra_forbidden"):
-            message = f"{message} (got {error.get('input')!r})"
+            message = f"{message} (got {_REPR.repr(error.get('input'))})"
         found.append(FieldError(record, name, rule, message))
     return found
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskType = Literal["binary", "regression"]
+TaskType = Literal["binary", "multiclass", "regression"]
 
 
 class _Strict(BaseModel):
@@ -562,9 +562,10 @@ class GateConfig(_Strict):
     latency_p99_ms: float = Field(
         default=500.0,
         gt=0,
-        description="Budget for the p99 of single-row predictions, validation and preprocessing included.",
+        description="Budget for the p99 of single-record requests on the service's own path without HTTP (JSON "
+        "validation, encoding, the booster call; well under a millisecond for the demo models).",
     )
-    latency_rows: int = Field(default=200, ge=10, description="Single-row predictions timed for the p99.")
+    latency_rows: int = Field(default=200, ge=10, description="Single-record requests timed for the p99.")
     max_size_mb: float = Field(default=50.0, gt=0, description="Budget for the bundle's size on disk.")
     smoke_test: bool = Field(
         default=True,
@@ -585,13 +586,18 @@ class PipelineConfig(_Strict):
     schema_ref: str = Field(description="`module:Class` of the pandera DataFrameModel for the training frame.")
     features_schema_ref: str = Field(description="`module:Class` of the pandera model for serving requests.")
     target: str = Field(description="The column to predict.")
-    task: TaskType = Field(description="The kind of prediction; it picks the objective and the metrics.")
+    task: TaskType = Field(
+        description="`binary`, `regression`, or `multiclass`: its classes are the target's allowed values in the "
+        "training schema (`isin`, in that order), else the training split's labels, sorted; a validation or test "
+        "label training never saw stops the run."
+    )
     positive_label: str | None = Field(default=None, description="Binary tasks: the class predicted as 1.")
     ids: list[str] = Field(default_factory=list, description="Row identifiers: kept for tracing, never features.")
     weight: str | None = Field(
         default=None,
         description="A column of sample weights (survey weights, say): used in training and in every metric, never "
-        "a feature. It belongs to the training schema, not the features schema.",
+        "a feature. It belongs to the training schema, not the features schema; its values must be present and "
+        "non-negative.",
     )
     drop: dict[str, str] = Field(
         default_factory=dict,
@@ -649,8 +655,10 @@ class PipelineConfig(_Strict):
             raise ValueError("a binary task needs positive_label")
         if self.split.strategy == "time" and not self.split.time_columns:
             raise ValueError("a time split needs split.time_columns")
-        if self.split.strategy == "stratified" and self.task != "binary":
+        if self.split.strategy == "stratified" and self.task == "regression":
             raise ValueError("a stratified split needs a classification task")
+        if self.weight is not None and self.weight in {self.target, *self.ids}:
+            raise ValueError(f"weight {self.weight!r} is also the target or an id; name a column of its own")
         return self
 
     def fingerprint(self) -> str:

@@ -7,7 +7,11 @@ the dataset's pandera features schema (schemas/api.py) and encoded by the prepro
 (tasks/preprocess.py), without pandas on the single-record path; answers name the model that gave them.
 
 Endpoints: POST /predict, /predict_batch (CSV or Parquet body), /explain, /reload, /model; GET /metadata;
-/healthz, /readyz, /metrics from BentoML. Client mistakes get 400/401/413/422 with reasons, never 500.
+/healthz, /readyz, /metrics from BentoML. GET /docs.json is the contract the service keeps (serving/openapi.py): a
+JSON record is held to JSON's own types as documented (the pandera coercions apply to CSV and Parquet uploads,
+which have no types of their own), and client mistakes get a documented 400/401/409/413/415/422 with reasons,
+never 500. A bare name is served only through its champion; a version the gate rejected only when pinned by its
+full tag, with a warning in the log and in /metadata; a new champion with another request contract is not loaded.
 POST /predict is answered by the `DirectPredict` middleware (the same `predict_body` as the API method, documented
 by the API in OpenAPI), inside BentoML's tracing, metrics and limits but past its per-request API dispatch.
 """
@@ -20,6 +24,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,7 +47,7 @@ from schemas.config import ServingConfig
 from serving.batching import MicroBatcher
 from tasks.monitor.request_log import RequestLog
 from tasks.preprocess import encode_records
-from tasks.registry.bundle import ModelBundle, load_bundle
+from tasks.registry.bundle import ModelBundle, answer_records, load_bundle
 
 log = logging.getLogger("mlcycle.serving")
 EXAMPLES = Path(__file__).parent / "examples"
@@ -113,19 +118,29 @@ class Predictor:
         return np.asarray(self.bundle.booster.inplace_predict(features), dtype=np.float64)
 
     def answers(self, raw: np.ndarray) -> list[dict[str, Any]]:
+        return answer_records(self.bundle.config.task, self.bundle.classes, raw)
+
+    def logged(self, raw: np.ndarray) -> tuple[list[float], list[str] | None]:
+        """What the request log keeps per record: the prediction as one number (the positive class's probability,
+        the predicted class's probability, or the value) and the predicted label (classification)."""
+        classes = self.bundle.classes
+        if raw.ndim == 2:
+            return raw.max(axis=1).tolist(), [classes[i] for i in raw.argmax(axis=1).tolist()]
         if self.bundle.config.task == "binary":
-            negative, positive = self.bundle.classes
-            return [{"probability": p, "label": positive if p >= 0.5 else negative} for p in raw.tolist()]
-        return [{"value": v} for v in raw.tolist()]
+            return raw.tolist(), [classes[1] if p >= 0.5 else classes[0] for p in raw.tolist()]
+        return raw.tolist(), None
 
     def explain(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """XGBoost's own SHAP values (pred_contribs) per model feature, and the bias column."""
+        """XGBoost's own SHAP values (pred_contribs) per model feature, and the bias column; for multiclass those
+        of each record's predicted class (its softmax margin), the class its answer names."""
         import xgboost as xgb
 
         booster = self.bundle.booster
         matrix = xgb.DMatrix(features, feature_names=booster.feature_names, feature_types=booster.feature_types,
                              enable_categorical=True, nthread=1)  # fmt: skip
         contribs = booster.predict(matrix, pred_contribs=True)
+        if contribs.ndim == 3:  # multiclass: (records, classes, features + bias)
+            contribs = contribs[np.arange(len(contribs)), self.predict(features).argmax(axis=1)]
         return contribs[:, :-1], contribs[:, -1]
 
 
@@ -173,9 +188,9 @@ def check_key(headers: Any) -> Refusal | None:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes | Refusal:
-    """The request body, or 401/413 before it is read in full."""
-    refused = check_key(request.headers)
+async def read_body(request: Request, limit: int, keyed: bool = True) -> bytes | Refusal:
+    """The request body, or 401 (`keyed`: the endpoint needs the API key) or 413 before it is read in full."""
+    refused = check_key(request.headers) if keyed else None
     if refused:
         return refused
     declared = request.headers.get("content-length")
@@ -218,17 +233,27 @@ class UploadInput(IODescriptor):
         return cls.model_construct(file=(body, content_type))  # type: ignore[arg-type]
 
 
-class EmptyInput(IODescriptor):
-    """No body needed (any body is ignored)."""
+_NOTHING = re.compile(rb"(\s*\{\s*\}\s*)?")  # no body, or the JSON object {} (whitespace alone is not JSON)
+
+
+class NoBody(IODescriptor):
+    """No body: nothing, or `{}` (what BentoML's clients send); anything else is refused (400), unread."""
+
+    refusal: Any = None
 
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> IODescriptor:
-        return cls.model_construct()
+        body = await read_body(request, 64 * 1024, keyed=False)
+        if isinstance(body, Refusal) or _NOTHING.fullmatch(body):
+            return cls.model_construct(refusal=body if isinstance(body, Refusal) else None)
+        message = f"{request.url.path} takes no body: send nothing, or {{}}"
+        return cls.model_construct(refusal=Refusal(400, message))
 
 
 def _input_spec(base: type[IODescriptor], record: type[BaseModel], max_records: int, example: Any) -> type:
     """A RecordsInput whose documented record type is the generated model (for the OpenAPI document)."""
-    config = ConfigDict(json_schema_extra={"example": {"records": example}} if example else None)
+    # extra="forbid": the document says what the service refuses, a top-level field other than `records`.
+    config = ConfigDict(extra="forbid", json_schema_extra={"example": {"records": example}} if example else None)
     return create_model(  # type: ignore[call-overload, no-any-return]
         f"{record.__name__}Request", __base__=base, __config__=config,
         records=(list[record], Field(min_length=1, max_length=max_records,  # type: ignore[valid-type]
@@ -240,15 +265,26 @@ class PredictResponse(BaseModel):
     model: str = Field(description="The tag of the model that answered.")
     request_id: str
     predictions: list[dict[str, Any]] = Field(
-        description="Per record: `probability` and `label` (classification) or `value` (regression)."
+        description="Per record: `probability` (of the positive class) and `label` (binary); `label` (the most "
+        "probable class) and `probabilities` (class → probability, summing to 1) (multiclass); `value` (regression)."
     )
     unseen_categories: dict[str, int] = Field(description="Per feature, values never seen in training.")
+
+
+def _serving_tag(ref: str) -> str:
+    """The tag to serve for `ref`: a full tag as given (a built Bento pins one: no registry needed there); a bare
+    name only through its champion. Raises RegistryError naming the fix when the name has none."""
+    if ":" in ref:
+        return ref
+    from tasks import registry
+
+    return registry.serving_tag(ref)
 
 
 # The record model documented in OpenAPI: the one of the model chosen at start (a reload keeps its dataset).
 def _startup_spec() -> tuple[type, ServingConfig]:
     try:
-        startup = Predictor.load(model_ref())
+        startup = Predictor.load(_serving_tag(model_ref()))
     except Exception as exc:  # no model yet (e.g. `bentoml build` before training): a generic record model
         log.warning("cannot load %s for the OpenAPI document: %s", model_ref(), exc)
         return RecordsInput, ServingConfig()
@@ -273,25 +309,15 @@ async def _metadata_route(request: Request) -> Response:
 metadata_app.router.routes.append(Route("/metadata", _metadata_route, methods=["GET"]))
 
 
-def _resolved_tag() -> str:
-    from tasks import registry
-
-    ref = model_ref()
-    try:
-        return registry.resolve(ref)
-    except Exception:  # inside a built Bento there may be no registry: BentoML's own store decides
-        return ref
-
-
 @bentoml.service(name="mlcycle", traffic={"timeout": 60}, logging={"access": {"enabled": STARTUP_CONFIG.access_log}})
 @bentoml.asgi_app(metadata_app, path="/")
 class MLCycleService:
     # Resolved when BentoML imports the service, so `bentoml build` pins the champion into the Bento.
-    model = bentoml.models.BentoModel(_resolved_tag())
+    model = bentoml.models.BentoModel(_serving_tag(model_ref()))
 
     def __init__(self) -> None:
         self.ref = model_ref()
-        self.predictor = Predictor.load(self.ref)
+        self.predictor = Predictor.load(_serving_tag(self.ref))
         self.config = serving_config(self.predictor.bundle)
         self.predictor.bundle.booster.set_param({"nthread": self.config.predict_threads})
         GUARD.api_key = os.environ.get(self.config.api_key_env) or None
@@ -303,7 +329,11 @@ class MLCycleService:
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics()
+        self.refused_reload: str | None = None  # why the newest champion is not served (another contract)
         log.info("serving %s (ref %s, batching %s)", self.predictor.tag, self.ref, batching.enabled)
+        warning = rejected_warning(self.predictor.tag)
+        if warning:
+            log.warning(warning)
 
     def _metrics(self) -> None:
         if not COUNTERS:  # one registration per process; BentoML's /metrics exports prometheus_client's registry
@@ -372,18 +402,31 @@ class MLCycleService:
             await asyncio.sleep(seconds)
             try:
                 await self.reload_model()
+            except ContractChanged:
+                pass  # logged once by reload_model; the service keeps serving what it has
             except Exception:
                 log.exception("champion poll failed; still serving %s", self.predictor.tag)
 
     async def reload_model(self) -> dict[str, Any]:
         """Serve the current champion of the name given at start; the old model answers until the new one is
-        loaded, then one assignment switches (no request is refused or dropped)."""
+        loaded, then one assignment switches (no request is refused or dropped). A champion with another request
+        contract (features schema, task or classes) is not served: ContractChanged says why."""
         async with self._reload_lock:
             previous = self.predictor.tag
             target = await asyncio.to_thread(_resolve, self.ref)
             if target == previous:
                 return {"model": previous, "previous": previous, "changed": False}
+            if self.refused_reload and target in self.refused_reload:  # the poll asks again: no second load
+                raise ContractChanged(self.refused_reload)
             fresh = await asyncio.to_thread(Predictor.load, target, self.config.predict_threads)
+            change = contract_change(self.predictor, fresh)
+            if change:
+                self.refused_reload = (f"not serving the new champion {target}: {change}, which would change the "
+                                       f"request contract of this service (its OpenAPI document); still serving "
+                                       f"{previous}; restart the service to serve {target}")  # fmt: skip
+                log.warning(self.refused_reload)
+                raise ContractChanged(self.refused_reload)
+            self.refused_reload = None
             if self.request_log is not None and fresh.bundle.config.name != self.predictor.bundle.config.name:
                 await asyncio.to_thread(self.request_log.flush)
                 self.request_log = self._request_log(fresh)
@@ -395,20 +438,18 @@ class MLCycleService:
     # --- the work, callable directly (tier-1 tests) -------------------------------------------------------------
 
     def parse(self, body: bytes, predictor: Predictor) -> list[dict[str, Any]] | Refusal:
-        """Validate a JSON body `{"records": [...]}`: 400 if it is not JSON, 413 over the record limit, 422 with
-        record index and field for every broken record."""
+        """Validate a JSON body `{"records": [...]}` against the documented contract, JSON's own types (no
+        pandera coercion: "39" is not an integer here, as the OpenAPI document says): 400 if it is not JSON or is
+        nested too deep to read, 413 over the record limit, 422 with record index and field for every broken
+        record."""
         limit = self.config.max_records
         validator = predictor.validator
         rows = validator.validate_json_fast(body, limit)  # the common case: well-formed, checked in one pass
         if rows is not None:
             return _verdict(rows, validator.check_leftover(rows), len(rows))
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            try:  # NaN and Infinity are not JSON, but common encoders write them: refuse them by field (422)
-                parsed = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return Refusal(400, f"body is not valid JSON: {exc}")
+        parsed = load_json(body)
+        if isinstance(parsed, Refusal):
+            return parsed
         if not isinstance(parsed, dict) or "records" not in parsed:
             return Refusal(422, 'body must be a JSON object {"records": [{field: value, ...}, ...]}')
         extra = sorted(set(parsed) - {"records"})
@@ -421,7 +462,7 @@ class MLCycleService:
             return Refusal(422, f"'records' is empty; send 1 to {limit} records")
         if len(records) > limit:
             return Refusal(413, f"at most {limit} records per request, got {len(records)}")
-        return _verdict(*validator.validate_python(records, fast=False), len(records))
+        return _verdict(*validator.validate_python(records, strict=True), len(records))
 
     async def score(self, rows: list[dict[str, Any]], predictor: Predictor) -> tuple[np.ndarray, dict[str, int]]:
         features, unseen = encode_records(predictor.bundle.preprocessor, rows)
@@ -440,7 +481,7 @@ class MLCycleService:
         for feature, count in unseen.items():
             counters["unseen"].labels(model=predictor.tag, feature=feature).inc(count)
         if self.request_log is not None and self.request_log.sampled():
-            due = self.request_log.add(rows, predictor.tag, request_id, raw.tolist())
+            due = self.request_log.add(rows, predictor.tag, request_id, *predictor.logged(raw))
             if due:
                 asyncio.get_running_loop().run_in_executor(None, self.request_log.flush)
 
@@ -475,6 +516,9 @@ class MLCycleService:
             "name": name,
             "task": bundle.config.task,
             "classes": bundle.classes,
+            "status": registry_status(bundle.tag),
+            "warning": rejected_warning(bundle.tag),
+            "reload_refused": self.refused_reload,
             "champion": since is not None,
             "champion_since": since,
             "served_ref": self.ref,
@@ -496,7 +540,8 @@ class MLCycleService:
     @bentoml.api(route="/explain", input_spec=STARTUP_SPEC)
     async def explain(self, records: Any) -> Any:
         """Per-record, per-field SHAP contributions (XGBoost pred_contribs; derived features count to their source
-        field), in log-odds for classification, target units for regression; they sum to `margin` with `bias`."""
+        field), in log-odds for binary, target units for regression; they sum to `margin` with `bias`. Multiclass:
+        those of each record's predicted class (`label`), in that class's softmax margin."""
         request_id = uuid.uuid4().hex
         predictor = self.predictor
         rows = records if isinstance(records, Refusal) else self.parse(records, predictor)
@@ -513,7 +558,8 @@ class MLCycleService:
                 by_field[source] += float(contribs[i, j])
             explanations.append({"bias": float(bias[i]), "contributions": by_field,
                                  "margin": float(bias[i] + contribs[i].sum()), **predictor.answers(raw[i:i + 1])[0]})  # fmt: skip
-        units = "log-odds" if predictor.bundle.config.task == "binary" else "target"
+        units = {"binary": "log-odds", "multiclass": "softmax margin of the predicted class"}.get(
+            predictor.bundle.config.task, "target")  # fmt: skip
         answer = {"model": predictor.tag, "request_id": request_id, "units": units, "explanations": explanations,
                   "unseen_categories": unseen}  # fmt: skip
         return Response(orjson.dumps(answer), media_type="application/json")
@@ -541,9 +587,15 @@ class MLCycleService:
     def parse_upload(self, body: bytes, content_type: str, predictor: Predictor) -> list[dict[str, Any]] | Refusal:
         import pandas as pd
 
+        from serving.openapi import PARQUET, UPLOAD_TYPES
+
+        media = content_type.partition(";")[0].strip().lower()
+        if media and media not in UPLOAD_TYPES:
+            return Refusal(415, f"Content-Type {media} is not a file this endpoint reads: send the file with "
+                           f"Content-Type {' or '.join(UPLOAD_TYPES[:2])}")  # fmt: skip
         if not body:
             return Refusal(400, "the upload is empty; send a CSV or Parquet file as the request body")
-        is_parquet = body[:4] == b"PAR1" or "parquet" in content_type
+        is_parquet = body[:4] == b"PAR1" or media == PARQUET
         try:
             frame = pd.read_parquet(io.BytesIO(body)) if is_parquet else pd.read_csv(io.BytesIO(body))
         except Exception as exc:  # any parser error is the upload's fault
@@ -562,19 +614,25 @@ class MLCycleService:
                            tuple(errors[:1000]))  # fmt: skip
         return rows
 
-    @bentoml.api(route="/reload", input_spec=EmptyInput)
-    async def reload(self, ctx: bentoml.Context) -> dict[str, Any]:
-        """Switch to the current champion of the served name now (a pinned tag stays). Needs the API key if set."""
-        refused = check_key(ctx.request.headers)
-        if refused is not None:
-            ctx.response.status_code = 401
-            return {"error": refused.error}
-        return await self.reload_model()
+    @bentoml.api(route="/reload", input_spec=NoBody)
+    async def reload(self, refusal: Any, ctx: bentoml.Context) -> Any:
+        """Switch to the current champion of the served name now (a pinned tag stays); 409 if it has another
+        request contract. Needs the API key if set."""
+        refusal = check_key(ctx.request.headers) or refusal
+        if refusal is None:
+            try:
+                return await self.reload_model()
+            except ContractChanged as exc:
+                refusal = Refusal(409, str(exc))
+        ctx.response.status_code = refusal.status  # BentoML gives an API with a context its status
+        return refusal.response(uuid.uuid4().hex, self.predictor.tag)
 
-    @bentoml.api(route="/model")
-    def model_info(self) -> dict[str, Any]:
+    @bentoml.api(route="/model", input_spec=NoBody)
+    def model_info(self, refusal: Any) -> Any:
         """Which model answers, with its metrics and lineage (GET /metadata has more)."""
         bundle = self.predictor.bundle
+        if refusal is not None:
+            return refusal.response(uuid.uuid4().hex, bundle.tag)
         return {"model": bundle.tag, "metrics": bundle.metrics, "lineage": bundle.lineage}
 
 
@@ -620,7 +678,80 @@ class DirectPredict:
             response.headers["X-BentoML-Trace-ID"] = format(trace_context.trace_id, self.id_format["trace_id"])
 
 
+class ContractDocument:
+    """ASGI middleware answering `GET /docs.json` (the OpenAPI document, also behind BentoML's Swagger UI at /)
+    with the contract the service keeps (serving/openapi.py) rather than BentoML's generic one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/docs.json" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        from serving.openapi import contract_document
+
+        service = _LIVE.get("service")
+        checked = set(service.predictor.validator.leftover) if service is not None else set()
+        spec = MLCycleService.openapi_spec.asdict()  # type: ignore[attr-defined]
+        document = contract_document(spec, GUARD.api_key is not None, checked)
+        await Response(orjson.dumps(document), media_type="application/json")(scope, receive, send)
+
+
 MLCycleService.add_asgi_middleware(DirectPredict)
+MLCycleService.add_asgi_middleware(ContractDocument)
+
+
+class ContractChanged(RuntimeError):
+    """A new champion whose request contract differs from the one being served: not served, with the reason."""
+
+
+def contract_change(current: Predictor, fresh: Predictor) -> str | None:
+    """How `fresh` would change the service's request or answer contract (None: it would not)."""
+    from schemas import schema_fingerprint
+
+    now, new = current.bundle, fresh.bundle
+    if now.config.task != new.config.task:
+        return f"its task is {new.config.task}, not {now.config.task}"
+    if now.classes != new.classes:
+        return f"its classes are {new.classes}, not {now.classes}"
+    if schema_fingerprint(current.validator.schema) != schema_fingerprint(fresh.validator.schema):
+        return f"its features schema {new.config.features_schema_ref} differs from {now.config.features_schema_ref}"
+    return None
+
+
+def load_json(body: bytes) -> Any:
+    """The parsed JSON body, or a 400 Refusal naming why it cannot be read."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson reads 1,024 levels; a request needs 3
+            return Refusal(400, f'body is nested too deep to read ({exc}); send {{"records": [{{field: value}}]}}')
+        error = exc
+    try:  # NaN and Infinity are not JSON, but common encoders write them: refuse them by field (422)
+        return json.loads(body)
+    except RecursionError:
+        return Refusal(400, f'body is nested too deep to read; send {{"records": [{{field: value}}]}} ({error})')
+    except (ValueError, UnicodeDecodeError):
+        return Refusal(400, f"body is not valid JSON: {error}")
+
+
+def registry_status(tag: str) -> str | None:
+    """The version's status in the registry; None where there is none (inside a built Bento)."""
+    from tasks import registry
+
+    try:
+        return registry.version(tag).status
+    except Exception:
+        return None
+
+
+def rejected_warning(tag: str) -> str | None:
+    """A warning when the served version is one the promotion gate rejected (served only because pinned)."""
+    if registry_status(tag) != "rejected":
+        return None
+    return (f"{tag} was REJECTED by the promotion gate (mlcycle models show {tag}); it is served only because it "
+            f"was pinned by its full tag")  # fmt: skip
 
 
 def _verdict(rows: list[dict[str, Any]], errors: list[FieldError], count: int) -> list[dict[str, Any]] | Refusal:
@@ -632,6 +763,4 @@ def _verdict(rows: list[dict[str, Any]], errors: list[FieldError], count: int) -
 
 
 def _resolve(ref: str) -> str:
-    from tasks import registry
-
-    return registry.resolve(ref)
+    return _serving_tag(ref)

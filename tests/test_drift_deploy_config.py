@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from flows.deploy import variables_for
-from schemas import load_config
 from tests.conftest import ROOT
+from tests.test_deploy_render import shipped
 
 PROJECT = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-CONFIGS = {name: load_config(ROOT / "configs" / f"{name}.yaml") for name in ("adult", "bike")}
+CONFIGS = {config.name: config for config in shipped()}  # every config the repository holds
 
 
 def test_every_variable_prefect_yaml_reads_is_published_by_deploy() -> None:
@@ -50,4 +50,4 @@ def test_each_deployment_names_a_flow_and_its_triggers_react_to_mlcycle_events(d
 
 def test_deployments_are_unique_per_flow() -> None:
     names = {(d["entrypoint"], d["name"]) for d in PROJECT["deployments"]}
-    assert len(names) == len(PROJECT["deployments"]) == 14
+    assert len(names) == len(PROJECT["deployments"]) == 7 * len(CONFIGS)

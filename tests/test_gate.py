@@ -144,3 +144,36 @@ def test_a_slice_that_gets_worse_rejects_the_challenger() -> None:
     record = decide("m:2", "m:1", [check], {"rows": n})
     assert record.decision == "reject" and record.reasons[0].startswith("slices:")
     assert check_slices("binary", "roc_auc", y, champion, champion, groups, rules).passed
+
+
+def test_latency_is_timed_on_the_service_path(holdout, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The budget is judged on what the service does per request (JSON validation, `encode_records`, the booster's
+    `inplace_predict`), not on the pandas path: a slow `inplace_predict` fails it, a slow pandas path does not."""
+    import time
+
+    import xgboost as xgb
+
+    import tasks.registry.bundle
+
+    test, y, trivial = holdout
+    tag, config = make_bundle(f"gate-path-{next(_names)}", noisy_adult(400, seed=1), rounds=10)
+    # Far above the service path's own time (well under a millisecond), below each slowed call's 0.35 s.
+    rules = _rules(config, latency_p99_ms=300.0, latency_rows=10)
+    slow_pandas = tasks.registry.bundle.apply_preprocessor
+
+    def pandas_path(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.35)
+        return slow_pandas(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.registry.bundle, "apply_preprocessor", pandas_path)
+    passed = gate_challenger(tag, test, y, trivial, rules, champion=None).checks
+    assert next(c for c in passed if c.rule == "latency").passed, [c.detail for c in passed]
+    real = xgb.Booster.inplace_predict
+
+    def service_path(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.35)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(xgb.Booster, "inplace_predict", service_path)
+    failed = next(c for c in gate_challenger(tag, test, y, trivial, rules, champion=None).checks if c.rule == "latency")
+    assert failed.passed is False and failed.evidence["p99_ms"] >= 350 and "service's path" in failed.detail

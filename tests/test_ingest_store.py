@@ -27,7 +27,15 @@ from tasks.ingest.store import (
     read_snapshot,
     take_snapshot,
 )
-from tests.ingest_fixtures import HEADER, TinySchema, TinySchemaV2, admit_file, good_rows, tiny_config
+from tests.ingest_fixtures import (
+    HEADER,
+    TinySchema,
+    TinySchemaV2,
+    admit_file,
+    assert_accounted,
+    good_rows,
+    tiny_config,
+)
 
 
 def test_registry_records_source_hash_counts_schema_and_time(tmp_path: Path, store: DatasetStore) -> None:
@@ -270,3 +278,33 @@ def test_a_failure_after_the_curated_write_leaves_no_orphan_partition(
         admit_file(tmp_path / "a.csv", store, tiny_config(max_quarantine_rate=0.5))
     assert [b.status for b in list_batches(store)] == ["rejected"]
     assert list(store.curated_dir.iterdir()) == []
+
+
+def test_a_batch_rejected_for_its_quarantine_rate_is_judged_again_under_new_rules(
+    tmp_path: Path, store: DatasetStore
+) -> None:
+    (tmp_path / "a.csv").write_text(HEADER + good_rows(2) + "3,pink,1\n4,teal,2\n")  # half the rows quarantined
+    strict = tiny_config(max_quarantine_rate=0.25)
+    first = admit_file(tmp_path / "a.csv", store, strict)
+    assert first.outcome == "rejected"
+    again = admit_file(tmp_path / "a.csv", store, strict)
+    assert (
+        again.outcome == "skipped" and "already rejected under this schema and these admission rules" in again.message
+    )
+    # The same bytes under a raised threshold, or read differently, are new decisions.
+    raised = admit_file(tmp_path / "a.csv", store, tiny_config(max_quarantine_rate=0.6))
+    assert raised.outcome == "accepted" and raised.record is not None
+    assert (raised.record.rows_accepted, raised.record.rows_quarantined) == (2, 2)
+    assert_accounted(store, raised)
+    assert admit_file(tmp_path / "a.csv", store, tiny_config(max_quarantine_rate=0.6)).outcome == "skipped"
+
+
+def test_rejections_recorded_before_the_rules_were_are_judged_again(tmp_path: Path, store: DatasetStore) -> None:
+    import sqlite3
+
+    (tmp_path / "a.csv").write_text(HEADER + good_rows(2) + "3,pink,1\n4,teal,2\n")
+    assert admit_file(tmp_path / "a.csv", store, tiny_config(max_quarantine_rate=0.25)).outcome == "rejected"
+    with sqlite3.connect(store.registry_path) as conn:  # the registry as an older mlcycle left it
+        conn.execute("ALTER TABLE batches DROP COLUMN rules_hash")
+    assert admit_file(tmp_path / "a.csv", store, tiny_config(max_quarantine_rate=0.25)).outcome == "rejected"
+    assert [b.rules_hash != "" for b in list_batches(store)] == [False, True]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.models import RollbackError, history_table, rollback_target, versions_table
+from flows.model_views import history_table, versions_table
+from flows.models import RollbackError, rollback_target
 from tasks import registry
 
 

@@ -159,9 +159,10 @@ def test_request_log_holds_served_records_with_their_predictions(client: TestCli
     assert path is not None and service.request_log.written_rows == before + 5
     assert path.parent.name == "adult" and path.parent.parent.name == "requests"
     table = pq.read_table(path).to_pandas()
-    assert list(table.columns) == [*ADULT_RECORD, "_ts", "_model", "_request_id", "_prediction"]
+    assert list(table.columns) == [*ADULT_RECORD, "_ts", "_model", "_request_id", "_prediction", "_label"]
     assert (table["_request_id"] == response.json()["request_id"]).all()
     assert table["_prediction"].tolist() == [p["probability"] for p in response.json()["predictions"]]
+    assert table["_label"].tolist() == [p["label"] for p in response.json()["predictions"]]
     assert table["age"].tolist() == [r["age"] for r in GOLDEN[:5]]
 
 
@@ -182,9 +183,15 @@ BAD_BODIES: list[tuple[str, bytes | Any, int, str, set[tuple[int | None, str | N
     ("missing field", {"records": [{k: v for k, v in ADULT_RECORD.items() if k != "sex"}]}, 422, "field 'sex' is missing",
      {(0, "sex")}),
     ("extra field", {"records": [{**ADULT_RECORD, "colour": "red"}]}, 422, "'colour' is not in the schema", {(0, "colour")}),
-    ("text for an integer", {"records": [{**ADULT_RECORD, "age": "old"}]}, 422, "not an integer", {(0, "age")}),
-    ("fraction for an integer", {"records": [{**ADULT_RECORD, "age": 39.5}]}, 422, "fractional", {(0, "age")}),
-    ("boolean for an integer", {"records": [{**ADULT_RECORD, "age": True}]}, 422, "boolean", {(0, "age")}),
+    ("text for an integer", {"records": [{**ADULT_RECORD, "age": "old"}]}, 422, "valid integer (got 'old')",
+     {(0, "age")}),
+    # JSON's own types, as the OpenAPI document states them: no pandera coercion at the JSON edge.
+    ("digits as text for an integer", {"records": [{**ADULT_RECORD, "age": "39"}]}, 422, "valid integer (got '39')",
+     {(0, "age")}),
+    ("whole float for an integer", {"records": [{**ADULT_RECORD, "age": 39.0}]}, 422, "valid integer", {(0, "age")}),
+    ("number for a text field", {"records": [{**ADULT_RECORD, "sex": 1}]}, 422, "not an allowed value", {(0, "sex")}),
+    ("fraction for an integer", {"records": [{**ADULT_RECORD, "age": 39.5}]}, 422, "valid integer", {(0, "age")}),
+    ("boolean for an integer", {"records": [{**ADULT_RECORD, "age": True}]}, 422, "valid integer", {(0, "age")}),
     ("null for a required number", {"records": [{**ADULT_RECORD, "age": None}]}, 422, "valid integer",
      {(0, "age")}),
     ("below the range", {"records": [{**ADULT_RECORD, "age": 15}]}, 422, "greater than or equal to 16",
@@ -200,9 +207,19 @@ BAD_BODIES: list[tuple[str, bytes | Any, int, str, set[tuple[int | None, str | N
      {(0, "education")}),
     ("list for a field", {"records": [{**ADULT_RECORD, "race": ["White"]}]}, 422, "allowed value", {(0, "race")}),
     ("NaN for a number", b'{"records": [' + json.dumps({**ADULT_RECORD, "age": float("nan")}).encode() + b"]}", 422,
-     "finite number", {(0, "age")}),
+     "valid integer (got nan)", {(0, "age")}),
     ("Infinity for a number", b'{"records": [' + json.dumps({**ADULT_RECORD, "fnlwgt": float("inf")}).encode()
-     + b"]}", 422, "finite", {(0, "fnlwgt")}),
+     + b"]}", 422, "valid integer (got inf)", {(0, "fnlwgt")}),
+    # Nesting: orjson reads 1,024 levels, Python's json fewer; neither may turn into a 500.
+    ("5,000 levels deep, bare", b"[" * 5000 + b"]" * 5000, 400, "nested too deep", set()),
+    ("5,000 levels deep in records", b'{"records": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nested too deep",
+     set()),
+    ("5,000 levels deep with a NaN", b'{"records": [NaN, ' + b"[" * 5000 + b"]" * 5000 + b"]}", 400,
+     "nested too deep", set()),
+    ("1,000 levels deep in a field", b'{"records": [' + json.dumps({**ADULT_RECORD, "age": "X"}).encode().replace(
+     b'"X"', b"[" * 1000 + b"]" * 1000) + b"]}", 422, "valid integer (got [[[[...]]]])", {(0, "age")}),
+    ("1,000 levels deep as a record", b'{"records": [' + b"[" * 1000 + b"]" * 1000 + b"]}", 422, "failed validation",
+     {(0, None)}),
     ("only the second record is bad", {"records": [ADULT_RECORD, {**ADULT_RECORD, "age": 200}]}, 422,
      "1 of 2 record(s)", {(1, "age")}),
     ("two bad records", {"records": [{**ADULT_RECORD, "sex": "?"}, ADULT_RECORD, {**ADULT_RECORD, "age": 1}]}, 422,
@@ -308,3 +325,85 @@ def test_api_key_protects_prediction_endpoints(client: TestClient, service_modul
         assert client.get("/metadata").json()["api_key_required"] is True  # metadata stays open
     finally:
         service_module.GUARD.api_key = None
+
+
+@pytest.mark.parametrize(("route", "body", "status"), [
+    ("/reload", b"", 200), ("/reload", b" { } ", 200), ("/reload", b'{"records": []}', 400), ("/reload", b"[", 400),
+    ("/reload", b"\t", 400),
+    ("/model", b"", 200), ("/model", b"{}", 200), ("/model", b"[null, null]", 400), ("/model", b'{"x": 1}', 400),
+])  # fmt: skip
+def test_endpoints_without_a_body_refuse_one(client: TestClient, route: str, body: bytes, status: int) -> None:
+    response = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert response.json()["error"] == f"{route} takes no body: send nothing, or {{}}"
+    else:
+        assert response.json()["model"]
+
+
+def test_upload_of_another_content_type_gets_415(client: TestClient) -> None:
+    csv = pd.DataFrame(GOLDEN[:2]).to_csv(index=False).encode()
+    response = client.post("/predict_batch", content=csv, headers={"content-type": "application/json"})
+    assert response.status_code == 415 and "text/csv" in response.json()["error"]
+    sniffed = client.post("/predict_batch", content=csv, headers={"content-type": "application/octet-stream"})
+    assert sniffed.status_code == 200 and sniffed.json()["rows"] == 2
+
+
+def test_openapi_document_states_what_the_service_answers(client: TestClient) -> None:
+    """The document served at /docs.json, not BentoML's generic one (schemathesis holds the running service to it:
+    tests/integration/test_service_contract.py)."""
+    import re
+
+    spec = client.get("/docs.json").json()
+    predict = spec["paths"]["/predict"]["post"]
+    assert predict["requestBody"]["required"] is True
+    assert predict["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+    assert "InvalidArgument" not in spec["components"]["schemas"]  # BentoML's own error model is gone
+    request = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert request["additionalProperties"] is False  # a top-level field other than `records` is refused (422)
+    csv = spec["paths"]["/predict_batch"]["post"]["requestBody"]["content"]["text/csv"]["schema"]
+    pattern = re.compile(csv["pattern"])
+    good = pd.DataFrame(GOLDEN[:3]).fillna("").astype(str).to_csv(index=False)
+    assert pattern.search(good.replace(".0,", ","))  # the golden rows match (as whole numbers)
+    assert not pattern.search(good.replace("Male", "Mal"))
+    rows = pd.DataFrame([{**ADULT_RECORD, "age": 15}]).to_csv(index=False)
+    assert not pattern.search(rows)  # out of range
+
+
+def test_rejected_version_is_served_only_pinned_and_says_so(service_module: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from tasks import registry
+
+    name = "svc-rejected"
+    tag = save_small_model("adult", rounds=5, name=name)
+    registry.reject(tag, reason="test: the gate said no")
+    monkeypatch.setenv("MLCYCLE_MODEL_TAG", name)
+    with pytest.raises(registry.RegistryError, match=f"{name} has no champion .*serve one version by its full tag"):
+        service_module.MLCycleService()
+    monkeypatch.setenv("MLCYCLE_MODEL_TAG", tag)
+    metadata = service_module.MLCycleService().metadata_body()
+    assert metadata["model"] == tag and metadata["status"] == "rejected" and metadata["champion"] is False
+    assert "REJECTED by the promotion gate" in metadata["warning"]
+
+
+def test_reload_refuses_a_champion_with_another_contract(service_module: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A name whose new champion has another features schema and task: the service keeps serving the model it has
+    and says why (POST /reload answers 409), rather than answering requests its OpenAPI document does not describe."""
+    from tasks import registry
+
+    name = "svc-contract"
+    first = save_small_model("adult", rounds=5, name=name)
+    registry.promote(first, reason="test: initial champion")
+    monkeypatch.setenv("MLCYCLE_MODEL_TAG", name)
+    service = service_module.MLCycleService()
+    assert service.predictor.tag == first
+    other = save_small_model("bike", rounds=5, name=name)
+    registry.promote(other, reason="test: a champion with another schema")
+    with pytest.raises(service_module.ContractChanged, match=f"not serving the new champion {other}: its task"):
+        asyncio.run(service.reload_model())
+    assert service.predictor.tag == first
+    assert other in service.metadata_body()["reload_refused"]
+    answer = asyncio.run(service.predict_body(json.dumps({"records": GOLDEN[:1]}).encode()))
+    assert answer.status_code == 200 and json.loads(answer.body)["model"] == first

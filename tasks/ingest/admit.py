@@ -4,6 +4,7 @@ ledger or reject it as a whole. Every input row is accounted for."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -75,11 +76,26 @@ def top_reasons(ledger: pd.DataFrame, limit: int) -> list[str]:
     return reasons
 
 
+def admission_rules(item: FileInput | SqlIncrement, config: PipelineConfig) -> str:
+    """A hash of what decides a batch's verdict besides its bytes and its schema: how the input is read (the
+    source's read options, this file's own) and how much quarantine it may carry. A batch rejected under other
+    rules is judged again: raising `ingest.max_quarantine_rate` admits what it refused."""
+    # Everything in `source` but where the data is: a read option added later counts without being named here.
+    where = {"kind", "package", "version", "sha256", "files", "landing", "sql", "snapshot"}
+    rules = {
+        "source": config.source.model_dump(mode="json", exclude=where),
+        "item": [item.format, item.skiprows] if isinstance(item, FileInput) else list(item.drop_columns),
+        "max_quarantine_rate": config.ingest.max_quarantine_rate,
+    }
+    return hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def admit_batch(
     item: FileInput | SqlIncrement, config: PipelineConfig, store: DatasetStore, schema: type[pa.DataFrameModel]
 ) -> BatchResult:
     """Ingest one file or SQL increment as one batch and return its outcome; never raises for bad data."""
     schema_hash = schema_fingerprint(schema)
+    rules_hash = admission_rules(item, config)
     started = now_utc()
     if isinstance(item, SqlIncrement):
         label, kind, part = item.source, "sql", ""
@@ -91,18 +107,19 @@ def admit_batch(
         return BatchResult("skipped", label, str(exc))
     except SourceError as exc:
         record = BatchRecord(new_batch_id(""), label, kind, "", schema_hash, "rejected", started, part,
-                             reasons=[str(exc)], finished_at=now_utc())  # fmt: skip
+                             reasons=[str(exc)], finished_at=now_utc(), rules_hash=rules_hash)  # fmt: skip
         return _rejected(store, record, str(exc))
     content_hash = hashlib.sha256(data).hexdigest()
     record = BatchRecord(
         batch_id=new_batch_id(content_hash), source=label, source_kind=kind, content_hash=content_hash,
-        schema_hash=schema_hash, status="pending", started_at=started, part=part,
+        schema_hash=schema_hash, status="pending", started_at=started, part=part, rules_hash=rules_hash,
         watermark_from=item.watermark_from if isinstance(item, SqlIncrement) else None,
         watermark_to=item.watermark_to if isinstance(item, SqlIncrement) else None,
     )  # fmt: skip
     earlier = claim_batch(store, record, config.ingest.abandon_after_s)
     if earlier is not None:
-        why = "already ingested" if earlier.status != "rejected" else "already rejected under this schema"
+        why = ("already ingested" if earlier.status != "rejected" else "already rejected under this schema and these "
+               "admission rules (read options, ingest.max_quarantine_rate)")  # fmt: skip
         message = f"{label}: skipped, same content as batch {earlier.batch_id} from {earlier.source} ({why})"
         log.info(message)
         _remember(item, store, earlier)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.config import CsvOptions, ParseRule, PipelineConfig
+from tasks.errors import UserError
 from tasks.ingest.read import SourceError, parse_column, single_character_separator
 
 Role = Literal["target", "feature", "id", "weight", "dropped"]
@@ -44,7 +45,7 @@ MAX_CODE_LEVELS = 12  # whole numbers with at most this many values are codes (1
 FREE_TEXT_DISTINCT = 0.5  # text with more distinct values than this share of its rows names things, not groups
 
 
-class DraftError(ValueError):
+class DraftError(UserError, ValueError):
     """The file or the options cannot make a dataset; the message names the file or option and the fix."""
 
 

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from schemas.config import CsvOptions, ParseRule, SourceConfig
+from tasks.errors import UserError
 
 log = logging.getLogger("mlcycle.ingest")
 
 ORIGIN_COLUMNS = ["file", "row", "part"]
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError, RuntimeError):
     """A source cannot be fetched or read; the message names the file and the problem."""
 
 

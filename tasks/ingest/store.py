@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from tasks.errors import UserError
 from tasks.ingest.read import RawData
 from tasks.paths import mlcycle_home
 
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS batches (
     watermark_from TEXT,
     watermark_to TEXT,
     failed_internally INTEGER NOT NULL DEFAULT 0,
-    replay_of TEXT
+    replay_of TEXT,
+    rules_hash TEXT NOT NULL DEFAULT ''
 );
 -- The database itself refuses a second live batch of the same content, even from two concurrent runs.
 -- Landing files already decided, by name, size and mtime: an unchanged file is not read and hashed again.
@@ -73,7 +75,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_live_batch_per_content ON batches (content
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The store is missing something a caller asked for (an unknown batch or snapshot)."""
 
 
@@ -101,6 +103,9 @@ class BatchRecord:
     failed_internally: bool = False
     # A replay batch: the quarantined rows of this batch, validated again under a changed schema.
     replay_of: str | None = None
+    # The admission rules besides the schema (how the input is read, the quarantine rate admitted): a batch
+    # rejected under other rules is judged again (`tasks.ingest.admit.admission_rules`).
+    rules_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,9 @@ def _registry(store: DatasetStore) -> Iterator[sqlite3.Connection]:
     with closing(sqlite3.connect(store.registry_path, timeout=60, isolation_level=None)) as conn:
         conn.row_factory = sqlite3.Row
         conn.executescript(_SCHEMA)
+        if "rules_hash" not in {r["name"] for r in conn.execute("PRAGMA table_info(batches)")}:
+            # A registry from before the rules were recorded: its rejections match no rules, so are judged again.
+            conn.execute("ALTER TABLE batches ADD COLUMN rules_hash TEXT NOT NULL DEFAULT ''")
         yield conn
 
 
@@ -185,7 +193,8 @@ def _to_row(record: BatchRecord) -> dict[str, Any]:
 
 def claim_batch(store: DatasetStore, record: BatchRecord, abandon_after_s: float = 3600) -> BatchRecord | None:
     """Register `record` as pending unless the same content is already live (pending or accepted) or was
-    rejected under the same schema; returns that earlier record, or None when the claim succeeded.
+    rejected under the same schema and admission rules; returns that earlier record, or None when the claim
+    succeeded.
 
     A claim pending for longer than `abandon_after_s` belongs to a run that died: it is marked rejected (as an
     internal failure) so that its content is not blocked for ever.
@@ -202,9 +211,9 @@ def claim_batch(store: DatasetStore, record: BatchRecord, abandon_after_s: float
             )
             earlier = conn.execute(
                 "SELECT * FROM batches WHERE content_hash = ? AND content_hash != '' AND (status IN "
-                "('pending', 'accepted') OR (status = 'rejected' AND schema_hash = ? AND NOT failed_internally)) "
-                "ORDER BY started_at LIMIT 1",
-                (record.content_hash, record.schema_hash),
+                "('pending', 'accepted') OR (status = 'rejected' AND schema_hash = ? AND rules_hash = ? AND NOT "
+                "failed_internally)) ORDER BY started_at LIMIT 1",
+                (record.content_hash, record.schema_hash, record.rules_hash),
             ).fetchone()
             if earlier is None:
                 values = _to_row(replace(record, status="pending"))
@@ -358,6 +367,34 @@ def read_ledger(store: DatasetStore, batch_ids: list[str] | None = None) -> pd.D
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in LEDGER_COLUMNS})
     return pd.concat(frames, ignore_index=True)
+
+
+def quarantine_report(store: DatasetStore, batch_id: str | None = None) -> list[dict[str, Any]]:
+    """One entry per quarantined input row (of one batch, or of every batch, newest first): its batch and the batch's
+    status, source, row number, every failed check as `column: check (value)`, and its values as read."""
+    batches = [get_batch(store, batch_id)] if batch_id else list(reversed(list_batches(store)))
+    report = []
+    for batch in batches:
+        ledger = read_ledger(store, [batch.batch_id])
+        if ledger.empty:
+            continue
+        values = read_quarantined_rows(store, batch.batch_id)
+        for row, lines in ledger.groupby("row", sort=True):
+            found = values.loc[row] if row in values.index else None
+            report.append({
+                "batch": batch.batch_id, "batch status": batch.status, "source": batch.source, "row": int(row),
+                "reasons": "; ".join(f"{c}: {k} ({v})" for c, k, v in zip(lines["column"], lines["check"],
+                                                                         lines["value"], strict=True)),
+                "values": {} if found is None else {k: _plain(v) for k, v in found.items()},
+            })  # fmt: skip
+    return report
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON has it: missing as None, numpy scalars as Python's."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def snapshot_hash(batches: list[BatchRecord]) -> str:

@@ -10,13 +10,15 @@ import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
+from tasks.errors import UserError
+
 log = logging.getLogger("mlcycle.validate")
 
 QUARANTINE_COLUMNS = ["row", "column", "check", "value"]
 _MAX_PASSES = 5
 
 
-class SchemaContractError(ValueError):
+class SchemaContractError(UserError, ValueError):
     """The frame as a whole breaks the schema (a missing column, a column of the wrong type throughout)."""
 
 

@@ -4,7 +4,8 @@ Population stability index per feature, PSI = sum over bins of (recent% - refere
 numeric features are binned at the reference's quantiles (so each reference bin holds about the same share), with
 open outer bins so recent values outside the reference range still land somewhere; categorical features use one bin
 per reference category plus one for categories the reference never had and one for missing values. The same
-numeric PSI over the champion's predictions measures how much its output distribution has moved.
+numeric PSI over the champion's predictions measures how much its output distribution has moved; for a multiclass
+model, the PSI over the classes it predicts (the share of rows given each class).
 Rule of thumb: below 0.1 stable, 0.1-0.25 moderate, above 0.25 a shift worth acting on.
 """
 
@@ -21,7 +22,7 @@ import pandas as pd
 _EPSILON = 1e-4
 UNSEEN = "<unseen>"
 MISSING = "<missing>"
-REQUEST_COLUMNS = ("_ts", "_model", "_request_id", "_prediction")
+REQUEST_COLUMNS = ("_ts", "_model", "_request_id", "_prediction", "_label")
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,16 @@ def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame, features: list[
     return rows
 
 
-def prediction_drift(reference: np.ndarray, recent: np.ndarray, bins: int) -> FeatureDrift:
-    """PSI of the champion's predictions on the reference against its predictions on recent rows."""
+def prediction_drift(reference: np.ndarray, recent: np.ndarray, bins: int, classes: list[str] | None = None
+                     ) -> FeatureDrift:  # fmt: skip
+    """PSI of the champion's predictions on the reference against its predictions on recent rows; class
+    probabilities (one column per class of `classes`) are compared as the distribution of the predicted class."""
+    if reference.ndim == 2:
+        names = classes or [str(i) for i in range(reference.shape[1])]
+        ref = category_shares(pd.Series(np.asarray(names)[reference.argmax(axis=1)]), names)[: len(names)]
+        cur = category_shares(pd.Series(np.asarray(names)[recent.argmax(axis=1)]), names)[: len(names)]
+        return FeatureDrift("prediction", "prediction", _psi(ref, cur), len(reference), len(recent),
+                            "predicted class " + (_top_moves(names, ref, cur) or "shares unchanged"))  # fmt: skip
     drift = psi_numeric(pd.Series(reference), pd.Series(recent), bins, "prediction")
     moved = f"mean {np.mean(reference):.4g} → {np.mean(recent):.4g}; {drift.detail}"
     return FeatureDrift("prediction", "prediction", drift.psi, len(reference), len(recent), moved)

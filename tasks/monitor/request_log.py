@@ -1,7 +1,8 @@
 """The request log: a sample of served records and their predictions, appended to Parquet for drift checks.
 
 Files land in `$MLCYCLE_HOME/requests/<model name>/`, one row per served record: the record's feature columns as
-validated, plus `_ts` (UTC), `_model` (tag), `_request_id` and `_prediction` (positive-class probability or value).
+validated, plus `_ts` (UTC), `_model` (tag), `_request_id`, `_prediction` (positive-class probability, the predicted class's
+probability for multiclass, or value) and `_label` (the predicted class; empty for regression).
 The folder is bounded: the oldest files are deleted until the total fits `max_bytes`. Listing the folder costs time
 in proportion to its files (thousands, near the bound), so a write does not list it: the writer keeps a running total
 (the last listing plus what it wrote since) and lists the folder when that total passes the bound, or when
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from schemas.config import RequestLogConfig
 from tasks.paths import mlcycle_home
 
-META_COLUMNS = ("_ts", "_model", "_request_id", "_prediction")
+META_COLUMNS = ("_ts", "_model", "_request_id", "_prediction", "_label")
 RESCAN_S = 30.0
 
 
@@ -58,12 +59,13 @@ class RequestLog:
                 pa.field("_model", pa.string()),
                 pa.field("_request_id", pa.string()),
                 pa.field("_prediction", pa.float64()),
+                pa.field("_label", pa.string()),
             ]  # fmt: skip
         )
         self._columns = list(columns)
         # One entry per request, turned into columns only when written: `add` runs on the service's event loop,
         # `flush` in a worker thread, so the per-row work stays off the path that answers requests.
-        self._pending: list[tuple[list[dict[str, Any]], str, str, list[float], datetime]] = []
+        self._pending: list[tuple[list[dict[str, Any]], str, str, list[float], list[str] | None, datetime]] = []
         self._count = 0
         self._lock = threading.Lock()
         self._random = random.Random(seed)
@@ -76,12 +78,13 @@ class RequestLog:
         """Whether this request's records go to the log (one draw per request)."""
         return self.config.enabled and self._random.random() < self.config.sample_rate
 
-    def add(self, rows: list[dict[str, Any]], model: str, request_id: str, predictions: list[float]) -> bool:
+    def add(self, rows: list[dict[str, Any]], model: str, request_id: str, predictions: list[float],
+            labels: list[str] | None = None) -> bool:  # fmt: skip
         """Buffer one request's rows (kept by reference until written: callers must not change them afterwards);
         True when the buffer is due for a flush."""
-        if len(rows) != len(predictions):
+        if len(rows) != len(predictions) or (labels is not None and len(labels) != len(rows)):
             raise ValueError(f"{len(rows)} rows but {len(predictions)} predictions")
-        entry = (rows, model, request_id, predictions, datetime.now(UTC))
+        entry = (rows, model, request_id, predictions, labels, datetime.now(UTC))
         with self._lock:
             self._pending.append(entry)
             self._count += len(rows)
@@ -113,16 +116,19 @@ class RequestLog:
             self.enforce_bound(keep=path)
         return path
 
-    def _table(self, pending: list[tuple[list[dict[str, Any]], str, str, list[float], datetime]]) -> pa.Table:
+    def _table(self, pending: list[tuple[list[dict[str, Any]], str, str, list[float], list[str] | None, datetime]]
+               ) -> pa.Table:  # fmt: skip
         """The buffered requests as one Arrow table, built column by column."""
         values: dict[str, list[Any]] = {c: [] for c in (*self._columns, *META_COLUMNS)}
-        for rows, model, request_id, predictions, ts in pending:
+        for rows, model, request_id, predictions, labels, ts in pending:
             for column in self._columns:
                 values[column] += [row[column] for row in rows]
             values["_ts"] += [ts] * len(rows)
             values["_model"] += [model] * len(rows)
             values["_request_id"] += [request_id] * len(rows)
             values["_prediction"] += [float(p) for p in predictions]
+            none: list[Any] = [None] * len(rows)  # regression: no label
+            values["_label"] += labels if labels is not None else none
         return pa.Table.from_arrays([pa.array(values[f.name], type=f.type) for f in self.schema], schema=self.schema)
 
     def enforce_bound(self, keep: Path | None = None) -> list[Path]:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import UserError
 from tasks.paths import mlcycle_home
 
 STATUSES = ("challenger", "champion", "rejected", "retired")
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError, ValueError):
     """A registry operation that cannot be done: an unknown tag, a tag of another model, a bad status."""
 
 
@@ -211,6 +212,21 @@ def history(name: str) -> list[Event]:
     with _connect() as conn:
         rows = conn.execute("SELECT id FROM events WHERE name = ? ORDER BY id", (name,)).fetchall()
         return [_event(conn, r["id"]) for r in rows]
+
+
+def serving_tag(ref: str) -> str:
+    """What may be served for `ref`: a full tag as given; a bare name only through its champion, never a version
+    the gate has not promoted (RegistryError naming the fix when the name has no champion)."""
+    if ":" in ref:
+        return ref
+    tag = champion(ref)
+    if tag is None:
+        known = versions(ref)
+        found = f"its {len(known)} version(s) are not promoted" if known else "it has no versions"
+        raise RegistryError(f"{ref} has no champion ({found}; see `mlcycle models list {ref}`): nothing to serve by "
+                            f"name; serve one version by its full tag, e.g. {known[0].tag if known else ref + ':<version>'}"
+                            f", to serve it anyway")  # fmt: skip
+    return tag
 
 
 def resolve(ref: str) -> str:

@@ -40,16 +40,27 @@ class ModelBundle:
         prepared = apply_preprocessor(self.preprocessor, features)
         raw = self.booster.predict(dmatrix(prepared, None, nthread=1))
         unseen = unseen_categories(self.preprocessor, features, prepared)
-        if self.config.task == "binary":
-            negative, positive = self.classes
-            return [{"probability": float(p), "label": positive if p >= 0.5 else negative} for p in raw], unseen
-        return [{"value": float(v)} for v in raw], unseen
+        return answer_records(self.config.task, self.classes, raw), unseen
+
+
+def answer_records(task: str, classes: list[str], raw: np.ndarray) -> list[dict[str, Any]]:
+    """The service's answer per row from the booster's output: binary `probability` (of the positive class) and
+    `label`; multiclass `label` (the most probable class) and `probabilities` (per class); regression `value`."""
+    if task == "binary":
+        negative, positive = classes
+        return [{"probability": p, "label": positive if p >= 0.5 else negative} for p in raw.tolist()]
+    if task == "multiclass":
+        best = raw.argmax(axis=1).tolist()
+        return [{"label": classes[b], "probabilities": dict(zip(classes, row, strict=True))}
+                for b, row in zip(best, raw.tolist(), strict=True)]  # fmt: skip
+    return [{"value": v} for v in raw.tolist()]
 
 
 def predict_raw(
     booster: xgb.Booster, preprocessor: PreprocessorSpec, features: pd.DataFrame, nthread: int = 1
 ) -> np.ndarray:
-    """Probability of the positive class (binary) or the predicted value (regression) per validated row.
+    """Probability of the positive class (binary), the class probabilities (multiclass: one column per class, in
+    the bundle's `classes` order) or the predicted value (regression) per validated row.
 
     The one prediction path: evaluation, the service and the skew tests all call it.
     """

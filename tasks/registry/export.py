@@ -9,7 +9,9 @@ converter, because the traps of XGBoost → ONNX conversion all break parity sil
 - early stopping: `Booster.predict` uses every tree the booster holds, whatever `best_iteration` says; the export
   keeps exactly the trees the served model uses;
 - categorical features: our boosters split natively on category sets, which onnxmltools does not convert; the
-  ONNX graph uses set membership (`BRANCH_MEMBER`) on the category codes the reference predictor computes.
+  ONNX graph uses set membership (`BRANCH_MEMBER`) on the category codes the reference predictor computes;
+- multiclass (`multi:softprob`): one tree per class per round (`tree_info` names its class) and one base margin per
+  class; each class's margin is summed over its own trees in XGBoost's order, then a softmax across classes.
 Every export is checked: the exported artifact, run by the reference predictor, must match the registered model
 on the golden rows to 1e-5, or the export fails.
 """
@@ -30,16 +32,19 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from tasks.errors import UserError
 from tasks.preprocess import PreprocessorSpec
 
 Format = Literal["onnx", "xgboost-json"]
+OUTPUT = {"binary": "positive-class probability", "regression": "predicted value",
+          "multiclass": "one probability per class, in the order of `classes`"}  # fmt: skip
 PREDICTOR_TEMPLATE = Path(__file__).with_name("export_predictor.py")
 PARITY_TOLERANCE = 1e-5
 # BRANCH_LT: XGBoost goes left when value < threshold; BRANCH_MEMBER: right when the category is in the set.
 _BRANCH_LT, _BRANCH_MEMBER = 1, 6
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that cannot be trusted: a model the exporter cannot represent, or one that fails parity."""
 
 
@@ -59,6 +64,19 @@ def base_margin(model: dict[str, Any]) -> float:
     if objective in ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror"):
         return base
     raise ExportError(f"objective {objective!r} is not supported by the ONNX export")
+
+
+def class_base_margins(model: dict[str, Any]) -> list[float]:
+    """A `multi:softprob` booster's base margin per class: XGBoost 3 stores one per class, already as a margin
+    (`"[2.4E-1,4.7E-1,-7.1E-1]"`); an older single value stands for every class."""
+    learner = model["learner"]
+    classes = int(learner["learner_model_param"]["num_class"])
+    values = [float(v) for v in str(learner["learner_model_param"]["base_score"]).strip().strip("[]").split(",")]
+    if len(values) == 1:
+        values = values * classes
+    if len(values) != classes:
+        raise ExportError(f"base_score has {len(values)} values for {classes} classes")
+    return values
 
 
 def booster_json(booster: xgb.Booster) -> dict[str, Any]:
@@ -103,9 +121,17 @@ def booster_to_onnx(booster: xgb.Booster, feature_names: list[str]) -> Any:
     # Target 0 is the base margin, target k the k-th tree: each output column holds one tree's leaf value exactly,
     # and a float32 running sum (CumSum) adds them in XGBoost's order: base, tree 0, tree 1, ... Summing inside the
     # ensemble (another order, or in double) differs by several float32 ulps, 3e-5 on a regression of ~40.
-    add_constant(base_margin(model), 0)
+    # Multiclass: targets 0..classes-1 are the classes' base margins, and each class sums its own trees.
+    objective = model["learner"]["objective"]["name"]
+    multiclass = objective == "multi:softprob"
+    if objective == "multi:softmax":
+        raise ExportError("multi:softmax answers a bare class; only multi:softprob (probabilities) is exported")
+    bases = class_base_margins(model) if multiclass else [base_margin(model)]
+    for target, value in enumerate(bases):
+        add_constant(value, target)
+    offset = len(bases) - 1  # tree k is target k + offset
     trees = gbm["model"]["trees"]
-    for number, tree in enumerate(trees, start=1):
+    for number, tree in enumerate(trees, start=1 + offset):
         left, right = tree["left_children"], tree["right_children"]
         cond, index, kind, default_left = (tree["split_conditions"], tree["split_indices"], tree["split_type"],
                                            tree["default_left"])  # fmt: skip
@@ -141,14 +167,15 @@ def booster_to_onnx(booster: xgb.Booster, feature_names: list[str]) -> Any:
     member_attr = {"membership_values": f32("membership_values", members)} if members else {}
     ensemble = helper.make_node(
         "TreeEnsemble", ["X"], ["per_tree"], domain="ai.onnx.ml", name="trees",
-        aggregate_function=1, n_targets=len(trees) + 1, post_transform=0, tree_roots=roots,
+        aggregate_function=1, n_targets=len(trees) + len(bases), post_transform=0, tree_roots=roots,
         nodes_featureids=nodes["feat"], nodes_modes=numpy_helper.from_array(np.asarray(nodes["mode"], np.uint8), "m"),
         nodes_splits=f32("nodes_splits", nodes["split"]), nodes_truenodeids=nodes["true"],
         nodes_trueleafs=nodes["true_leaf"], nodes_falsenodeids=nodes["false"], nodes_falseleafs=nodes["false_leaf"],
         nodes_missing_value_tracks_true=nodes["missing_true"], leaf_targetids=targets,
         leaf_weights=f32("leaf_weights", leaves), **member_attr,
     )  # fmt: skip
-    objective = model["learner"]["objective"]["name"]
+    if multiclass:
+        return _multiclass_graph(ensemble, gbm["model"]["tree_info"], len(bases), feature_names)
     graph_nodes = [
         ensemble,
         helper.make_node("CumSum", ["per_tree", "cumsum_axis"], ["running"]),
@@ -169,6 +196,39 @@ def booster_to_onnx(booster: xgb.Booster, feature_names: list[str]) -> Any:
         graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)], ir_version=10
     )
     onnx_model.doc_string = "XGBoost trees as ai.onnx.ml TreeEnsemble; input: preprocessed features, see predict.py"
+    return onnx_model
+
+
+def _multiclass_graph(ensemble: Any, tree_info: list[int], classes: int, feature_names: list[str]) -> Any:
+    """Class margins from the per-tree outputs: for each class its base and its own trees, gathered in XGBoost's
+    order into a (rows, classes, 1 + rounds) block, summed by a float32 running sum, then a softmax."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    per_class = [[c] + [classes + t for t, owner in enumerate(tree_info) if owner == c] for c in range(classes)]
+    if len({len(trees) for trees in per_class}) != 1:
+        raise ExportError("the classes have different numbers of trees; cannot export")
+    ints = [numpy_helper.from_array(np.asarray(v, dtype=np.int64), name)
+            for name, v in (("per_class", per_class), ("cumsum_axis", 2), ("slice_axis", [2]), ("last", [-1]),
+                            ("end", [np.iinfo(np.int64).max]), ("squeeze_axes", [2]))]  # fmt: skip
+    graph_nodes = [
+        ensemble,
+        helper.make_node("Gather", ["per_tree", "per_class"], ["by_class"], axis=1),
+        helper.make_node("CumSum", ["by_class", "cumsum_axis"], ["running"]),
+        helper.make_node("Slice", ["running", "last", "end", "slice_axis"], ["last_sum"]),
+        helper.make_node("Squeeze", ["last_sum", "squeeze_axes"], ["margin"]),
+        helper.make_node("Softmax", ["margin"], ["prediction"], axis=1),
+    ]
+    graph = helper.make_graph(
+        graph_nodes, "mlcycle_xgboost_multiclass",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, len(feature_names)])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, classes])],
+        initializer=ints,
+    )  # fmt: skip
+    onnx_model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)], ir_version=10
+    )
+    onnx_model.doc_string = ("XGBoost multi:softprob trees as ai.onnx.ml TreeEnsemble; output: one probability per "
+                             "class, in meta.json's `classes` order; input: preprocessed features, see predict.py")  # fmt: skip
     return onnx_model
 
 
@@ -241,7 +301,7 @@ def export_booster(tag: str, booster: xgb.Booster, preprocessor: PreprocessorSpe
         booster.save_model(str(out / model_file))
     meta = {"tag": tag, "format": fmt, "model_file": model_file, "task": task, "classes": classes,
             "features": preprocessor.feature_names, "trees": booster.num_boosted_rounds(),
-            "output": "positive-class probability" if task == "binary" else "predicted value"}  # fmt: skip
+            "output": OUTPUT[task]}  # fmt: skip
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     (out / "preprocessor.json").write_text(json.dumps(preprocessor.model_dump(mode="json"), indent=2))
     (out / "schema.json").write_text(json.dumps(schema_json(features_schema_ref), indent=2))
@@ -318,7 +378,7 @@ def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Bo
     from tasks.registry.reproduce import rebuild_data
     from tasks.train.boost import fit_booster, xgb_params
     from tasks.train.evaluate import PRIMARY_METRIC
-    from tasks.train.prepare import encode_target
+    from tasks.train.prepare import encode_target, sample_weights
 
     config = bundle.config
     splits, preprocessor, data = rebuild_data(bundle)
@@ -326,14 +386,15 @@ def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Bo
         raise ExportError(f"{bundle.tag}: the preprocessing refitted from its snapshot differs from the bundle's")
     sampled = dict(bundle.lineage.get("best_config", {}))
     sampled["max_depth"] = min(int(sampled.get("max_depth", 6)), max_depth)
-    params = xgb_params(config.task, sampled, nthread=0, seed=config.seed)
+    params = xgb_params(config.task, sampled, nthread=0, seed=config.seed, num_class=data.num_class)
     small = fit_booster(data, params, max_trees, config.tune.early_stopping_rounds)
     metric = PRIMARY_METRIC[config.task]
-    y = encode_target(splits.test[config.target], config)
-    full = metric_value(config.task, metric, y, bundle.predict_raw(splits.test))
+    y = encode_target(splits.test[config.target], config, bundle.classes)
+    weights = sample_weights(splits.test, config)
+    full = metric_value(config.task, metric, y, bundle.predict_raw(splits.test), weights)
     from tasks.registry.bundle import predict_raw
 
-    reduced = metric_value(config.task, metric, y, predict_raw(small, preprocessor, splits.test))
+    reduced = metric_value(config.task, metric, y, predict_raw(small, preprocessor, splits.test), weights)
     info = {"max_trees": max_trees, "max_depth": max_depth, "trees": small.num_boosted_rounds(),
             "trees_before": bundle.booster.num_boosted_rounds(), "metric": metric, "test_rows": len(y),
             "full": full, "compact": reduced, "cost": -improvement(metric, reduced, full)}  # fmt: skip

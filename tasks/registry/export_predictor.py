@@ -6,7 +6,7 @@ It applies the preprocessing recorded in preprocessor.json exactly as training d
     python predict.py records.json          # a JSON list of records (objects with the schema's fields)
 
     from predict import Predictor
-    Predictor(".").predict([{"age": 39, ...}])  # positive-class probabilities, or regression values
+    Predictor(".").predict([{"age": 39, ...}])  # positive-class probabilities, class probabilities, or values
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ class Predictor:
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         if self.meta["format"] == "onnx":
-            return np.asarray(self.session.run(None, {"X": x})[0], dtype=np.float64).reshape(-1)
+            out = np.asarray(self.session.run(None, {"X": x})[0], dtype=np.float64)
+            return out if self.meta["task"] == "multiclass" else out.reshape(-1)
         import xgboost
 
         types = ["c" if f["kind"] == "categorical" else "q" for f in self.spec["features"]]
@@ -120,7 +121,8 @@ class Predictor:
         return np.asarray(self.booster.predict(matrix), dtype=np.float64)
 
     def predict(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """Positive-class probability (binary) or predicted value (regression), one per record."""
+        """Positive-class probability (binary), predicted value (regression), one per record; multiclass: a row of
+        class probabilities per record, in meta.json's `classes` order."""
         return self.predict_matrix(prepare(self.spec, records))
 
     def answer(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,6 +131,10 @@ class Predictor:
         if self.meta["task"] == "binary":
             negative, positive = self.meta["classes"]
             return [{"probability": float(p), "label": positive if p >= 0.5 else negative} for p in values]
+        if self.meta["task"] == "multiclass":
+            classes = self.meta["classes"]
+            return [{"label": classes[int(np.argmax(row))], "probabilities": dict(zip(classes, map(float, row), strict=True))}
+                    for row in values]  # fmt: skip
         return [{"value": float(v)} for v in values]
 
 

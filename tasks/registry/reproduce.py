@@ -12,16 +12,17 @@ import numpy as np
 import xgboost as xgb
 
 from schemas import resolve_schema
+from tasks.errors import UserError
 from tasks.ingest.store import DatasetStore, StoreError, read_curated
 from tasks.ingest.validate import validate_frame
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
 from tasks.registry.bundle import ModelBundle, load_bundle, predict_raw
 from tasks.train.boost import TrainingData
 from tasks.train.final import fit_final_model
-from tasks.train.prepare import Splits, encode_target, feature_columns, split_frame
+from tasks.train.prepare import Splits, encode_target, feature_columns, sample_weights, split_frame
 
 
-class ReproduceError(RuntimeError):
+class ReproduceError(UserError, RuntimeError):
     """A model that cannot be rebuilt: its snapshot is gone, or its lineage lacks what the refit needs."""
 
 
@@ -76,9 +77,12 @@ def rebuild_data(bundle: ModelBundle) -> tuple[Splits, PreprocessorSpec, Trainin
     )
     data = TrainingData(
         x_train=apply_preprocessor(preprocessor, splits.train),
-        y_train=encode_target(splits.train[config.target], config),
+        y_train=encode_target(splits.train[config.target], config, bundle.classes),
         x_valid=apply_preprocessor(preprocessor, splits.valid),
-        y_valid=encode_target(splits.valid[config.target], config),
+        y_valid=encode_target(splits.valid[config.target], config, bundle.classes),
+        w_train=sample_weights(splits.train, config),
+        w_valid=sample_weights(splits.valid, config),
+        num_class=len(bundle.classes) if config.task == "multiclass" else 0,
     )
     return splits, preprocessor, data
 

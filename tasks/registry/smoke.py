@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -88,17 +87,13 @@ def serving_model(tag: str | None, timeout_s: float = 120.0, *, target: str = "s
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    """Terminate the server's own process group (its workers too), killing it if it does not go."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
+    """Terminate the server and its workers (BentoML starts each in a session of its own), killing what does not
+    go within 30 s."""
+    from tasks.processes import stop_tree
+
+    if proc.poll() is None:
+        stop_tree(proc.pid, 30)
+    proc.wait(timeout=30)
 
 
 def golden_records(name: str, fallback: pd.DataFrame | None = None, rows: int = 5) -> list[dict[str, Any]]:
@@ -177,6 +172,15 @@ def smoke_test(tag: str, records: list[dict[str, Any]], tolerance: float = 1e-6,
         if got.get("label") != want.get("label"):
             result.detail = f"record {index}: label {got.get('label')!r}, offline {want.get('label')!r}"
             return result
+        if "probabilities" in want:  # multiclass: every class's probability, by class name
+            served_classes = got.get("probabilities") or {}
+            if sorted(served_classes) != sorted(want["probabilities"]):
+                result.detail = (
+                    f"record {index}: classes {sorted(served_classes)}, offline {sorted(want['probabilities'])}"
+                )
+                return result
+            diffs.append(max(abs(float(served_classes[c]) - float(p)) for c, p in want["probabilities"].items()))
+            continue
         key = "probability" if "probability" in want else "value"
         diffs.append(abs(float(got[key]) - float(want[key])))
     result.max_abs_diff = max(diffs)

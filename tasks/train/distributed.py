@@ -24,6 +24,7 @@ import xgboost as xgb
 from tasks.train.boost import RoundReporter, TrainingData
 
 LABEL = "__label__"
+WEIGHT = "__weight__"
 MODEL_FILE = "model.ubj"
 
 
@@ -58,13 +59,15 @@ def shard_data(data: TrainingData, with_validation: bool = True) -> ShardedData:
     categories = {c: list(data.x_train[c].cat.categories) for c in data.x_train.columns
                   if isinstance(data.x_train[c].dtype, pd.CategoricalDtype)}  # fmt: skip
 
-    def frame(x: pd.DataFrame, y: Any) -> Any:
+    def frame(x: pd.DataFrame, y: Any, weight: Any) -> Any:
         plain = x.assign(**{c: x[c].astype(object) for c in categories}, **{LABEL: y})
+        if weight is not None:  # the sample weight travels with its row to whichever shard holds it
+            plain = plain.assign(**{WEIGHT: weight})
         return ray.data.from_pandas(plain)
 
     return ShardedData(
-        train=frame(data.x_train, data.y_train),
-        valid=frame(data.x_valid, data.y_valid) if with_validation else None,
+        train=frame(data.x_train, data.y_train, data.w_train),
+        valid=frame(data.x_valid, data.y_valid, data.w_valid) if with_validation else None,
         categories=categories,
         columns=list(data.x_train.columns),
     )
@@ -80,7 +83,9 @@ def _shard_dmatrix(name: str, config: dict[str, Any]) -> tuple[xgb.DMatrix, int]
     x = frame[config["columns"]].astype(
         {c: pd.CategoricalDtype(cats) for c, cats in config["categories"].items()}
     )  # fmt: skip
-    return xgb.DMatrix(x, label=frame[LABEL].to_numpy(), enable_categorical=True, nthread=config["nthread"]), len(x)
+    weight = frame[WEIGHT].to_numpy() if WEIGHT in frame.columns else None
+    return xgb.DMatrix(x, label=frame[LABEL].to_numpy(), weight=weight, enable_categorical=True,
+                       nthread=config["nthread"]), len(x)  # fmt: skip
 
 
 def _train_per_worker(config: dict[str, Any]) -> None:

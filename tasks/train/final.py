@@ -28,7 +28,7 @@ def fit_final_model(
     otherwise the same fit again: the same scoring interval, stopping where the trial stopped (`best_boosted`
     rounds at most), all cores (XGBoost's `hist` grows the same trees on any number of threads).
     """
-    params = xgb_params(config.task, best_config, nthread=0, seed=config.seed)
+    params = xgb_params(config.task, best_config, nthread=0, seed=config.seed, num_class=data.num_class)
     if config.tune.gpus_per_trial > 0:
         params["device"] = "cuda"
     if config.tune.data_parallel_workers:
@@ -41,8 +41,9 @@ def fit_final_model(
         return fit_booster(data, params, rounds, config.tune.early_stopping_rounds, config.tune.eval_every)
     x = pd.concat([data.x_train, data.x_valid])
     y = np.concatenate([data.y_train, data.y_valid])
+    weight = None if data.w_train is None else np.concatenate([data.w_train, data.w_valid])
     rounds = max(1, round(best_rounds * len(x) / len(data.x_train)))
-    return fit_rounds(x, y, params, rounds)
+    return fit_rounds(x, y, params, rounds, weight)
 
 
 def _fit_final_data_parallel(
@@ -61,8 +62,9 @@ def _fit_final_data_parallel(
     if settings.final_fit == "train":
         shards, rounds, stopping = shard_data(data), settings.max_rounds, settings.early_stopping_rounds
     else:
+        weight = None if data.w_train is None else np.concatenate([data.w_train, data.w_valid])
         both = TrainingData(pd.concat([data.x_train, data.x_valid]), np.concatenate([data.y_train, data.y_valid]),
-                            data.x_valid.iloc[:0], data.y_valid[:0])  # fmt: skip
+                            data.x_valid.iloc[:0], data.y_valid[:0], weight, None, data.num_class)  # fmt: skip
         rounds = max(1, round(best_rounds * len(both.x_train) / len(data.x_train)))
         shards, stopping = shard_data(both, with_validation=False), 0
     with tempfile.TemporaryDirectory() as storage:

@@ -11,13 +11,18 @@ from sklearn.model_selection import train_test_split
 
 from schemas import resolve_schema
 from schemas.config import PipelineConfig, SplitConfig
+from tasks.errors import UserError
 from tasks.preprocess import clock_hour
 
 log = logging.getLogger("mlcycle.prepare")
 
 
-class LeakageError(ValueError):
+class LeakageError(UserError, ValueError):
     """A split or a feature list would let training see what it must not."""
+
+
+class TargetError(UserError, ValueError):
+    """A label the model cannot represent (a class training never saw), or sample weights it cannot use."""
 
 
 @dataclass(frozen=True)
@@ -36,15 +41,102 @@ def feature_columns(columns: list[str], config: PipelineConfig) -> list[str]:
     a feature, whether or not `drop` names it."""
     derived = [d.name for d in config.preprocess.derived]
     requested = set(resolve_schema(config.features_schema_ref).to_schema().columns)
-    excluded = {config.target, *config.ids, *config.drop}
+    excluded = {config.target, *config.ids, *config.drop, *([config.weight] if config.weight else [])}
     return [c for c in [*columns, *derived] if c not in excluded and (c in requested or c in derived)]
 
 
-def encode_target(values: pd.Series, config: PipelineConfig) -> np.ndarray:
-    """The label as the model sees it: 1/0 for the positive class of a binary task, the number otherwise."""
+def _allowed_targets(config: PipelineConfig) -> list[str] | None:
+    """The target's allowed values in the training schema (its `isin`), as text, in the schema's order."""
+    column = resolve_schema(config.schema_ref).to_schema().columns[config.target]
+    allowed = next((c.statistics["allowed_values"] for c in column.checks if "allowed_values" in c.statistics), None)
+    return None if allowed is None else [str(v) for v in allowed]
+
+
+def target_classes(config: PipelineConfig, train_labels: pd.Series | None = None) -> list[str]:
+    """The classes the model predicts, in the order of its outputs; recorded in the bundle.
+
+    Binary: [negative, positive]. Multiclass: the target's allowed values in the training schema (`isin`, in its
+    order), else the labels of `train_labels` (the training split), sorted (numbers as numbers). Regression: none.
+    """
+    if config.task == "regression":
+        return []
+    allowed = _allowed_targets(config)
+    if config.task == "binary":
+        negatives = [v for v in allowed or [] if v != config.positive_label]
+        negative = negatives[0] if len(negatives) == 1 else f"not {config.positive_label}"
+        return [negative, str(config.positive_label)]
+    if allowed is None:
+        if train_labels is None:
+            raise TargetError(f"target {config.target!r} has no allowed values (isin) in {config.schema_ref}: the "
+                              "classes come from the training labels, which were not given")  # fmt: skip
+        allowed = [str(v) for v in sorted(pd.unique(train_labels.dropna()))]
+    if len(allowed) < 2:
+        raise TargetError(f"target {config.target!r}: a multiclass task needs at least 2 classes, found {allowed}")
+    return allowed
+
+
+def encode_target(values: pd.Series, config: PipelineConfig, classes: list[str] | None = None) -> np.ndarray:
+    """The label as the model sees it: 1/0 for the positive class of a binary task, the class's index in `classes`
+    (default: the schema's allowed values) for multiclass, the number otherwise.
+
+    A multiclass label outside `classes` (a class the training split never had, when the classes come from it)
+    raises `TargetError`: the model cannot predict it, and silently dropping its rows would flatter the metrics.
+    """
     if config.task == "binary":
         return (values.astype("string") == config.positive_label).to_numpy(dtype="float64")
+    if config.task == "multiclass":
+        classes = classes if classes is not None else target_classes(config)
+        text = values.astype("string")
+        codes = text.map({c: float(i) for i, c in enumerate(classes)})
+        if codes.isna().any():
+            unknown = sorted({str(v) if pd.notna(v) else "<missing>" for v in text[codes.isna()]})
+            raise TargetError(
+                f"target {config.target!r}: label(s) {unknown[:10]} ({int(codes.isna().sum())} rows) are not among "
+                f"the model's classes {classes[:20]}; list every class in the training schema (isin on the "
+                "target), or give the class enough rows to reach the training split"
+            )  # fmt: skip
+        return codes.to_numpy(dtype="float64")
     return values.to_numpy(dtype="float64")
+
+
+def sample_weights(frame: pd.DataFrame, config: PipelineConfig) -> np.ndarray | None:
+    """The rows' sample weights from the config's `weight` column, or None when it names none.
+
+    Raises `TargetError` naming the column and the fix when the column is missing, is not numeric, or holds a
+    missing, negative or infinite value, or when the weights sum to zero.
+    """
+    if config.weight is None:
+        return None
+    name = config.weight
+    if name not in frame.columns:
+        raise TargetError(f"weight column {name!r} is not in the data; add it to the training schema "
+                          f"{config.schema_ref} (not to the features schema)")  # fmt: skip
+    column = frame[name]
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        raise TargetError(f"weight column {name!r} holds {column.dtype} values; sample weights must be numbers")
+    values = column.to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        rows = frame.index[bad][:5].tolist()
+        raise TargetError(f"weight column {name!r}: {int(bad.sum())} row(s) missing, negative or infinite (rows "
+                          f"{rows}); declare it non-negative and not nullable in {config.schema_ref} so such rows "
+                          "are quarantined at ingest")  # fmt: skip
+    if len(values) and values.sum() <= 0:
+        raise TargetError(f"weight column {name!r}: every weight is zero; nothing would be learned or measured")
+    return values
+
+
+def check_weight_column(config: PipelineConfig) -> None:
+    """The weight column must be in the training schema and not in the features schema: never a feature, never
+    asked of the service."""
+    if config.weight is None:
+        return
+    if config.weight not in resolve_schema(config.schema_ref).to_schema().columns:
+        raise TargetError(f"weight {config.weight!r} is not a column of the training schema {config.schema_ref}; "
+                          "add it there")  # fmt: skip
+    if config.weight in resolve_schema(config.features_schema_ref).to_schema().columns:
+        raise TargetError(f"weight {config.weight!r} is in the features schema {config.features_schema_ref}: the "
+                          "service would ask for it; move it to the training schema only")  # fmt: skip
 
 
 def split_frame(frame: pd.DataFrame, part: pd.Series, config: PipelineConfig) -> Splits:
@@ -138,17 +230,21 @@ def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> L
     """Look for features that nearly copy the target on the training rows, and count cross-split duplicates.
 
     A numeric feature, or the sum of two (bike sharing's `casual` + `registered` = `cnt`), whose correlation
-    with the target reaches `split.leak_threshold` is reported; so is a categorical feature whose every
-    well-populated value almost always has the same label, and (binary tasks) a feature that alone ranks the
+    with the target reaches `split.leak_threshold` is reported (not for multiclass, whose class index is no
+    quantity); so is a categorical feature whose every well-populated value almost always has the same label
+    (classification), and (binary tasks) a feature that alone ranks the
     label nearly perfectly. The feature checks look at a seeded sample of `LEAK_SCAN_ROWS` training rows at most:
     a copy of the target shows in any sample of that size.
     """
     train = splits.train
     if len(train) > LEAK_SCAN_ROWS:
         train = train.sample(n=LEAK_SCAN_ROWS, random_state=config.seed)
-    target = encode_target(train[config.target], config)
+    classes = target_classes(config, train[config.target]) if config.task == "multiclass" else None
+    target = encode_target(train[config.target], config, classes)
     raw = [c for c in features if c in train.columns]
-    numeric = [c for c in raw if pd.api.types.is_numeric_dtype(train[c]) and train[c].nunique() > 1]
+    # A class index is not a quantity: for multiclass the correlations below would mean nothing.
+    numeric = [c for c in raw if pd.api.types.is_numeric_dtype(train[c]) and train[c].nunique() > 1
+               and config.task != "multiclass"]  # fmt: skip
     threshold = config.split.leak_threshold
     suspects: list[dict[str, object]] = []
     for column in numeric:
@@ -165,12 +261,13 @@ def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> L
             if corr >= threshold and corr > max(alone[first], alone[second]) + 0.01:
                 suspects.append({"columns": [first, second], "correlation": round(corr, 4),
                                  "reason": f"|corr| of their sum with target {corr:.3f}"})  # fmt: skip
-    if config.task == "binary":
+    if config.task in ("binary", "multiclass"):
         for column in (c for c in raw if c not in numeric and not pd.api.types.is_numeric_dtype(train[c])):
             purity = _label_purity(train[column], target)
             if purity is not None and purity >= threshold:
                 suspects.append({"columns": [column], "correlation": round(purity, 4),
                                  "reason": f"its values give the label {purity:.1%} of the time"})  # fmt: skip
+    if config.task == "binary":
         named = {c for s in suspects for c in s["columns"]}  # type: ignore[attr-defined]
         for column in (c for c in raw if c not in named):
             auc = single_feature_auc(train[column], target)
@@ -227,12 +324,11 @@ def _abs_corr(values: pd.Series, target: np.ndarray) -> float:
 def _label_purity(values: pd.Series, target: np.ndarray, min_rows: int = 10) -> float | None:
     """Share of rows whose value's majority label is their label, over values with at least `min_rows` rows."""
     frame = pd.DataFrame({"v": values.astype("object").to_numpy(), "y": target}).dropna()
-    counts = frame.groupby("v")["y"].agg(["size", "mean"])
-    counts = counts[counts["size"] >= min_rows]
+    counts = pd.crosstab(frame["v"], frame["y"])  # rows per value and label, any number of classes
+    counts = counts[counts.sum(axis=1) >= min_rows]
     if len(counts) < 2:
         return None
-    majority = np.maximum(counts["mean"], 1 - counts["mean"])
-    return float((majority * counts["size"]).sum() / counts["size"].sum())
+    return float(counts.max(axis=1).sum() / counts.to_numpy().sum())
 
 
 def _duplicates(splits: Splits, columns: list[str]) -> dict[str, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import xgboost as xgb
 from sklearn.metrics import roc_curve
 
 from schemas.config import TaskType
+from tasks.tables import format_cell, markdown_table
 from tasks.train.prepare import LeakageReport
 from tasks.train.tune import TuneResult
 
@@ -24,21 +24,6 @@ class ReportFiles:
     folder: Path
     plots: list[Path]
     html: Path
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    if not rows:
-        return "(none)"
-    columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -57,9 +42,14 @@ def markdown_report(tag: str, metrics: dict[str, Any], leakage: LeakageReport, f
         parts += ["", f"## Slices by `{column}`", markdown_table(rows, ["value", "rows", "share", *metrics["test"]])]
     for column, entry in metrics["bias"].items():
         gaps = {k: v for k, v in entry.items() if k != "groups"}
-        parts += ["", f"## Bias by `{column}`", ", ".join(f"{k}: {_fmt(v)}" for k, v in gaps.items()), "",
+        parts += ["", f"## Bias by `{column}`", ", ".join(f"{k}: {format_cell(v)}" for k, v in gaps.items()), "",
                   markdown_table(entry["groups"])]  # fmt: skip
     parts += ["", "## Leakage checks", *[f"- {line}" for line in leakage.lines()]]
+    if "per_class" in metrics:
+        parts += ["", "## Per class", markdown_table(metrics["per_class"]), "", "## Confusion matrix (rows: true class)",
+                  markdown_table(confusion_rows(metrics["confusion"]))]  # fmt: skip
+    if metrics.get("weighted"):
+        parts += ["", "Every metric is weighted by the rows' sample weights."]
     if "calibration" in metrics:
         parts += ["", "## Calibration", markdown_table(metrics["calibration"])]
     if files:
@@ -70,6 +60,23 @@ def markdown_report(tag: str, metrics: dict[str, Any], leakage: LeakageReport, f
             f"- [report.html]({files.html.as_uri()})",
         ]
     return "\n".join(parts)
+
+
+def confusion_rows(confusion: dict[str, Any]) -> list[dict[str, Any]]:
+    """The confusion matrix as table rows: the true class, then one column per predicted class."""
+    return [{"true": name, **{f"predicted {p}": v for p, v in zip(confusion["classes"], row, strict=True)}}
+            for name, row in zip(confusion["classes"], confusion["counts"], strict=True)]  # fmt: skip
+
+
+def plot_confusion(ax: Any, matrix: np.ndarray, classes: list[str], title: str, fmt: str) -> None:
+    """One confusion matrix as a heat map, rows the true class, each cell labelled with its value."""
+    ax.imshow(matrix, cmap="Blues", vmin=0)
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+           xlabel="predicted class", ylabel="true class", title=title)  # fmt: skip
+    ax.tick_params(axis="x", rotation=45)
+    top = float(matrix.max()) if matrix.size else 0.0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, format(value, fmt), ha="center", va="center", color="white" if value > top / 2 else "black")
 
 
 def write_report(
@@ -98,7 +105,20 @@ def write_report(
         plt.close(fig)
         plots.append(folder / name)
 
-    if task == "binary":
+    if task == "multiclass":
+        # ROC and calibration curves are per class pair; the confusion matrix shows every class's errors at once
+        conf = metrics["confusion"]
+        counts = np.asarray(conf["counts"], dtype=float)
+        totals = counts.sum(axis=1, keepdims=True)
+        normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        size = max(5.0, 0.6 * len(conf["classes"]) + 2)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(2 * size, size))
+        what = "weight" if conf["weighted"] else "rows"
+        plot_confusion(left, counts, conf["classes"], f"Confusion matrix, test set ({what})",
+                       ".3g" if conf["weighted"] else ".0f")  # fmt: skip
+        plot_confusion(right, normalised, conf["classes"], "Normalised by true class (recall on the diagonal)", ".2f")
+        save(fig, "confusion_matrix.png")
+    elif task == "binary":
         fig, ax = plt.subplots(figsize=(5, 5))
         for name, pred in {"tuned": predictions, **references}.items():
             if name != "trivial":
@@ -156,7 +176,9 @@ def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list
         if not rows:
             return "<p>(none)</p>"
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(format_cell(v))}</td>" for v in r.values()) + "</tr>" for r in rows
+        )
         return f"<table><tr>{head}</tr>{body}</table>"
 
     sections = [
@@ -169,8 +191,13 @@ def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list
     for column, entry in metrics["bias"].items():
         sections += [f"<h2>Bias by {html.escape(column)}</h2>", table(entry["groups"])]
         sections.append(
-            "<p>" + html.escape(", ".join(f"{k}: {_fmt(v)}" for k, v in entry.items() if k != "groups")) + "</p>"
+            "<p>" + html.escape(", ".join(f"{k}: {format_cell(v)}" for k, v in entry.items() if k != "groups")) + "</p>"
         )
+    if "per_class" in metrics:
+        sections += ["<h2>Per class</h2>", table(metrics["per_class"]), "<h2>Confusion matrix (rows: true class)</h2>",
+                     table(confusion_rows(metrics["confusion"]))]  # fmt: skip
+    if metrics.get("weighted"):
+        sections.append("<p>Every metric is weighted by the rows' sample weights.</p>")
     sections += [
         "<h2>Leakage checks</h2>",
         "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in leakage.lines()) + "</ul>",

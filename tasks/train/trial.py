@@ -86,7 +86,8 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
     """Boost one sampled configuration with early stopping, scoring it every `eval_every` rounds and reporting
     every `report_every` so ASHA can stop it, and once more at the end. `data` comes from Ray's object store, put
     there once for the whole search."""
-    params = xgb_params(settings.task, sampled, nthread=settings.cpus_per_trial, seed=settings.seed)  # type: ignore[arg-type]
+    params = xgb_params(settings.task, sampled, nthread=settings.cpus_per_trial, seed=settings.seed,  # type: ignore[arg-type]
+                        num_class=data.num_class)  # fmt: skip
     if settings.gpus_per_trial > 0:
         params["device"] = "cuda"
     extra = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),

@@ -158,13 +158,19 @@ def start_ray(address: str | None) -> None:
 
 
 def _data_parallel_trial(
-    sampled: dict[str, Any], shards: Any, task: TaskType, settings: TuneConfig, seed: int, storage: str
+    sampled: dict[str, Any],
+    shards: Any,
+    task: TaskType,
+    settings: TuneConfig,
+    seed: int,
+    storage: str,
+    num_class: int = 0,
 ) -> None:
     """One trial trained data-parallel: the trial's function runs a Ray Train trainer (Train v2's way of nesting
     in Tune), whose workers' reports reach Tune through Ray's TuneReportCallback."""
     from tasks.train.distributed import fit_data_parallel
 
-    params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed)
+    params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed, num_class=num_class)
     trial_id = tune.get_context().get_trial_id()
     fit = fit_data_parallel(shards, params, settings.max_rounds, settings.early_stopping_rounds,
                             settings.data_parallel_workers, Path(storage), f"train-{trial_id}",
@@ -357,7 +363,7 @@ def tune_xgboost(
         # trial with no resources at all, so it asks for one byte of memory: nothing a worker needs.)
         trainable = tune.with_resources(
             tune.with_parameters(_data_parallel_trial, shards=shard_data(data), task=task, settings=settings,
-                                 seed=seed, storage=str(path / "train")),
+                                 seed=seed, storage=str(path / "train"), num_class=data.num_class),
             {"cpu": 0, "memory": 1},
         )  # fmt: skip
     else:

@@ -2,16 +2,19 @@
 
 This server is the test's own (temporary PREFECT_HOME, loopback port): the session's `prefect_server` harness is
 not involved, and the API address reaches only the processes started here and the client calls made inside
-`temporary_settings`. Three steps, in order, on one deployment of the bike dataset:
-train through `prefect deployment run`; two files land at once → one watch run emits two events → one retraining;
-a shifted batch → the drift check emits `mlcycle.drift.detected` → the drift retraining.
+`temporary_settings`. The setup is brought up by the real `mlcycle deploy`. Three steps, in order, on one deployment
+of the bike dataset: train through `prefect deployment run`; two files land at once → one watch run emits two events
+→ one retraining; a shifted batch → the drift check emits `mlcycle.drift.detected` → the drift retraining. Last,
+`mlcycle undeploy` takes it all down.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -19,12 +22,15 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pandas as pd
+import psutil
 import pytest
+import yaml
 
-from flows.deploy import deploy, undeploy
+from flows.deploy import state_dir, undeploy
 from schemas import load_config
 from tasks import registry
 from tasks.paths import mlcycle_home
@@ -123,11 +129,20 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
     overrides = {"PREFECT_HOME": str(prefect_home), "PREFECT_API_URL": "", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                  "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
                  "PREFECT_WORKER_QUERY_SECONDS": "3"}  # fmt: skip
+    config_file = prefect_home / "bike.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    names = [arg for name in DEPLOYMENTS for arg in ("--name", name)]
     try:
-        deployed = deploy([config], DEPLOYMENTS, startup_timeout_s=240, env_overrides=overrides)
-        yield Cycle(deployed.api_url, prefect_home)
+        deployed = _mlcycle("deploy", "--config", str(config_file), *names, env=overrides)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        yield Cycle((state_dir() / "api_url").read_text(), prefect_home)
     finally:
-        undeploy()
+        undeploy()  # when a test failed before the last one took the setup down
+
+
+def _mlcycle(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", *args], cwd=ROOT,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 def bike_rows(n: int, offset: int) -> pd.DataFrame:
@@ -224,3 +239,30 @@ def test_new_data_below_the_row_threshold_retrains_nothing(adult_run) -> None:  
     assert result.tag is None and result.new_rows < config.retrain.min_new_rows
     assert "fewer than retrain.min_new_rows=500" in result.reason
     assert [v.tag for v in registry.versions("adult")] == before
+
+
+def test_undeploy_stops_every_process_and_frees_the_port(cycle: Cycle) -> None:
+    """Last in this module: it takes the setup down. `mlcycle undeploy` stops the worker and the server with every
+    process below them, and the server's port is free again, within 10 s."""
+    pids = [int((state_dir() / f"{name}.pid").read_text()) for name in ("worker", "server")]
+    tree = [proc for pid in pids for proc in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True))]
+    port = urlparse(cycle.api_url).port
+    assert port is not None and httpx.get(f"{cycle.api_url}/health", timeout=10).status_code == 200
+    started = time.monotonic()
+    run = _mlcycle("undeploy")
+    assert run.returncode == 0 and "stopped: worker (pid" in run.stdout and "server (pid" in run.stdout, run.stderr
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree) or not _free(port):
+        assert time.monotonic() - started < 10, [p.pid for p in tree if p.is_running()]
+        time.sleep(0.2)
+    assert not list(state_dir().glob("*.pid"))
+
+
+def _free(port: int) -> bool:
+    """Whether a restarted server could listen on `port` (with SO_REUSEADDR, as uvicorn does)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -70,14 +70,16 @@ def test_cli_ingests_given_paths_skips_repeats_and_fails_on_rejection(prefect_se
     (tmp_path / "bad.csv").write_text("id;color;score\n1;red;1\n")
     runner = CliRunner()
 
-    first = runner.invoke(app, ["ingest", "--config", str(config_file), str(tmp_path / "good.csv")])
+    first = runner.invoke(app, ["ingest", "--config", str(config_file), str(tmp_path / "good.csv"), "--json"])
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["batches"][0]["outcome"] == "accepted"
     again = runner.invoke(app, ["ingest", "--config", str(config_file), str(tmp_path / "good.csv")])
-    assert json.loads(again.stdout)["batches"][0]["outcome"] == "skipped"
+    assert f"| {tmp_path / 'good.csv'} | skipped |" in again.stdout  # the summary table, by default
+    assert "cli-files: 1 skipped" in again.stdout
     bad = runner.invoke(app, ["ingest", "--config", str(config_file), str(tmp_path / "bad.csv")])
     assert bad.exit_code == 1
     assert "bad.csv: every line is one field: the file looks delimited by ';'" in bad.stderr
+    assert f"| {tmp_path / 'bad.csv'} | rejected |" in bad.stdout
 
 
 def test_a_file_appearing_during_a_run_is_ingested_whole_exactly_once(prefect_server: None, tmp_path: Path) -> None:

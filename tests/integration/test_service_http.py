@@ -89,10 +89,18 @@ def test_bad_record_gets_422_naming_record_and_field(served_adult: str) -> None:
     assert errors == {(1, "age"), (2, "sex")}
 
 
-@pytest.mark.parametrize("body", [b'{"records": [bad', b'{"records": 5}', b"[1, 2]"])
-def test_malformed_requests_get_4xx_not_500(served_adult: str, body: bytes) -> None:
-    response = httpx.post(f"{served_adult}/predict", content=body, headers={"content-type": "application/json"})
-    assert 400 <= response.status_code < 500
+DEEP = b"[" * 5000 + b"]" * 5000  # past orjson's 1,024 levels and Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"records": [bad', b'{"records": 5}', b"[1, 2]", DEEP, b'{"records": ' + DEEP + b"}"]
+)
+@pytest.mark.parametrize("route", ["/predict", "/explain"])
+def test_malformed_requests_get_4xx_not_500(served_adult: str, route: str, body: bytes) -> None:
+    response = httpx.post(f"{served_adult}{route}", content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    if DEEP in body:
+        assert response.status_code == 400 and "nested too deep" in response.json()["error"]
 
 
 def test_model_endpoint_says_which_model_answers(adult_run, served_adult: str) -> None:  # type: ignore[no-untyped-def]
