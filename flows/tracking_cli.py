@@ -24,6 +24,7 @@ def sync(
 ) -> None:
     """Push what waits in the queue to MLflow, oldest first (runs, trials, model versions, the `champion` alias);
     what is already there is not written twice."""
+    from flows.exits import FAILED
     from tasks.tracking import pending, push_pending, queue_dir
 
     if not pending():
@@ -32,5 +33,5 @@ def sync(
     outcome = push_pending(timeout_s, math.inf, uri=uri, patient=True)
     if not outcome.complete:
         typer.echo(f"error: {outcome.summary()}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
     typer.echo(outcome.summary())
