@@ -103,7 +103,9 @@ def _trained(result: TrainResult, as_json: bool) -> None:
             typer.echo(f"  {reason}")
         if result.report:
             typer.echo(f"report: {result.report}")
-        if result.tracking != "tracking off":
+        from tasks.tracking import OFF
+
+        if result.tracking != OFF:
             typer.echo(f"mlflow: {result.tracking}")
     raise typer.Exit(exits.OK if result.decision == "promote" else exits.REJECTED)
 

@@ -71,7 +71,7 @@ class TrainResult(BaseModel):
     decision: str = Field(default="", description="The gate's verdict on this model: promote or reject.")
     champion: str | None = Field(default=None, description="The champion of the name after the gate.")
     gate_reasons: list[str] = Field(default_factory=list, description="Why: each failed rule, or what passed.")
-    tracking: str = Field(default="tracking off", description="What the mirror to MLflow did, or why it waits.")
+    tracking: str = Field(default=tracking.OFF, description="What the mirror to MLflow did, or why it waits.")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from tasks.paths import mlcycle_home
 log = logging.getLogger("mlcycle.tracking")
 
 ENV_URI = "MLFLOW_TRACKING_URI"
+OFF = "tracking off"  # what `mirror` says when no server is configured
 
 
 def tracking_uri(config: PipelineConfig) -> str | None:
@@ -271,7 +272,7 @@ def _exclusive(wait_s: float | None) -> Iterator[bool]:
 def mirror(record: dict[str, Any] | None, timeout_s: float, budget_s: float) -> str:
     """Queue a record and push the queue; the outcome in one line, logged as a warning unless all went."""
     if record is None:
-        return "tracking off"
+        return OFF
     enqueue(record)
     outcome = push_pending(timeout_s, budget_s)
     line = outcome.summary()
