@@ -25,7 +25,15 @@ from pydantic import BaseModel, Field
 
 from schemas import PipelineConfig
 from tasks import registry
-from tasks.monitor.feedback import PerformanceReport, Served, assess, metrics_markdown, utc_now, write_report
+from tasks.monitor.feedback import (
+    LIVE_METRIC,
+    PerformanceReport,
+    Served,
+    assess,
+    metrics_markdown,
+    utc_now,
+    write_report,
+)
 from tasks.monitor.labels import FileOutcome, LabelTarget, ingest_label_folder
 from tasks.monitor.request_log import RequestIndex, requests_dir
 
@@ -47,21 +55,25 @@ class PerformanceResult(BaseModel):
     report: str = Field(default="", description="The report file the service reads for its gauges.")
 
 
-def label_target(config: PipelineConfig, tag: str | None) -> LabelTarget:
-    """How this dataset's labels read: the champion's classes for a binary task."""
-    if config.task != "binary" or tag is None:
-        return LabelTarget(config.task)
+def bundle_file(tag: str, name: str) -> dict[str, Any]:
+    """One of a bundle's JSON files (no booster is loaded)."""
     import json
 
     import bentoml
 
-    lineage = json.loads((Path(bentoml.models.get(tag).path) / "lineage.json").read_text())
-    return LabelTarget(config.task, tuple(lineage.get("classes", [])))
+    return json.loads((Path(bentoml.models.get(tag).path) / name).read_text())  # type: ignore[no-any-return]
 
 
-def served(tag: str | None) -> Served | None:
-    """A model's tag and its own test metric, from the registry (no booster is loaded)."""
-    return Served(tag, registry.version(tag).metric) if tag else None
+def label_target(config: PipelineConfig, tag: str | None) -> LabelTarget:
+    """How this dataset's labels read: the champion's classes for a classification task."""
+    if config.task == "regression" or tag is None:
+        return LabelTarget(config.task)
+    return LabelTarget(config.task, tuple(bundle_file(tag, "lineage.json").get("classes", [])))
+
+
+def served(tag: str | None, metric: str) -> Served | None:
+    """A model's tag and its own test value of the live metric."""
+    return Served(tag, bundle_file(tag, "metrics.json")["test"].get(metric)) if tag else None
 
 
 @task(name="ingest_label_files", retries=2, **_pure)
@@ -74,12 +86,12 @@ def ingest_labels_task(config: PipelineConfig, champion: str | None, now: dateti
 @task(name="assess_live_performance", **_pure)
 def assess_task(config: PipelineConfig, champion: str | None, shadow: str | None, now: datetime) -> PerformanceReport:
     since = registry.shadow_since(config.name) if shadow else None
-    earlier = {v.tag: v.metric for v in registry.versions(config.name) if v.tag not in (champion, shadow)}
-    from tasks.train.evaluate import PRIMARY_METRIC
-
-    return assess(config.name, config.task, PRIMARY_METRIC[config.task], config.slices, config.feedback,
-                  served(champion), served(shadow), datetime.fromisoformat(since) if since else None, now, config.seed,
-                  earlier)  # fmt: skip
+    metric = LIVE_METRIC[config.task]
+    earlier = {v.tag: v.metric if v.primary_metric == metric else None for v in registry.versions(config.name)
+               if v.tag not in (champion, shadow)}  # fmt: skip
+    return assess(config.name, config.task, metric, config.slices, config.feedback, served(champion, metric),
+                  served(shadow, metric), datetime.fromisoformat(since) if since else None, now, config.seed, earlier,
+                  label_target(config, champion).classes)  # fmt: skip
 
 
 @task(name="decide_shadow", **_pure)

@@ -1,14 +1,16 @@
 """The contract of POST /feedback: labels for earlier answers, by request id and record, and what the service says.
 
-Strict JSON types, as the OpenAPI document states: `request_id` a string, `record` an integer, `label` a number, a
-string or a boolean; no other fields. Which labels a model takes (numbers for regression; a class name, 0/1 or
-true/false for binary) and whether the request id is known are checked by the service after this model
-(tasks/monitor/labels.py), with the refusals listed in `FEEDBACK_REFUSALS`.
+Strict JSON types, as the OpenAPI document states: `request_id` a string, `record` an integer, `label` what the
+served model's task takes (`feedback_model`: a number for regression; a class name, 0/1 or true/false for binary; a
+class name for multiclass); no other fields. Whether the request id and record exist is checked by the service
+after this model (tasks/monitor/labels.py), with the refusals listed in `FEEDBACK_REFUSALS`.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 
 FEEDBACK_EXAMPLE = {"labels": [{"request_id": "3f2b9c0e5d7a4b1f8e6d2c4a9b0f1e3d", "record": 0, "label": 231}]}
 
@@ -30,9 +32,13 @@ class FeedbackLabel(BaseModel):
 class FeedbackRequest(BaseModel):
     """`{"labels": [...]}`: 1 to `feedback.max_labels` labels, all stored or none."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": FEEDBACK_EXAMPLE})
+    model_config = ConfigDict(extra="forbid")
 
-    labels: list[FeedbackLabel] = Field(min_length=1, description="Labels for earlier answers.")
+    labels: list[FeedbackLabel] = Field(
+        min_length=1,
+        description="Labels for earlier answers.",
+        json_schema_extra={"example": FEEDBACK_EXAMPLE["labels"]},
+    )
 
 
 class FeedbackResponse(BaseModel):
@@ -48,14 +54,41 @@ class FeedbackResponse(BaseModel):
     )
 
 
+def feedback_model(name: str, task: str, classes: list[str], max_labels: int) -> type[BaseModel]:
+    """The request model of one served model: its labels typed as its task takes them, 1 to `max_labels`."""
+    label: Any
+    if task == "regression":
+        label = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+        example: Any = 231
+    elif task == "binary":
+        label = Literal[tuple(classes)] | Literal[0, 1] | StrictBool  # type: ignore[valid-type]
+        example = classes[-1]
+    else:
+        label = Literal[tuple(classes)]  # type: ignore[valid-type]
+        example = classes[0]
+    title = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
+    item = create_model(  # type: ignore[call-overload]
+        f"{title}FeedbackLabel", __base__=FeedbackLabel,
+        label=(label, Field(description=FeedbackLabel.model_fields["label"].description)),
+    )  # fmt: skip
+    sample = {"labels": [{**FEEDBACK_EXAMPLE["labels"][0], "label": example}]}
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{title}FeedbackRequest", __base__=FeedbackRequest, __doc__=FeedbackRequest.__doc__,
+        labels=(list[item], Field(min_length=1, max_length=max_labels,  # type: ignore[valid-type]
+                                  description=f"1 to {max_labels} labels for earlier answers.",
+                                  json_schema_extra={"example": sample["labels"]})),
+    )  # fmt: skip
+
+
 FEEDBACK_REFUSALS: dict[int, str] = {
     400: "The body is not JSON.",
-    401: "An API key is set and the request does not carry it.",
+    404: "A label names a request id the request log does not hold (never answered, not sampled, or older than the "
+    "log keeps), or a record its request does not have; each named by the label's index (`record` in the error). "
+    "Nothing is stored.",
     409: "A label contradicts the one already recorded for that record, or another in the same body "
     "(`feedback.on_conflict: keep_first`); nothing is stored.",
     413: "The body is over `serving.max_body_bytes`, or holds more than `feedback.max_labels` labels.",
-    422: 'The body is not `{"labels": [...]}` of the documented fields, or a label names an unknown request id, a '
-    "record the request does not have, a value the model's task cannot take, or arrives later than "
-    "`feedback.max_delay_h`; each problem is named by the label's index (`record` in the error) and field. "
-    "Nothing is stored.",
+    422: 'The body is not `{"labels": [...]}` of the documented fields and types, or a label arrives later than '
+    "`feedback.max_delay_h` after its prediction; each problem named by the label's index (`record` in the error) "
+    "and field. Nothing is stored.",
 }

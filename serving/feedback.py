@@ -1,6 +1,7 @@
 """POST /feedback and the live-metric gauges: the service's side of labels that arrive later.
 
-`FeedbackDesk` validates a body against `schemas.feedback.FeedbackRequest`, checks each label against the request
+`FeedbackDesk` validates a body against the served model's `schemas.feedback.feedback_model` (the one its OpenAPI
+document shows), checks each label against the request
 index (a request still in this worker's request-log buffer is written first, so a label may follow its answer at
 once) and stores the labels in one transaction, all or none (tasks/monitor/labels.py). `LiveGauges` turns the
 newest performance report (written by the performance-check flow) into `/metrics` gauges.
@@ -18,13 +19,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas.api import FieldError
 from schemas.config import FeedbackConfig
-from schemas.feedback import FeedbackRequest
+from schemas.feedback import feedback_model
 from tasks.monitor.feedback import latest_report, reports_dir
 from tasks.monitor.labels import Label, LabelBatch, LabelStore, LabelTarget
 from tasks.monitor.request_log import LoggedRequest, RequestIndex, RequestLog, requests_dir
 
 log = logging.getLogger("mlcycle.serving")
-_REQUEST = TypeAdapter(FeedbackRequest)
 _METRICS: dict[str, Any] = {}  # Prometheus metrics, registered once per process
 
 
@@ -42,18 +42,19 @@ class FeedbackDesk:
         self.request_log = request_log
         self.index = RequestIndex(request_log.root if request_log is not None else (root or requests_dir(name)))
         self.store = LabelStore(name)
+        self.request = TypeAdapter(feedback_model(name, target.task, list(target.classes), settings.max_labels))
 
     def parse(self, body: bytes) -> list[Label] | Refused:
         """The labels of a body, or (status, error, field errors) for one that breaks the contract."""
         try:
-            request = _REQUEST.validate_json(body)
+            request = self.request.validate_json(body)
         except ValidationError as exc:
             errors = _label_errors(exc)
             if any(e.rule == "json_invalid" for e in errors):
                 return 400, f"body is not valid JSON: {errors[0].message}", ()
+            if any(e.rule == "too_long" and e.field == "labels" and e.record is None for e in errors):
+                return 413, f"at most {self.settings.max_labels} labels per request", ()
             return 422, 'body must be {"labels": [{"request_id", "record", "label"}, ...]}', tuple(errors)
-        if len(request.labels) > self.settings.max_labels:
-            return 413, f"at most {self.settings.max_labels} labels per request, got {len(request.labels)}", ()
         return [Label(item.request_id, item.record, item.label) for item in request.labels]
 
     def lookup(self, request_ids: set[str]) -> dict[str, LoggedRequest]:
@@ -80,9 +81,10 @@ class FeedbackDesk:
                 counter.labels(model=model, outcome=outcome).inc(batch.count(outcome))  # type: ignore[arg-type]
         if not batch.stored:
             refused = batch.refused
-            status = 422 if any(v.status == 422 for v in refused) else 409
-            errors = tuple(FieldError(v.index, _field_of(v.reason), "conflict" if v.status == 409 else "label",
-                                      v.reason) for v in refused)  # fmt: skip
+            statuses = {v.status for v in refused}
+            status = next(code for code in (422, 404, 409) if code in statuses)
+            rules = {404: "unknown", 409: "conflict", 422: "label"}
+            errors = tuple(FieldError(v.index, _field_of(v.reason), rules[v.status], v.reason) for v in refused)
             return status, f"{len(refused)} of {len(parsed)} label(s) refused; none stored", errors
         summary = batch.summary()
         return {"model": model, "request_id": request_id, "labels": summary["labels"],

@@ -239,7 +239,7 @@ class UploadInput(IODescriptor):
 
 
 class FeedbackInput(IODescriptor):
-    """`{"labels": [...]}` (schemas/feedback.py), read unparsed: the desk answers 400/413/422/409 itself."""
+    """`{"labels": [...]}` (schemas/feedback.py), read unparsed: the desk answers 400/404/409/413/422 itself."""
 
     labels: list[FeedbackLabel]
 
@@ -309,6 +309,28 @@ def _startup_spec() -> tuple[type, ServingConfig]:
 
 
 STARTUP_SPEC, STARTUP_CONFIG = _startup_spec()
+
+
+def _feedback_spec() -> type:
+    """The /feedback request documented in OpenAPI: labels typed as the startup model's task takes them (read from
+    its bundle's files: no booster is loaded a second time)."""
+    from schemas import PipelineConfig
+    from schemas.feedback import feedback_model
+
+    try:
+        folder = Path(bentoml.models.get(_serving_tag(model_ref())).path)
+        config = PipelineConfig.model_validate(json.loads((folder / "config.json").read_text()))
+        classes = json.loads((folder / "lineage.json").read_text()).get("classes", [])
+    except Exception:  # no model yet: the generic label (a number, a text or a boolean)
+        return FeedbackInput
+    model = feedback_model(config.name, config.task, classes, config.feedback.max_labels)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        model.__name__, __base__=FeedbackInput, __config__=ConfigDict(extra="forbid"),
+        labels=(model.model_fields["labels"].annotation, model.model_fields["labels"]),
+    )  # fmt: skip
+
+
+FEEDBACK_SPEC = _feedback_spec()
 metadata_app = Starlette(routes=[])  # GET /metadata (BentoML APIs are POST only), mounted on the service below
 _LIVE: dict[str, Any] = {}
 COUNTERS: dict[str, Any] = {}  # Prometheus counters, registered once per process
@@ -684,11 +706,11 @@ class MLCycleService:
                            tuple(errors[:1000]))  # fmt: skip
         return rows
 
-    @bentoml.api(route="/feedback", input_spec=FeedbackInput, output_spec=FeedbackResponse)
+    @bentoml.api(route="/feedback", input_spec=FEEDBACK_SPEC, output_spec=FeedbackResponse)
     async def feedback(self, labels: Any) -> Any:
-        """Labels for earlier answers, by `request_id` and `record`: all stored or none. 422 names each label
-        with an unknown request id, a missing record, a value the task cannot take or a late arrival; 409 a
-        label contradicting one recorded; a duplicate is counted once. Needs the API key if set."""
+        """Labels for earlier answers, by `request_id` and `record`: all stored or none, a duplicate counted once.
+        404 names each label of an unknown request id or record, 409 each contradicting a recorded label, 422 each
+        the model's task cannot take or that came too late. Needs the API key if set."""
         request_id, model = uuid.uuid4().hex, self.predictor.tag
         answer = labels if isinstance(labels, Refusal) else await self.desk.answer(labels, model, request_id)
         if not isinstance(answer, dict):

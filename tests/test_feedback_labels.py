@@ -31,11 +31,11 @@ def test_a_known_record_with_a_valid_label_is_accepted_and_repeats_are_duplicate
     assert outcomes([Label("r1", 0, 5.0)], existing={("r1", 0): 5.0}) == [("duplicate", 200)]
 
 
-def test_unknown_ids_missing_records_and_bad_values_are_refused_422() -> None:
+def test_unknown_ids_and_missing_records_are_refused_404_and_bad_values_422() -> None:
     labels = [Label("nope", 0, 1.0), Label("r2", 1, 1.0), Label("r1", 0, "many"), Label("r1", 1, True),
               Label("r1", 0, float("nan"))]  # fmt: skip
     verdicts = judge_labels(labels, KNOWN, {}, REGRESSION, FeedbackConfig(), T0)
-    assert [(v.outcome, v.status) for v in verdicts] == [("refused", 422)] * 5
+    assert [(v.outcome, v.status) for v in verdicts] == [("refused", 404)] * 2 + [("refused", 422)] * 3
     assert "not in the request log" in verdicts[0].reason
     assert "has 1 record(s): there is no record 1" in verdicts[1].reason
     assert "is not a number" in verdicts[2].reason and "is not a number" in verdicts[3].reason
@@ -49,6 +49,10 @@ def test_binary_labels_take_class_names_zero_one_and_booleans() -> None:
                                                             ("accepted", 1.0, ">50K")]  # fmt: skip
     (wrong,) = judge_labels([Label("r1", 0, "rich")], KNOWN, {}, BINARY, FeedbackConfig(), T0)
     assert wrong.status == 422 and "'<=50K' or '>50K'" in wrong.reason
+    penguins = LabelTarget("multiclass", ("Adelie", "Chinstrap", "Gentoo"))
+    chinstrap, other = judge_labels([Label("r1", 0, "Chinstrap"), Label("r1", 1, 1)], KNOWN, {}, penguins,
+                                    FeedbackConfig(), T0)  # fmt: skip
+    assert (chinstrap.y, chinstrap.text) == (1.0, "Chinstrap") and other.status == 422
 
 
 def test_contradictions_are_refused_409_or_recorded_as_corrections() -> None:

@@ -49,9 +49,9 @@ def serve(name: str, hours: int, error: float, model: str = "m:1", shadow: tuple
         at = NOW - timedelta(hours=hours - h)
         y = 100 + 10 * np.sin(h)
         rid = f"{seed}-{h}"
-        log.add([{"season": "summer" if h % 2 else "winter"}], model, rid, [y + rng.normal(0, error)], at)
+        log.add([{"season": "summer" if h % 2 else "winter"}], model, rid, [y + rng.normal(0, error)], at=at)
         if shadow:
-            shadow_log.add([{}], shadow[0], rid, [y + rng.normal(0, shadow[1])], at)
+            shadow_log.add([{}], shadow[0], rid, [y + rng.normal(0, shadow[1])], at=at)
         truth[rid] = (y, at)
     log.flush()
     shadow_log.flush()
@@ -174,3 +174,30 @@ def test_the_gate_sends_a_passing_challenger_to_shadow_only_when_live_evidence_i
     assert decide("m:1", None, passed, {}, live_required=True).decision == "promote"  # first model: no champion
     failed = [Check("metric", False, "worse")]
     assert decide("m:2", "m:1", failed, {}, live_required=True).decision == "reject"
+
+
+def test_multiclass_live_accuracy_reads_the_predicted_class_and_pairs_a_shadow(home: Path) -> None:
+    classes = ("Adelie", "Chinstrap", "Gentoo")
+    target = LabelTarget("multiclass", classes)
+    log = RequestLog("p", {"island": "str"}, RequestLogConfig())
+    shadow_log = RequestLog("p", {}, RequestLogConfig(), root=shadow_dir("p"), index=False)
+    truth = {}
+    for h in range(120):
+        at = NOW - timedelta(hours=120 - h)
+        right = classes[h % 3]
+        wrong = classes[(h + 1) % 3] if h % 4 == 0 else right  # the champion is wrong on every 4th: 75 %
+        log.add([{"island": "Dream"}], "p:1", f"r{h}", [0.8], labels=[wrong], at=at)
+        shadow_log.add([{}], "p:2", f"r{h}", [0.9], labels=[right], at=at)  # the shadow is always right
+        truth[f"r{h}"] = (right, at)
+    log.flush()
+    shadow_log.flush()
+    store = LabelStore("p")
+    for rid, (right, at) in truth.items():
+        store.record([Label(rid, 0, right)], log.index.lookup, target, SETTINGS, "test", at + timedelta(hours=2))  # type: ignore[union-attr]
+    settings = SETTINGS.model_copy(update={"shadow": ShadowConfig(min_labels=50)})
+    report = assess("p", "multiclass", "accuracy", [], settings, Served("p:1", 0.95), Served("p:2", 0.9),
+                    NOW - timedelta(hours=121), NOW, 0, classes=classes)  # fmt: skip
+    week = {m.model: m for m in report.metrics if m.window_h == 168 and m.slice == "all"}
+    assert week["p:1"].live == pytest.approx(0.75, abs=0.01) and week["p:2"].live == 1.0
+    assert report.degradation.degraded  # 0.75, all of its interval below 95 % less a tenth
+    assert report.shadow_decision == "promote"

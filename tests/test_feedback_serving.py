@@ -52,53 +52,25 @@ def test_a_label_right_after_its_answer_is_taken_and_a_repeat_is_a_duplicate(des
     assert LabelStore("bike").read()["y"].tolist() == [21.0]
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "fields"),
-    [
-        (b'{"labels": [', 400, []),
-        ({"labels": []}, 422, [(None, "labels")]),
-        ({"labels": [{"request_id": "a" * 32, "record": "1", "label": 2}]}, 422, [(0, "record")]),
-        ({"labels": [{"request_id": "a" * 32, "record": 0, "label": None}]}, 422, [(0, "label")]),
-        ({"labels": [{"request_id": "a" * 32, "record": 0, "label": 2, "note": "x"}]}, 422, [(0, "note")]),
-        ({"labels": [{"request_id": "a" * 32, "record": 0, "label": 2}], "more": 1}, 422, [(None, "more")]),
-        ({"labels": [{"request_id": "a" * 32, "record": 0, "label": 1}] * 4}, 413, []),
-        (
-            {
-                "labels": [
-                    {"request_id": "a" * 32, "record": 0, "label": 1},
-                    {"request_id": "b" * 32, "record": 0, "label": 1},
-                ]
-            },
-            422,
-            [(1, "request_id")],
-        ),  # fmt: skip
-        ({"labels": [{"request_id": "a" * 32, "record": 2, "label": 1}]}, 422, [(0, "record")]),
-        ({"labels": [{"request_id": "a" * 32, "record": 0, "label": "many"}]}, 422, [(0, "label")]),
-        (
-            {
-                "labels": [
-                    {"request_id": "a" * 32, "record": 0, "label": 1},
-                    {"request_id": "a" * 32, "record": 0, "label": 2},
-                ]
-            },
-            409,
-            [(1, "label")],
-        ),  # fmt: skip
-    ],
-    ids=[
-        "not json",
-        "no labels",
-        "record as text",
-        "null label",
-        "extra field",
-        "extra top field",
-        "too many",
-        "unknown id",
-        "no such record",
-        "not a number",
-        "contradiction",
-    ],  # fmt: skip
-)
+A = "a" * 32  # the request the desk's log holds (two records)
+REFUSED: dict[str, tuple[Any, int, list[tuple[int | None, str]]]] = {
+    "not json": (b'{"labels": [', 400, []),
+    "no labels": ({"labels": []}, 422, [(None, "labels")]),
+    "record as text": ({"labels": [{"request_id": A, "record": "1", "label": 2}]}, 422, [(0, "record")]),
+    "null label": ({"labels": [{"request_id": A, "record": 0, "label": None}]}, 422, [(0, "label")]),
+    "label as text": ({"labels": [{"request_id": A, "record": 0, "label": "many"}]}, 422, [(0, "label")]),
+    "extra field": ({"labels": [{"request_id": A, "record": 0, "label": 2, "note": "x"}]}, 422, [(0, "note")]),
+    "extra top field": ({"labels": [{"request_id": A, "record": 0, "label": 2}], "more": 1}, 422, [(None, "more")]),
+    "too many": ({"labels": [{"request_id": A, "record": 0, "label": 1}] * 4}, 413, []),
+    "unknown id": ({"labels": [{"request_id": A, "record": 0, "label": 1},
+                               {"request_id": "b" * 32, "record": 0, "label": 1}]}, 404, [(1, "request_id")]),
+    "no such record": ({"labels": [{"request_id": A, "record": 2, "label": 1}]}, 404, [(0, "record")]),
+    "contradiction": ({"labels": [{"request_id": A, "record": 0, "label": 1},
+                                  {"request_id": A, "record": 0, "label": 2}]}, 409, [(1, "label")]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "status", "fields"), list(REFUSED.values()), ids=list(REFUSED))
 def test_refusals_name_the_label_and_field_and_store_nothing(desk: FeedbackDesk, body: Any, status: int,
                                                              fields: list[tuple[int | None, str]]) -> None:  # fmt: skip
     refused = answer(desk, body)

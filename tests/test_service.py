@@ -418,9 +418,14 @@ def test_feedback_labels_an_answer_by_request_id_and_record(client: TestClient, 
     contradiction = client.post("/feedback", json={"labels": [{**label, "label": "<=50K"}]})
     assert contradiction.status_code == 409 and contradiction.json()["errors"][0]["record"] == 0
     unknown = client.post("/feedback", json={"labels": [{**label, "request_id": "f" * 32}]})
-    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "request_id"
-    schema = client.get("/docs.json").json()
-    assert "/feedback" in schema["paths"]
+    assert unknown.status_code == 404 and unknown.json()["errors"][0]["field"] == "request_id"
+    not_a_class = client.post("/feedback", json={"labels": [{**label, "label": "rich"}]})
+    assert not_a_class.status_code == 422 and not_a_class.json()["errors"][0]["field"] == "label"
+    feedback = client.get("/docs.json").json()["paths"]["/feedback"]["post"]
+    assert set(feedback["responses"]) == {"200", "400", "401", "404", "409", "413", "422", "500"}
+    body = feedback["requestBody"]["content"]["application/json"]["schema"]
+    assert body["title"] == "AdultFeedbackRequest" and body["additionalProperties"] is False
+    assert body["properties"]["labels"]["items"]["$ref"].endswith("/AdultFeedbackLabel")
 
 
 def test_a_challenger_in_shadow_scores_what_the_champion_answers(service_module: Any, tmp_path: Any,

@@ -9,6 +9,10 @@ in shadow (the shadow log under `requests/<name>/shadow/`). Degradation is judge
 primary metric over `feedback.judge_window_h`, with at least `feedback.min_labels` labels, whose whole bootstrap
 interval lies past its test metric by more than `feedback.degradation_margin` of it.
 
+The live metric is the task's primary one where the request log holds what it needs: ROC AUC (binary), RMSE
+(regression); for multiclass it is the accuracy of the predicted class (`LIVE_METRIC`), since the log keeps each
+answer's predicted class and its probability, not every class's.
+
 Each check writes a report (JSON) under `$MLCYCLE_HOME/feedback/<name>/performance/`; the service reads the newest
 for its `/metrics` gauges, and `trace_request` reads them to say which live metrics a label counted towards.
 """
@@ -31,6 +35,7 @@ from tasks.monitor.labels import LabelStore, feedback_dir
 from tasks.monitor.request_log import RequestIndex, requests_dir
 from tasks.registry.gate import LOWER_IS_BETTER, metric_interval
 
+LIVE_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}
 REPORTS_KEPT = 500  # performance reports kept per name (one per check): the trail `trace_request` follows
 
 
@@ -66,29 +71,39 @@ def read_logged(folder: Path, since: datetime | None = None, until: datetime | N
 
 
 def join_labels(logged: pd.DataFrame, shadow: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """One row per labelled logged record: its features, `_ts`, `_model` and `_prediction` (the answer), `y`,
-    `_received`, and `_shadow_model` / `_shadow_prediction` where a shadow scored it too."""
+    """One row per labelled logged record: its features, `_ts`, `_model`, `_prediction` and `_label` (the answer),
+    `y`, `_received`, and `_shadow_model` / `_shadow_prediction` / `_shadow_label` where a shadow scored it too."""
     keyed = labels[["request_id", "record", "y", "received"]].rename(
         columns={"request_id": "_request_id", "record": "_record", "received": "_received"}
     )
     joined = logged.astype({"_record": "int64"}).merge(keyed, on=["_request_id", "_record"], how="inner")
     if len(shadow):
-        extra = shadow[["_request_id", "_record", "_model", "_prediction"]].astype({"_record": "int64"})
-        extra = extra.rename(columns={"_model": "_shadow_model", "_prediction": "_shadow_prediction"})
+        kept = [c for c in ("_request_id", "_record", "_model", "_prediction", "_label") if c in shadow.columns]
+        extra = shadow[kept].astype({"_record": "int64"})
+        extra = extra.rename(columns={"_model": "_shadow_model", "_prediction": "_shadow_prediction",
+                                      "_label": "_shadow_label"})  # fmt: skip
         joined = joined.merge(extra.drop_duplicates(["_request_id", "_record"]), on=["_request_id", "_record"],
                               how="left")  # fmt: skip
     else:
-        joined = joined.assign(_shadow_model=None, _shadow_prediction=np.nan)
+        joined = joined.assign(_shadow_model=None, _shadow_prediction=np.nan, _shadow_label=None)
     return joined
 
 
-def predictions_of(frame: pd.DataFrame, tag: str) -> np.ndarray:
-    """Per row, the prediction `tag` made (answering or in shadow), NaN where it made none."""
-    answered = np.where(frame["_model"].to_numpy() == tag, frame["_prediction"].to_numpy(dtype=float), np.nan)
+def predictions_of(frame: pd.DataFrame, tag: str, classes: tuple[str, ...] = ()) -> np.ndarray:
+    """Per row, the prediction `tag` made (answering or in shadow), NaN where it made none; with `classes`
+    (multiclass), the index of the class it predicted."""
+
+    def values(column: str) -> np.ndarray:
+        if not classes:
+            return frame[column].to_numpy(dtype=float)
+        index = {name: float(i) for i, name in enumerate(classes)}
+        return np.array([index.get(v, np.nan) for v in frame[column].tolist()], dtype=float)
+
+    answered = np.where(frame["_model"].to_numpy() == tag, values("_label" if classes else "_prediction"), np.nan)
     if "_shadow_model" not in frame.columns:
         return answered
-    shadowed = np.where(frame["_shadow_model"].to_numpy() == tag, frame["_shadow_prediction"].to_numpy(dtype=float),
-                        np.nan)  # fmt: skip
+    shadowed = np.where(frame["_shadow_model"].to_numpy() == tag,
+                        values("_shadow_label" if classes else "_shadow_prediction"), np.nan)  # fmt: skip
     return np.where(np.isnan(answered), shadowed, answered)
 
 
@@ -121,7 +136,7 @@ class LiveMetric:
 
 def live_metrics(joined: pd.DataFrame, logged: pd.DataFrame, models: dict[str, tuple[str, float | None]],
                  task: TaskType, metric: str, slices: list[str], now: datetime, settings: FeedbackConfig,
-                 seed: int) -> list[LiveMetric]:  # fmt: skip
+                 seed: int, classes: tuple[str, ...] = ()) -> list[LiveMetric]:  # fmt: skip
     """Every model's metric per window, overall and per slice value; a cell with fewer than `min_labels` labels has
     counts but no metric. `models`: tag → (role, test metric); `logged`: `_ts` and `_model` of every prediction
     made, answered or in shadow (the coverage counts)."""
@@ -131,7 +146,7 @@ def live_metrics(joined: pd.DataFrame, logged: pd.DataFrame, models: dict[str, t
         in_window = (joined["_ts"] >= since) & (joined["_ts"] < now) & (joined["_received"] <= now)
         logged_window = logged[(logged["_ts"] >= since) & (logged["_ts"] < now)] if len(logged) else logged
         for tag, (role, test) in models.items():
-            pred = predictions_of(joined, tag)
+            pred = predictions_of(joined, tag, classes)
             mask = in_window.to_numpy() & ~np.isnan(pred)
             made = int((logged_window["_model"] == tag).sum()) if len(logged_window) else 0
             cells = [("all", "all", mask)]
@@ -204,13 +219,13 @@ def judge_degradation(
                        cell.test, line, detail)  # fmt: skip
 
 
-def paired_rows(joined: pd.DataFrame, champion: str, shadow: str, since: datetime | None,
-                now: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def paired_rows(joined: pd.DataFrame, champion: str, shadow: str, since: datetime | None, now: datetime,
+                classes: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(y, shadow's predictions, champion's predictions) on the labelled records both models scored."""
     if not len(joined):
         empty = np.array([], dtype=float)
         return empty, empty, empty
-    mine, theirs = predictions_of(joined, shadow), predictions_of(joined, champion)
+    mine, theirs = predictions_of(joined, shadow, classes), predictions_of(joined, champion, classes)
     mask = ~np.isnan(mine) & ~np.isnan(theirs) & (joined["_received"] <= now).to_numpy()
     if since is not None:
         mask &= (joined["_ts"] >= since).to_numpy()
@@ -379,8 +394,10 @@ class Served:
 
 def assess(name: str, task: TaskType, metric: str, slices: list[str], settings: FeedbackConfig, champion: Served | None,
            shadow: Served | None, shadow_since: datetime | None, now: datetime, seed: int,
-           earlier: dict[str, float | None] | None = None) -> PerformanceReport:  # fmt: skip
-    """Read the logs and labels the windows need, join them, and judge: live metrics, degradation, the shadow."""
+           earlier: dict[str, float | None] | None = None, classes: tuple[str, ...] = ()) -> PerformanceReport:  # fmt: skip
+    """Read the logs and labels the windows need, join them, and judge: live metrics, degradation, the shadow.
+    `classes`: a multiclass model's, in order (its live metric is the accuracy of the predicted class)."""
+    classes = classes if task == "multiclass" else ()
     from tasks.registry.gate import check_live
 
     since = now - timedelta(hours=max(settings.windows_h))
@@ -400,12 +417,12 @@ def assess(name: str, task: TaskType, metric: str, slices: list[str], settings: 
         if tag not in models and (logged["_model"] == tag).any():
             models[tag] = ("earlier", test)
     made = pd.concat([logged[["_ts", "_model"]], shadowed[["_ts", "_model"]]], ignore_index=True)
-    rows = live_metrics(joined, made, models, task, metric, slices, now, settings, seed)
+    rows = live_metrics(joined, made, models, task, metric, slices, now, settings, seed, classes)
     report = PerformanceReport(name, now.isoformat(timespec="seconds"), champion.tag if champion else None,
                                shadow.tag if shadow else None, metric, len(joined), rows,
                                judge_degradation(rows, champion.tag if champion else None, metric, settings))  # fmt: skip
     if champion is not None and shadow is not None:
-        y, mine, theirs = paired_rows(joined, champion.tag, shadow.tag, shadow_since, now)
+        y, mine, theirs = paired_rows(joined, champion.tag, shadow.tag, shadow_since, now, classes)
         hours = (now - shadow_since).total_seconds() / 3600 if shadow_since else 0.0
         decision, check = check_live(task, metric, y, mine, theirs, champion.tag, settings.shadow,
                                      settings.bootstrap_samples, settings.confidence, seed, hours)  # fmt: skip

@@ -1,16 +1,17 @@
 """Labels that arrive after the predictions: checked against the request log by request id, and kept once each.
 
 A label names a served record by `request_id` (in the answer) and `record` (its 0-based place in the request) and
-gives the outcome: a number for regression, a class (`>50K`, or 1 / 0, true / false) for binary tasks. Every label
-gets one verdict, the same whether it came over HTTP (POST /feedback) or in a file of the feedback landing folder:
+gives the outcome: a number for regression, a class (`>50K`, or 1 / 0, true / false) for binary tasks, a class name
+for multiclass. Every label gets one verdict, the same whether it came over HTTP (POST /feedback) or in a file of the
+feedback landing folder:
 
 - accepted: a known request, an existing record, a valid label, not late;
 - duplicate: the same label for the same record again (from anywhere, at any time): accepted, counted once;
 - contradiction: another label for a record that has one: refused (HTTP 409, a file's row quarantined) with
   `feedback.on_conflict: keep_first` (the default), recorded as a correction with `replace`;
-- refused (HTTP 422, a file's row quarantined): an unknown request id (never logged, not sampled, or older than the
-  request log keeps), a record the request does not have, a label the task cannot take, or a label received more
-  than `feedback.max_delay_h` after its prediction (late).
+- refused, a file's row quarantined: an unknown request id (never logged, not sampled, or older than the request log
+  keeps) or a record the request does not have (HTTP 404); a label the task cannot take, or one received more than
+  `feedback.max_delay_h` after its prediction, late (HTTP 422).
 
 HTTP is all or nothing (any refusal: nothing is stored); a file keeps its good rows and quarantines the others with
 their reasons, and its accounting is exact: rows read = accepted + duplicates + corrections + quarantined.
@@ -75,10 +76,11 @@ class Label:
 
 @dataclass(frozen=True)
 class LabelTarget:
-    """How a task's labels are read: numbers for regression; for binary, the class names, 1/0 or true/false."""
+    """How a task's labels are read: numbers for regression; for binary, the class names, 1/0 or true/false; for
+    multiclass, the class names (y is the class's index, as training encodes it)."""
 
     task: TaskType
-    classes: tuple[str, ...] = ()  # binary: (negative, positive)
+    classes: tuple[str, ...] = ()  # binary: (negative, positive); multiclass: in the model's order
 
     def encode(self, value: Any) -> tuple[float, str] | str:
         """(the label as the metric's y, its text), or why it is not a label of this task."""
@@ -90,6 +92,10 @@ class LabelTarget:
             except (TypeError, ValueError):
                 return f"label {value!r} is not a number"
             return (number, repr(number)) if math.isfinite(number) else f"label {value!r} is not a finite number"
+        if self.task == "multiclass":
+            if isinstance(value, str) and value in self.classes:
+                return float(self.classes.index(value)), value
+            return f"label {value!r} is not a class of this model: one of {list(self.classes)}"
         negative, positive = self.classes
         if isinstance(value, str) and value in (negative, positive):
             return float(value == positive), value
@@ -125,11 +131,11 @@ def judge_labels(labels: list[Label], known: dict[str, LoggedRequest], existing:
         encoded = target.encode(item.label)
         if request is None:
             verdicts.append(Verdict(i, item, "refused", f"request id {item.request_id!r} is not in the request log "
-                                    "(unknown, not sampled, or older than the log keeps)", 422))  # fmt: skip
+                                    "(unknown, not sampled, or older than the log keeps)", 404))  # fmt: skip
             continue
         if not 0 <= item.record < request.records:
             verdicts.append(Verdict(i, item, "refused", f"request {item.request_id} has {request.records} record(s): "
-                                    f"there is no record {item.record}", 422, request=request))  # fmt: skip
+                                    f"there is no record {item.record}", 404, request=request))  # fmt: skip
             continue
         if isinstance(encoded, str):
             verdicts.append(Verdict(i, item, "refused", encoded, 422, request=request))
@@ -159,7 +165,7 @@ def judge_labels(labels: list[Label], known: dict[str, LoggedRequest], existing:
 
 
 def target_text(target: LabelTarget, y: float) -> str:
-    if target.task == "binary":
+    if target.task != "regression":
         return target.classes[int(y)]
     return f"{y:g}"
 

@@ -92,6 +92,8 @@ def metric_value(task: TaskType, metric: str, y: np.ndarray, pred: np.ndarray,
         return float(np.average(np.abs(y - pred), weights=weights))
     if metric == "log_loss":
         return float(np.average(row_log_loss(y, pred), weights=weights))
+    if metric == "accuracy" and task == "multiclass" and np.ndim(pred) == 1:  # predicted classes (live metrics)
+        return float(np.average(y == pred, weights=weights))
     return score(task, y, pred, weights)[metric]
 
 
@@ -112,7 +114,7 @@ def paired_bootstrap(task: TaskType, metric: str, y: np.ndarray, challenger: np.
     rng = np.random.default_rng(seed)
     n = len(y)
     deltas: list[float] = []
-    vectorised = metric in ("roc_auc", "rmse", "mae", "log_loss")
+    vectorised = metric in ("roc_auc", "rmse", "mae", "log_loss") or _class_accuracy(task, metric, challenger)
     block = max(1, min(samples, 4_000_000 // max(n, 1)))  # resamples scored together: ~32 MB of counts
     done = 0
     while done < samples:
@@ -175,7 +177,7 @@ def metric_interval(task: TaskType, metric: str, y: np.ndarray, pred: np.ndarray
     """Percentile bootstrap interval of one model's metric on labelled rows (a live metric's uncertainty)."""
     rng = np.random.default_rng(seed)
     n = len(y)
-    if metric in ("roc_auc", "rmse", "mae"):
+    if metric in ("roc_auc", "rmse", "mae") or _class_accuracy(task, metric, pred):
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(samples)]).astype(np.float64)
         values = _weighted_metric(metric, y, pred, counts)
     else:
@@ -188,10 +190,17 @@ def metric_interval(task: TaskType, metric: str, y: np.ndarray, pred: np.ndarray
             "samples": len(values), "confidence": confidence}  # fmt: skip
 
 
+def _class_accuracy(task: TaskType, metric: str, pred: np.ndarray) -> bool:
+    """Multiclass accuracy of predicted classes (not probabilities): what live metrics have for multiclass."""
+    return metric == "accuracy" and task == "multiclass" and np.ndim(pred) == 1
+
+
 def _weighted_metric(metric: str, y: np.ndarray, pred: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The metric of `pred` on each resample (a row of `counts`: how often each holdout row was drawn, times its
-    sample weight)."""
+    sample weight); `accuracy` only of predicted classes."""
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample of zero total weight: NaN, left out
+        if metric == "accuracy":
+            return counts @ (y == pred).astype(np.float64) / counts.sum(axis=1)
         if metric == "log_loss":
             return counts @ row_log_loss(y, pred) / counts.sum(axis=1)
         if metric == "rmse":
