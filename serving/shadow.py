@@ -1,8 +1,9 @@
 """Shadow scoring: a registered challenger predicts every logged request too, off the answer's path.
 
 The champion answers; the request is logged as always; then its validated records are queued here and the shadow
-model scores them later, in batches, on the event loop between requests (a chunk of at most `CHUNK_ROWS` rows at a
-time, so no request waits behind more than one chunk). Its predictions go to the shadow log
+model scores them later, in batches, on the event loop between requests: it gathers requests for `GATHER_S` (or
+until a chunk is full), so one encoding and one booster call serve many, then scores a chunk of at most `CHUNK_ROWS`
+rows at a time, so no request waits behind more than one chunk. Its predictions go to the shadow log
 (`requests/<name>/shadow/`, the request log's format without the features), joined to the labels by request id and
 record. The queue is bounded (`feedback.shadow.queue_rows`): past it, requests are not shadow-scored and counted as
 dropped, so a slow challenger never holds memory or the champion's answers.
@@ -31,7 +32,8 @@ from tasks.preprocess import encode_records
 from tasks.registry.bundle import ModelBundle
 
 log = logging.getLogger("mlcycle.serving")
-CHUNK_ROWS = 64  # rows scored between two turns of the event loop: ~1 ms of work at most
+CHUNK_ROWS = 128  # rows scored between two turns of the event loop: about a millisecond of work
+GATHER_S = 0.05  # a batch waits this long for more requests: per-call costs shared, the shadow's answers 50 ms later
 
 
 class Predictor(Protocol):
@@ -109,6 +111,8 @@ class ShadowScorer:
             with contextlib.suppress(TimeoutError):  # no request for a while: look at the log's age anyway
                 await asyncio.wait_for(self._wake.wait(), timeout=every)
             self._wake.clear()
+            if self._queue and self._queued_rows < CHUNK_ROWS:
+                await asyncio.sleep(GATHER_S)
             due = False
             while self._queue:
                 due = self.score_chunk() or due

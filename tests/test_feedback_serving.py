@@ -110,7 +110,7 @@ def test_the_shadow_scores_logged_requests_later_as_the_model_does_offline(home:
         challenger, lambda: champion, ShadowConfig(), RequestLogConfig(), feedback_metrics()["shadow"]
     )
     records = [{**BIKE_RECORD, "hum": float(h)} for h in range(150)]
-    for i in range(50):  # 50 requests of 3 records: three chunks of at most 64 rows
+    for i in range(50):  # 50 requests of 3 records: two chunks of at most 128 rows
         assert scorer.submit(records[3 * i : 3 * i + 3], f"r{i}", champion)
     assert scorer.scored == 0  # nothing is scored on the answer's path
 

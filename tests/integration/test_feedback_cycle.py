@@ -115,7 +115,7 @@ def test_labels_over_http_and_by_file_degrade_the_live_metric_and_retrain(cycle:
     assert taken.status_code == 200, taken.text
     assert taken.json()["accepted"] == 40
     refused = httpx.post(f"{served}/feedback", json={"labels": [{"request_id": "f" * 32, "record": 0, "label": 1}]})
-    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "request_id"
+    assert refused.status_code == 404 and refused.json()["errors"][0]["field"] == "request_id"
     landing = feedback_dir(NAME) / "landing"
     landing.mkdir(parents=True, exist_ok=True)
     lines = [*zip(ids[40:], [0] * 40, truth[40:], strict=True), (ids[0], 0, truth[0]), ("f" * 32, 0, 5)]
