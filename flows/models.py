@@ -33,7 +33,7 @@ def gate_task(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: np.ndar
               config: PipelineConfig) -> GateRecord:  # fmt: skip
     """Judge the new model against the current champion on the new model's test rows."""
     return gate_challenger(tag, test, y_test, trivial, config.gate, registry.champion(config.name),
-                           config.feedback.shadow.required)  # fmt: skip
+                           config.feedback.shadow.live_gate)  # fmt: skip
 
 
 @task(name="record_decision", cache_policy=NO_CACHE)

@@ -12,7 +12,7 @@ policy acts on what it has seen:
 - degradation: the performance check's verdict on the labels so far (`feedback.*`); when the live RMSE has degraded,
   the retraining `retrain/<name>-on-degradation` runs (`retrain.on_degradation`, once `retrain.min_new_rows` new rows
   have arrived since the newest version);
-- shadow: the same trigger, but with `feedback.shadow.required` a new model that passes the gate is scored in shadow
+- shadow: the same trigger, but with `feedback.shadow.live_gate` a new model that passes the gate is scored in shadow
   and serves only once the live rule finds it better than the champion on the same labelled hours.
 
 Every hour is answered by the model serving at that hour, trained only on labels that had arrived before it, so each
@@ -157,7 +157,7 @@ def simulate(config: PipelineConfig, echo: Callable[[str], None] = print) -> pd.
             "name": f"{config.name}-sim{stamp}-{key}", "source.kind": "landing",
             "source.landing": {"path": str(landing), "settle_s": 0},
             "feedback.landing": str(out / "feedback" / key), "feedback.settle_s": 0,
-            "feedback.shadow.required": key == "shadow"})  # fmt: skip
+            "feedback.shadow.live_gate": key == "shadow"})  # fmt: skip
         drop_file(landing, f"{first[0]}-to-{first[-1]}", start_rows)
         if not policies:
             tag = train_flow(policy_config).tag

@@ -509,7 +509,8 @@ class DriftConfig(_Strict):
 class ShadowConfig(_Strict):
     """A challenger scored beside the champion on live traffic, whose answers nobody sees, before it may serve."""
 
-    required: bool = Field(
+    # Not `required`: Prefect's deployment parameter schema takes a property of that name for the keyword.
+    live_gate: bool = Field(
         default=False,
         description="Promotion needs live evidence: a challenger that passes every offline rule of the gate goes into "
         "shadow instead of serving, and is promoted only once it beats the champion on the same labelled requests "

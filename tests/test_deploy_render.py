@@ -44,3 +44,16 @@ def test_a_new_config_gets_the_nine_deployments_with_its_own_variables() -> None
     assert "mlcycle_loans_2024_config" in text and "mlcycle_adult" not in text
     triggers = [t for d in deployments for t in d.get("triggers", [])]
     assert {t["match"]["prefect.resource.id"] for t in triggers} == {"mlcycle.dataset.loans-2024"}
+
+
+def test_every_shipped_config_passes_the_deployments_parameter_validation() -> None:
+    # Prefect's server validates a run's parameters against the flow's schema; a config field it misreads (one
+    # named `required`, say) makes `prefect deploy` fail with a 422.
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.training import train_flow
+
+    schema = parameter_schema(train_flow.fn).model_dump_for_openapi()
+    for config in shipped():
+        validate({"config": config.model_dump(mode="json")}, schema, raise_on_error=True, ignore_required=True)

@@ -8,7 +8,7 @@ Rules (thresholds in `schemas.config.GateConfig`):
 - latency: p99 of single-record requests on the service's own path (validation, encoding, booster) within budget;
   size: the bundle on disk within budget;
 - smoke: the real service, started with the challenger, answers the golden requests as the model does offline;
-- live (off unless `feedback.shadow.required`): a challenger that passed every rule above goes into shadow instead of
+- live (off unless `feedback.shadow.live_gate`): a challenger that passed every rule above goes into shadow instead of
   serving; the performance check promotes it once the paired bootstrap interval of its improvement over the champion,
   on the same labelled live requests, lies above `feedback.shadow.margin` (`check_live`).
 """

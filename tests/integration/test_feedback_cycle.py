@@ -39,7 +39,7 @@ NAME = "bikefb"
 SETTINGS = {**SMALL_RUN, "name": NAME, "schedule.retrain_cron": NEVER, "schedule.drift_cron": NEVER,
             "schedule.watch_cron": NEVER, "feedback.performance_cron": NEVER, "feedback.settle_s": 0,
             "feedback.windows_h": [24.0], "feedback.judge_window_h": 24.0, "feedback.min_labels": 30,
-            "feedback.bootstrap_samples": 200, "feedback.shadow.required": True, "feedback.shadow.min_labels": 40,
+            "feedback.bootstrap_samples": 200, "feedback.shadow.live_gate": True, "feedback.shadow.min_labels": 40,
             "retrain.min_new_rows": 300, "retrain.on_degradation": "refresh", "retrain.cooldown_s": 600}  # fmt: skip
 DEPLOYMENTS = [f"train_flow/{NAME}", f"performance_flow/{NAME}", f"retrain_flow/{NAME}-on-degradation"]
 # The service follows the registry every second and writes its logs at once (tests wait on them, not on time).
