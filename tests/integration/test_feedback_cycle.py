@@ -98,7 +98,7 @@ def wait_for(check: Any, what: str, timeout_s: float = 60) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = check()
-        if found:
+        if found is not None and found is not False:
             return found
         time.sleep(0.5)
     pytest.fail(f"no {what} within {timeout_s:.0f} s")
@@ -145,6 +145,8 @@ def test_labels_over_http_and_by_file_degrade_the_live_metric_and_retrain(cycle:
     newest = registry.versions(NAME)[0]
     assert newest.tag != champion and load_bundle(newest.tag).lineage["parent_tag"] == champion
     assert registry.champion(NAME) == champion  # live evidence is required: the new model cannot serve yet
+    status = registry.version(newest.tag).status  # in shadow, or rejected offline: never promoted by the gate alone
+    assert (status, registry.shadow(NAME)) in (("challenger", newest.tag), ("rejected", None))
 
     # The service shows the live metric as a gauge, read from the report the check wrote.
     def gauge() -> bool:
