@@ -597,7 +597,9 @@ class FeedbackConfig(_Strict):
     performance_cron: str = Field(
         default="30 * * * *", description="When the performance-check deployment runs, cron (default hourly)."
     )
-    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    shadow: ShadowConfig = Field(
+        default_factory=ShadowConfig, description="A challenger scored beside the champion on live traffic."
+    )
 
 
 class SimulateConfig(_Strict):

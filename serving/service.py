@@ -7,12 +7,13 @@ the dataset's pandera features schema (schemas/api.py) and encoded by the prepro
 (tasks/preprocess.py), without pandas on the single-record path; answers name the model that gave them.
 
 Endpoints: POST /predict, /predict_batch (CSV or Parquet body), /explain, /reload, /model, /feedback (labels for
-earlier answers, serving/feedback.py); GET /metadata; /healthz, /readyz, /metrics from BentoML. GET /docs.json is the contract the service keeps (serving/openapi.py): a
-JSON record is held to JSON's own types as documented (the pandera coercions apply to CSV and Parquet uploads,
-which have no types of their own), and client mistakes get a documented 400/401/409/413/415/422 with reasons,
-never 500. A bare name is served only through its champion; a version the gate rejected only when pinned by its
-full tag, with a warning in the log and in /metadata; a new champion with another request contract is not loaded.
-A challenger the registry puts in shadow scores every logged request too, off the answer's path (serving/shadow.py).
+earlier answers, serving/feedback.py); GET /metadata; /healthz, /readyz, /metrics from BentoML. GET /docs.json is
+the contract the service keeps (serving/openapi.py): a JSON record is held to JSON's own types as documented (the
+pandera coercions apply to CSV and Parquet uploads, which have no types of their own), and client mistakes get a
+documented 400/401/404/409/413/415/422 with reasons, never 500. A bare name is served only through its champion;
+a version the gate rejected only when pinned by its full tag, with a warning in the log and in /metadata; a new
+champion with another request contract is not loaded. A challenger the registry puts in shadow scores every logged
+request too, off the answer's path (serving/shadow.py).
 POST /predict is answered by the `DirectPredict` middleware (the same `predict_body` as the API method, documented
 by the API in OpenAPI), inside BentoML's tracing, metrics and limits but past its per-request API dispatch.
 """

@@ -314,7 +314,7 @@ def test_api_key_protects_prediction_endpoints(client: TestClient, service_modul
     try:
         service_module.MLCycleService()
         assert service_module.GUARD.api_key == "s3cret-token"
-        for route in ("/predict", "/explain", "/predict_batch", "/reload"):
+        for route in ("/predict", "/explain", "/predict_batch", "/reload", "/feedback"):
             missing = client.post(route, json={"records": [ADULT_RECORD]})
             wrong = client.post(route, json={"records": [ADULT_RECORD]}, headers={"authorization": "Bearer nope"})
             assert missing.status_code == 401 and "API key" in missing.text, (route, missing.text)
