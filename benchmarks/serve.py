@@ -9,6 +9,12 @@ ways, one at a time, and drives each with the same low-overhead HTTP/1.1 keep-al
 Single-record requests at concurrency 1, 8 and 32, and 1,000-record requests at concurrency 2; requests/s, p50,
 p99, errors, rows/s. The machine is shared (2 cores, the load generator included): figures are noisy.
 Run: `.venv/bin/python benchmarks/serve.py [--seconds 10]`.
+
+`--shadow`: instead, what scoring a challenger in shadow costs the champion's answers. Two `bentoml serve` of the
+same champion run side by side, one with a second model (200 trees, depth 5, its own preprocessing fitted on other
+rows) in shadow, one without (its own home, whose registry has no shadow); single-record requests at concurrency 32
+go to each in turn, `--rounds` times, so both see the same machine. Prints req/s and p99 per round, their medians,
+the ratio, and how many records the shadow scored and dropped (read from the server's /metrics).
 """
 
 from __future__ import annotations
@@ -62,8 +68,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def train_model() -> str:
-    """The benchmark's model, saved to the temporary model store as the Adult champion; returns its tag."""
+def train_model(shadow: bool = False) -> str:
+    """The benchmark's model, saved to the temporary model store as the Adult champion; returns its tag.
+    `shadow`: a second model (other rows, other shape), saved as a challenger and not promoted."""
     from schemas import load_config, resolve_schema
     from tasks import registry
     from tasks.ingest.read import read_source
@@ -83,11 +90,18 @@ def train_model() -> str:
     spec = fit_preprocessor(splits.train, feature_columns(list(splits.train.columns), config), config.preprocess)
     data = TrainingData(apply_preprocessor(spec, splits.train), encode_target(splits.train[config.target], config),
                         apply_preprocessor(spec, splits.valid), encode_target(splits.valid[config.target], config))  # fmt: skip
-    params = xgb_params("binary", {"eta": 0.1, "max_depth": 6}, nthread=2, seed=0)
-    booster = fit_booster(data, params, 300, 300)  # early stopping never cuts: 300 trees as the issue measured
+    if shadow:
+        train = splits.train.sample(frac=0.7, random_state=1)
+        spec = fit_preprocessor(train, feature_columns(list(train.columns), config), config.preprocess)
+        data = TrainingData(apply_preprocessor(spec, train), encode_target(train[config.target], config),
+                            apply_preprocessor(spec, splits.valid), encode_target(splits.valid[config.target], config))  # fmt: skip
+    shape = {"eta": 0.1, "max_depth": 5 if shadow else 6}
+    rounds = 200 if shadow else 300
+    booster = fit_booster(data, xgb_params("binary", shape, nthread=2, seed=0), rounds, rounds)  # never cut early
     lineage = collect_lineage("bench", "bench", config, {})
     tag = save_bundle(booster, spec, config, ["<=50K", ">50K"], {"primary": "roc_auc", "test": {"roc_auc": 0}}, lineage)
-    registry.promote(tag, reason="benchmark model")
+    if not shadow:
+        registry.promote(tag, reason="benchmark model")
     return tag
 
 
@@ -169,13 +183,89 @@ def load(port: int, records: list[dict], concurrency: int, seconds: float) -> di
             "rows": len(latencies) * len(records) / elapsed}  # fmt: skip
 
 
+def shadow_metrics(port: int) -> dict[str, float]:
+    """The shadow's scored and dropped records, from the server's Prometheus /metrics."""
+    import httpx
+
+    found = {"scored": 0.0, "dropped": 0.0}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        if line.startswith("mlcycle_shadow_records_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = found.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def compare_shadow(home: Path, seconds: float, rounds: int) -> None:
+    """Champion answers with and without a challenger in shadow, side by side on one machine."""
+    import shutil
+
+    import httpx
+
+    from tasks import registry
+
+    champion = train_model()
+    challenger = train_model(shadow=True)
+    off_home = home / "no-shadow"
+    (off_home / "models").mkdir(parents=True)
+    shutil.copy(registry.registry_path(), off_home / "models" / "registry.sqlite")  # before the shadow: none there
+    registry.put_in_shadow(challenger, reason="benchmark shadow")
+    golden = json.loads((ROOT / "serving/examples/adult.json").read_text())
+    bento = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", "127.0.0.1",
+             "--port", "{port}", "--timeout-keep-alive", "75"]  # fmt: skip
+    env = {"MLCYCLE_MODEL_TAG": "adult", "MLCYCLE_SERVING": '{"batching": {"enabled": false}}'}
+    servers = {"shadow-off": Server(bento, {**env, "MLCYCLE_HOME": str(off_home)}, ROOT),
+               "shadow-on": Server(bento, env, ROOT)}  # fmt: skip
+    print(f"champion {champion} (300 trees, depth 6); in shadow {challenger} (200 trees, depth 5); {seconds:.0f} s "
+          f"per run, single records at concurrency 32, {rounds} rounds; loopback, 2 shared cores")  # fmt: skip
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        metadata = httpx.get(f"http://127.0.0.1:{servers['shadow-on'].port}/metadata", timeout=10).json()
+        deadline = time.monotonic() + 60
+        while metadata.get("shadow") != challenger and time.monotonic() < deadline:
+            time.sleep(1)
+            metadata = httpx.get(f"http://127.0.0.1:{servers['shadow-on'].port}/metadata", timeout=10).json()
+        assert metadata.get("shadow") == challenger, f"the shadow was not loaded: {metadata.get('shadow')}"
+        off = httpx.get(f"http://127.0.0.1:{servers['shadow-off'].port}/metadata", timeout=10).json()
+        assert off.get("shadow") is None, off.get("shadow")
+        for server in servers.values():
+            load(server.port, golden[:1], 4, 2)  # warm up
+        print(f"{'server':<11} {'round':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        for i in range(rounds):
+            order = list(servers.items()) if i % 2 == 0 else list(reversed(servers.items()))
+            for name, server in order:
+                r = load(server.port, golden[:1], 32, seconds)
+                results[name].append(r)
+                print(f"{name:<11} {i + 1:>5} {r['rps']:>8.1f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>6}",
+                      flush=True)  # fmt: skip
+        scored = shadow_metrics(servers["shadow-on"].port)
+    finally:
+        for server in servers.values():
+            server.stop()
+    rps = {n: statistics.median(r["rps"] for r in rs) for n, rs in results.items()}
+    p99 = {n: statistics.median(r["p99"] for r in rs) for n, rs in results.items()}
+    spread = {n: (min(r["p99"] for r in rs), max(r["p99"] for r in rs)) for n, rs in results.items()}
+    answered = sum(r["rps"] * seconds for r in results["shadow-on"])
+    print(f"shadow: req/s {rps['shadow-on']:.1f} vs {rps['shadow-off']:.1f} without "
+          f"({rps['shadow-on'] / rps['shadow-off'] - 1:+.1%}); p99 {p99['shadow-on']:.1f} ms vs "
+          f"{p99['shadow-off']:.1f} ms (rounds {spread['shadow-on'][0]:.1f}-{spread['shadow-on'][1]:.1f} vs "
+          f"{spread['shadow-off'][0]:.1f}-{spread['shadow-off'][1]:.1f}); the shadow scored {scored['scored']:,.0f} "
+          f"records and dropped {scored['dropped']:,.0f} (~{answered:,.0f} answered, warm-up included)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0, help="Per scenario.")
+    parser.add_argument("--shadow", action="store_true", help="Only the shadow on/off comparison.")
+    parser.add_argument("--rounds", type=int, default=3, help="--shadow: runs per server, alternating.")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="mlcycle-bench-serve-"))
     os.environ["MLCYCLE_HOME"] = str(home)
     os.environ["BENTOML_HOME"] = str(home / "bentoml")
+    if args.shadow:
+        compare_shadow(home, args.seconds, args.rounds)
+        return
     tag = train_model()
     import bentoml
 

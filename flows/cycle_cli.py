@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Bring up the local production setup: Prefect server on loopback (unless PREFECT_API_URL names one),
-        the `mlcycle` process work pool and a worker, and the same seven deployments for every config."""
+        the `mlcycle` process work pool and a worker, and the same nine deployments for every config."""
         from flows.deploy import PROJECT_DIR, deploy, render_prefect_yaml, summary
 
         files = config or sorted((PROJECT_DIR / "configs").glob("*.yaml"))
@@ -99,8 +99,8 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = Path("configs/bike.yaml"),
         set_: SetOption = None,
     ) -> None:
-        """Replay the bike-sharing history month by month through the cycle; RMSE per month of 2012 for the
-        cycle's champion, a frozen model and incremental refresh only."""
+        """Replay the bike-sharing history hour by hour, the counts arriving later as labels; RMSE per month of 2012
+        for scheduled retraining, degradation-triggered retraining and shadow-gated promotion."""
         if dataset != "bike":
             raise typer.BadParameter(
                 "only `bike` can be replayed: it is the dataset with dated rows", param_hint="DATASET"

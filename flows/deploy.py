@@ -3,7 +3,7 @@
 `deploy` starts, unless `PREFECT_API_URL` names a server already: a Prefect server on loopback; then it creates the
 process work pool `mlcycle`, starts a worker for it, publishes each dataset config as Prefect variables
 (`mlcycle_<name>_config`, `..._retrain_cron`, ...), writes the deployments of every config to a `prefect.yaml`
-(`render_prefect_yaml`: the same seven per dataset) and runs `prefect deploy --all` on it. The configs are the source
+(`render_prefect_yaml`: the same nine per dataset) and runs `prefect deploy --all` on it. The configs are the source
 of truth: a new `configs/<name>.yaml` needs nothing else. The `prefect.yaml` at the project's root is the same file
 rendered for the shipped configs, for `prefect deploy` users (`mlcycle deploy --print-prefect-yaml` renders it).
 Everything `deploy` starts is recorded with its pid under `$MLCYCLE_HOME/deploy/`; `undeploy` stops exactly those, with
@@ -70,6 +70,7 @@ def variables_for(config: PipelineConfig) -> dict[str, object]:
         f"{prefix}_timezone": config.schedule.timezone,
         f"{prefix}_watch_cron": config.schedule.watch_cron,
         f"{prefix}_cooldown_s": config.retrain.cooldown_s,
+        f"{prefix}_performance_cron": config.feedback.performance_cron,
     }
 
 
@@ -85,6 +86,9 @@ _HEADER = """\
 #                               only once `retrain.min_new_rows` new rows have arrived since the newest model
 #   drift-check/<name>          cron `schedule.drift_cron`; emits `mlcycle.drift.detected` over the thresholds
 #   retrain/<name>-on-drift     trigger on that event
+#   performance-check/<name>    cron `feedback.performance_cron`; joins labels to logged predictions, live metrics;
+#                               emits `mlcycle.performance.degraded`; promotes or rejects a shadow on live evidence
+#   retrain/<name>-on-degradation  trigger on that event (skipped while a challenger waits in shadow)
 #   rollback/<name>             manual; parameters `to` (a version tag; default the previous champion) and `reason`
 name: mlcycle
 prefect-version: {version}
@@ -195,6 +199,39 @@ _DATASET = """\
     work_pool: *pool
 
   - name: {name}
+    description: "Join {name}'s labels to its logged predictions: live metrics per window and slice; degradation; the shadow's live rule."
+    entrypoint: flows/performance.py:performance_flow
+    tags: [mlcycle, {name}]
+    parameters:
+      config: "{{{{ prefect.variables.{var}_config }}}}"
+    schedules:
+      - cron: "{{{{ prefect.variables.{var}_performance_cron }}}}"
+        timezone: "{{{{ prefect.variables.{var}_timezone }}}}"
+    concurrency_limit: *one_at_a_time
+    work_pool: *pool
+
+  - name: {name}-on-degradation
+    description: "Retrain {name} when its live metric has degraded past its test metric."
+    entrypoint: flows/retrain.py:retrain_flow
+    tags: [mlcycle, {name}]
+    parameters:
+      config: "{{{{ prefect.variables.{var}_config }}}}"
+      cause: degradation
+    triggers:
+      - enabled: true
+        match:
+          prefect.resource.id: mlcycle.dataset.{name}
+        expect: [mlcycle.performance.degraded]
+        posture: Reactive
+        threshold: 1
+        within: "{{{{ prefect.variables.{var}_cooldown_s }}}}"
+        parameters:
+          cause: degradation
+          event: "{{{{ event.event }}}}: live {{{{ event.payload.metric }}}} {{{{ event.payload.live }}}} vs test {{{{ event.payload.test }}}}"
+    concurrency_limit: *one_at_a_time
+    work_pool: *pool
+
+  - name: {name}
     description: "Roll {name} back to an earlier version (default: the champion before the current one); the target must load and answer the golden requests first."
     entrypoint: flows/models.py:rollback_flow
     tags: [mlcycle, {name}]
@@ -211,7 +248,7 @@ def variable_prefix(config: PipelineConfig) -> str:
 
 
 def render_prefect_yaml(configs: Iterable[PipelineConfig]) -> str:
-    """The deployments of every config, the same seven kinds each, as a `prefect.yaml`."""
+    """The deployments of every config, the same nine kinds each, as a `prefect.yaml`."""
     import prefect
 
     blocks = [_DATASET.format(name=c.name, var=variable_prefix(c)) for c in sorted(configs, key=lambda c: c.name)]

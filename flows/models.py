@@ -35,7 +35,8 @@ class RollbackError(UserError, RuntimeError):
 def gate_task(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: np.ndarray,
               config: PipelineConfig) -> GateRecord:  # fmt: skip
     """Judge the new model against the current champion on the new model's test rows."""
-    return gate_challenger(tag, test, y_test, trivial, config.gate, registry.champion(config.name))
+    return gate_challenger(tag, test, y_test, trivial, config.gate, registry.champion(config.name),
+                           config.feedback.shadow.live_gate)  # fmt: skip
 
 
 @task(name="record_decision", cache_policy=NO_CACHE)
@@ -46,6 +47,8 @@ def record_decision_task(record: GateRecord) -> GateRecord:
     (bundle_folder(record.tag) / GATE_FILE).write_text(json.dumps(evidence, indent=2, sort_keys=True, default=str))
     if record.promoted:
         registry.promote(record.tag, reason=record.summary(), evidence=evidence, flow_run_id=run_id)
+    elif record.decision == "shadow":  # live evidence decides: the performance check promotes or rejects it
+        registry.put_in_shadow(record.tag, reason=record.summary(), evidence=evidence, flow_run_id=run_id)
     else:
         registry.reject(record.tag, reason=record.summary(), evidence=evidence, flow_run_id=run_id)
     name = record.tag.partition(":")[0]

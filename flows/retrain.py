@@ -3,7 +3,9 @@
 `full` tunes again on every accepted batch (the training flow); `refresh` keeps boosting the champion on the
 batches that arrived after its snapshot (the refresh flow). New data retrains only once enough new rows have been
 accepted since the newest model's snapshot (`retrain.min_new_rows`); the deployment trigger's window
-(`retrain.cooldown_s`) keeps a burst of files from starting more than one run.
+(`retrain.cooldown_s`) keeps a burst of files from starting more than one run. Degraded live performance retrains
+once `retrain.min_new_rows` rows have arrived since the newest version (a challenger the gate rejected included:
+the same rows would make the same model again), and not while a challenger waits in shadow for its live evidence.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tasks import registry
 from tasks.ingest.store import DatasetStore, list_batches, load_snapshot
 from tasks.registry.bundle import load_bundle
 
-Cause = Literal["manual", "schedule", "new-data", "drift"]
+Cause = Literal["manual", "schedule", "new-data", "drift", "degradation"]
 
 
 class RetrainResult(BaseModel):
@@ -49,10 +51,24 @@ def new_rows_task(config: PipelineConfig) -> tuple[int, str | None]:
     return sum(b.rows_accepted for b in fresh), base.tag
 
 
+@task(name="count_rows_since_newest", retries=2, cache_policy=NO_CACHE)
+def rows_since_newest_task(config: PipelineConfig) -> tuple[int, str | None]:
+    """Accepted rows the newest version of any status has not been trained on, and its tag."""
+    newest = registry.versions(config.name)
+    if not newest:
+        return new_rows_task.fn(config)
+    store = DatasetStore.for_dataset(config.name)
+    trained_on = set(load_snapshot(store, load_bundle(newest[0].tag).lineage["data_hash"]).batch_ids)
+    return sum(b.rows_accepted for b in list_batches(store, status="accepted") if b.batch_id not in trained_on), newest[
+        0
+    ].tag
+
+
 def mode_for(config: PipelineConfig, cause: Cause, mode: str | None) -> str:
     if mode is not None:
         return mode
-    return {"new-data": config.retrain.on_new_data, "drift": config.retrain.on_drift}.get(cause, config.retrain.mode)
+    return {"new-data": config.retrain.on_new_data, "drift": config.retrain.on_drift,
+            "degradation": config.retrain.on_degradation}.get(cause, config.retrain.mode)  # fmt: skip
 
 
 @flow(name="retrain", log_prints=True)
@@ -67,7 +83,13 @@ def retrain_flow(
     chosen = mode_for(config, cause, mode)
     new_rows, base = new_rows_task(config)
     tag, reason = None, ""
-    if cause == "new-data" and base is not None and new_rows < config.retrain.min_new_rows:
+    pending = registry.shadow(config.name) if cause == "degradation" else None
+    fresh, newest = rows_since_newest_task(config) if cause == "degradation" else (new_rows, base)
+    if pending is not None:
+        reason = f"{pending} is in shadow already, waiting for live evidence against the champion"
+    elif cause == "degradation" and base is not None and fresh < config.retrain.min_new_rows:
+        reason = f"{fresh} new rows since {newest}, fewer than retrain.min_new_rows={config.retrain.min_new_rows}"
+    elif cause == "new-data" and base is not None and new_rows < config.retrain.min_new_rows:
         reason = f"{new_rows} new rows since {base}, fewer than retrain.min_new_rows={config.retrain.min_new_rows}"
     elif chosen == "refresh" and base is not None:
         refreshed = refresh_flow(config, base)

@@ -1,19 +1,35 @@
-"""`mlcycle simulate bike`: replay the bike-sharing history month by month through the cycle.
+"""`mlcycle simulate bike`: replay the bike-sharing history hour by hour, with the counts arriving later as labels.
 
-The first `simulate.initial_months` months land at once and train the first model, which stays frozen. Then every
-month, in time order: the month's rows are scored (RMSE) by the three contenders *before* anything learns from them,
-and only then are they dropped into the landing folder. The cycle ingests them (watch-landing), refreshes its model
-on the new rows (what the new-data trigger runs), re-tunes in full every `simulate.full_every_months` months (what
-the schedule runs) and checks drift. The refresh-only contender continues its own model on each month and is never
-re-tuned. The flows run in this process, one after another (see the README for why not through the deployments).
+The first `simulate.initial_months` months train one first model, which every policy starts from (each under its own
+model name, with its own store; it is also kept frozen, as a reference). Then time advances through every later
+month in steps of `simulate.step_days`. In a step, each hour is one request: every policy's serving model answers
+it, and a challenger in shadow scores it too, written through the request log the service writes. The hour's count
+comes back `simulate.label_delay_h` later, as a label file in the policy's feedback landing folder, ingested as the
+performance check ingests it; the labelled rows are that policy's new training data. At the end of the step each
+policy acts on what it has seen:
+
+- scheduled: a full re-tune every `simulate.full_every_months` months (what the schedule runs), nothing else;
+- degradation: the performance check's verdict on the labels so far (`feedback.*`); when the live RMSE has degraded,
+  the retraining `retrain/<name>-on-degradation` runs (`retrain.on_degradation`, once `retrain.min_new_rows` new rows
+  have arrived since the newest version);
+- shadow: the same trigger, but with `feedback.shadow.live_gate` a new model that passes the gate is scored in shadow
+  and serves only once the live rule finds it better than the champion on the same labelled hours.
+
+Every hour is answered by the model serving at that hour, trained only on labels that had arrived before it, so each
+month of 2012 is scored before anyone trains on it. A promotion is worse when the 30 days after it, scored offline,
+show the new model's RMSE above the one it replaced; one with less than 30 days of data left after it cannot be
+judged so, and is counted as not judged. Retraining runs the real flows in this process against Prefect's
+temporary server; the performance check's work (`tasks.monitor.feedback.assess`) is called directly each step rather
+than as a flow run, as are the label files' ingest and the registry's promote/reject (what the flow's tasks call).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +39,11 @@ import pandas as pd
 from schemas import PipelineConfig
 from tasks.paths import mlcycle_home
 
-
-@dataclass(frozen=True)
-class Contenders:
-    cycle: PipelineConfig  # the cycle's own dataset: landing folder, watch, retrain, drift
-    refresh: PipelineConfig  # incremental refresh only, in a store of its own
-    frozen_tag: str
+POLICIES = {
+    "scheduled": "scheduled retraining only",
+    "degradation": "degradation-triggered retraining",
+    "shadow": "shadow-gated promotion",
+}
 
 
 def with_overrides(config: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
@@ -44,27 +59,24 @@ def with_overrides(config: PipelineConfig, overrides: dict[str, Any]) -> Pipelin
 
 
 def month_frames(config: PipelineConfig) -> dict[str, pd.DataFrame]:
-    """The dataset's rows by month (`YYYY-MM`), each in time order."""
+    """The dataset's rows by month (`YYYY-MM`), each in time order, with its hour as `_t` (UTC)."""
     from tasks.ingest.read import read_source
     from tasks.train.prepare import time_key
 
     source = config.source.model_copy(update={"sample_rows": None})
     frame = read_source(source, mlcycle_home() / "cache" / "wheels", config.seed).frame
-    key = time_key(frame, config.split.time_columns)
+    key = time_key(frame, config.split.time_columns).dt.tz_localize("UTC")
     frame = frame.assign(_t=key).sort_values("_t")
-    return {str(month): rows.drop(columns="_t").reset_index(drop=True)
+    return {str(month): rows.reset_index(drop=True)
             for month, rows in frame.groupby(frame["_t"].dt.strftime("%Y-%m"), sort=True)}  # fmt: skip
 
 
-def rmse(bundle_ref: str, rows: pd.DataFrame, target: str) -> float:
-    from tasks.registry.bundle import load_bundle
-
-    predictions = load_bundle(bundle_ref).predict_raw(rows.drop(columns=[target]))
-    return float(np.sqrt(np.mean((predictions - rows[target].to_numpy(dtype=float)) ** 2)))
+def rmse(predictions: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predictions - truth) ** 2)))
 
 
 def drop_file(folder: Path, name: str, rows: pd.DataFrame) -> Path:
-    """Write a month's CSV as a landing client would: to a temporary name, then renamed into place."""
+    """Write a CSV as a landing client would: to a temporary name, then renamed into place."""
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f"{name}.csv.part"
     rows.to_csv(partial, index=False)
@@ -73,13 +85,59 @@ def drop_file(folder: Path, name: str, rows: pd.DataFrame) -> Path:
     return final
 
 
+def steps(rows: pd.DataFrame, days: int) -> list[tuple[datetime, datetime, pd.DataFrame]]:
+    """A month's rows cut into steps of `days` (the last one shorter): (start, end, rows)."""
+    start = rows["_t"].iloc[0].to_pydatetime().replace(day=1, hour=0)
+    end_of_month = (start + timedelta(days=32)).replace(day=1)
+    out, t = [], start
+    while t < end_of_month:
+        t1 = min(t + timedelta(days=days), end_of_month)
+        out.append((t, t1, rows[(rows["_t"] >= t) & (rows["_t"] < t1)]))
+        t = t1
+    return out
+
+
+class Models:
+    """Bundles by tag, loaded once (every policy predicts every hour)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    def predict(self, tag: str, rows: pd.DataFrame) -> np.ndarray:
+        from tasks.registry.bundle import load_bundle
+
+        if tag not in self._loaded:
+            self._loaded[tag] = load_bundle(tag)
+        return np.asarray(self._loaded[tag].predict_raw(rows), dtype=float)
+
+
+@dataclass
+class Policy:
+    """One policy's model name, what serves now, and what it did."""
+
+    key: str
+    config: PipelineConfig
+    landing: Path
+    serving: str
+    shadow: str | None = None
+    shadow_since: datetime | None = None
+    pending: list[pd.DataFrame] = field(default_factory=list)  # labelled rows not yet landed
+    fresh_rows: int = 0  # labelled rows since the newest version was trained (retrain.min_new_rows)
+    waiting: list[tuple[datetime, str, float]] = field(default_factory=list)  # label arrival, request id, count
+    answers: list[tuple[str, float, float]] = field(default_factory=list)  # month, prediction, truth
+    promotions: list[tuple[datetime, str, str]] = field(default_factory=list)  # time, replaced, new
+    shadowed: list[str] = field(default_factory=list)
+    retrains: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
 def simulate(config: PipelineConfig, echo: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run the replay; write the table (CSV, markdown) and the plot under `$MLCYCLE_HOME/simulate/<run>/`."""
-    from flows.drift import drift_flow
-    from flows.ingest import ingest_flow
-    from flows.retrain import retrain_flow
-    from flows.training import refresh_flow, train_flow
-    from flows.watch import landing_config, watch_flow
+    """Run the replay; write the tables (CSV, markdown) and the plot under `$MLCYCLE_HOME/simulate/<run>/`."""
+    from flows.training import train_flow
 
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     out = mlcycle_home() / "simulate" / f"{config.name}-{stamp}"
@@ -87,64 +145,246 @@ def simulate(config: PipelineConfig, echo: Callable[[str], None] = print) -> pd.
     base = with_overrides(config, settings.tune_overrides)
     months = month_frames(base)
     names = sorted(months)
-    first = names[: settings.initial_months]
-    later = names[settings.initial_months :]
-    cycle = landing_config(with_overrides(base, {"name": f"{config.name}-sim{stamp}", "source.kind": "landing",
-                                                 "source.landing": {"path": str(out / "landing" / "cycle"),
-                                                                    "settle_s": 0}}))  # fmt: skip
-    refresh = landing_config(with_overrides(base, {"name": f"{config.name}-sim{stamp}-refresh", "source.kind": "landing",
-                                                   "source.landing": {"path": str(out / "landing" / "refresh"),
-                                                                      "settle_s": 0}}))  # fmt: skip
+    first, later = names[: settings.initial_months], names[settings.initial_months :]
     started = time.monotonic()
-    echo(f"replay of {config.name}: {len(names)} months ({names[0]} … {names[-1]}), first model on {', '.join(first)}")
-    start_rows = pd.concat([months[m] for m in first], ignore_index=True)
-    drop_file(out / "landing" / "cycle", f"{first[0]}-to-{first[-1]}", start_rows)
-    drop_file(out / "landing" / "refresh", f"{first[0]}-to-{first[-1]}", start_rows)
-    frozen_tag = train_flow(cycle).tag
-    refresh_tag = train_flow(refresh).tag
-    echo(f"first models: frozen {frozen_tag}, refresh-only starts from {refresh_tag} "
-         f"({time.monotonic() - started:.0f} s)")  # fmt: skip
+    echo(f"replay of {config.name}: {len(names)} months ({names[0]} … {names[-1]}), first models on "
+         f"{', '.join(first)}; labels {settings.label_delay_h:g} h after each hour, steps of {settings.step_days} days")  # fmt: skip
+    start_rows = pd.concat([months[m] for m in first], ignore_index=True).drop(columns="_t")
+    policies: list[Policy] = []
+    for key in POLICIES:
+        landing = out / "landing" / key
+        policy_config = with_overrides(base, {
+            "name": f"{config.name}-sim{stamp}-{key}", "source.kind": "landing",
+            "source.landing": {"path": str(landing), "settle_s": 0},
+            "feedback.landing": str(out / "feedback" / key), "feedback.settle_s": 0,
+            "feedback.shadow.live_gate": key == "shadow"})  # fmt: skip
+        drop_file(landing, f"{first[0]}-to-{first[-1]}", start_rows)
+        if not policies:
+            tag = train_flow(policy_config).tag
+            policies.append(Policy(key, policy_config, landing, _serving(policy_config.name, tag)))
+        else:
+            policies.append(Policy(key, policy_config, landing, adopt(policies[0].serving, policy_config)))
+    frozen = policies[0].serving
+    echo(f"first models: {', '.join(p.serving for p in policies)} ({time.monotonic() - started:.0f} s)")
 
-    records = []
+    models = Models()
+    frozen_answers: list[tuple[str, float, float]] = []
     for i, month in enumerate(later):
-        rows = months[month]
-        scored = month >= settings.score_from
-        if scored:
-            champion = _champion(cycle.name)
-            records.append({"month": month, "rows": len(rows), "cycle": rmse(champion, rows, config.target),
-                            "frozen": rmse(frozen_tag, rows, config.target),
-                            "refresh_only": rmse(refresh_tag, rows, config.target), "cycle_model": champion})  # fmt: skip
-        drop_file(out / "landing" / "cycle", month, rows)
-        watch_flow(cycle)
-        drift = drift_flow(cycle) if scored else None  # the new month against the model that has not seen it
-        full = (i + 1) % settings.full_every_months == 0
-        retrained = retrain_flow(cycle, cause="schedule" if full else "new-data", mode="full" if full else "refresh")
-        ingest_flow(refresh, [str(drop_file(out / "landing" / "refresh", month, rows))])
-        refreshed = refresh_flow(refresh, refresh_tag)
-        refresh_tag = refreshed.tag if refreshed else refresh_tag
-        if scored:
-            records[-1]["drift"] = ", ".join(drift.drifted) if drift and drift.detected else ""
-        echo(f"{month}: {len(rows)} rows; cycle {retrained.mode} → {retrained.tag}; refresh-only → {refresh_tag}"
-             + (f"; RMSE cycle {records[-1]['cycle']:.1f}, frozen {records[-1]['frozen']:.1f}, "
-                f"refresh-only {records[-1]['refresh_only']:.1f}" if scored else "")
-             + f" ({time.monotonic() - started:.0f} s)")  # fmt: skip
-    table = pd.DataFrame(records)
-    write_outputs(table, out, config.name, time.monotonic() - started, echo)
+        month_steps = steps(months[month], settings.step_days)
+        for _, t1, rows in month_steps:
+            schedule_due = (i + 1) % settings.full_every_months == 0 and t1 == month_steps[-1][1]
+            if len(rows):
+                frozen_answers += [(month, p, y) for p, y in zip(models.predict(frozen, rows),
+                                                                  rows[config.target].to_numpy(float), strict=True)]  # fmt: skip
+            for policy in policies:
+                serve_step(policy, rows, month, models, settings.label_delay_h)
+                deliver_labels(policy, t1)
+                act(policy, t1, schedule_due)
+        echo(f"{month}: {len(months[month])} rows; " + "; ".join(
+            f"{p.key} {p.serving.split(':')[-1][:8]}" + (f" (shadow {p.shadow.split(':')[-1][:8]})" if p.shadow else "")
+            + (f" RMSE {month_rmse(p.answers, month):.1f}" if month >= settings.score_from else "")
+            for p in policies) + f" ({time.monotonic() - started:.0f} s)")  # fmt: skip
+    table = month_table(policies, frozen_answers, settings.score_from)
+    promotions = promotion_table(policies, months, models)
+    write_outputs(table, promotions, policies, out, config.name, time.monotonic() - started, echo)
     return table
 
 
-def _champion(name: str) -> str:
-    """The cycle's model of the day: the champion if one was promoted, else the newest version."""
+def _serving(name: str, fallback: str) -> str:
+    """A policy's model of the moment: its champion, or its newest version while nothing has been promoted."""
     from tasks import registry
 
-    return registry.champion(name) or registry.versions(name)[0].tag
+    return registry.champion(name) or fallback
 
 
-def improvement(table: pd.DataFrame) -> float:
-    return float(1 - table["cycle"].mean() / table["frozen"].mean())
+def adopt(tag: str, config: PipelineConfig) -> str:
+    """The first model under another policy's name, so every policy starts from the same one: the first months'
+    file ingested into that policy's store, and the same booster, preprocessing and metrics saved against its
+    snapshot and promoted, as the first model was."""
+    from flows.ingest import ingest_flow
+    from tasks import registry
+    from tasks.ingest.store import DatasetStore, take_snapshot
+    from tasks.registry.bundle import load_bundle, save_bundle
+
+    ingest_flow(config)
+    snapshot = take_snapshot(DatasetStore.for_dataset(config.name))
+    bundle = load_bundle(tag)
+    lineage = {**bundle.lineage, "data_hash": snapshot.hash, "adopted_from": tag}
+    adopted = save_bundle(bundle.booster, bundle.preprocessor, config, bundle.classes, bundle.metrics, lineage)
+    registry.promote(adopted, reason=f"the replay's first model, {tag}, trained on the same rows")
+    return adopted
 
 
-def write_outputs(table: pd.DataFrame, out: Path, dataset: str, elapsed_s: float, echo: Callable[[str], None]) -> None:
+def serve_step(policy: Policy, rows: pd.DataFrame, month: str, models: Models, delay_h: float) -> None:
+    """Answer each hour of the step with the serving model (and score it in shadow), logged as the service logs."""
+    from schemas import resolve_schema
+    from tasks.monitor.feedback import shadow_dir
+    from tasks.monitor.request_log import RequestLog
+
+    if not len(rows):
+        return
+    config = policy.config
+    columns = {n: str(c.dtype) for n, c in resolve_schema(config.features_schema_ref).to_schema().columns.items()}
+    features = rows[list(columns)]
+    answered = models.predict(policy.serving, features)
+    truth = rows[config.target].to_numpy(dtype=float)
+    log = RequestLog(config.name, columns, config.serving.request_log)
+    shadow_log = RequestLog(config.name, {}, config.serving.request_log, root=shadow_dir(config.name), index=False)
+    shadowed = models.predict(policy.shadow, features) if policy.shadow else None
+    records = features.astype(object).where(features.notna(), None).to_dict("records")
+    for j, (record, at) in enumerate(zip(records, rows["_t"], strict=True)):
+        rid = uuid.uuid4().hex
+        at = at.to_pydatetime()
+        log.add([record], policy.serving, rid, [float(answered[j])], at=at)
+        if shadowed is not None and policy.shadow is not None:
+            shadow_log.add([{}], policy.shadow, rid, [float(shadowed[j])], at=at)
+        policy.waiting.append((at + timedelta(hours=delay_h), rid, float(truth[j])))
+    log.flush()
+    shadow_log.flush()
+    policy.answers += [(month, float(p), float(y)) for p, y in zip(answered, truth, strict=True)]
+    policy.pending.append(rows.assign(_arrives=rows["_t"] + pd.Timedelta(hours=delay_h)))
+
+
+def deliver_labels(policy: Policy, now: datetime) -> None:
+    """The labels due by `now`, as a file in the feedback landing folder, ingested as the performance check does."""
+    from tasks.monitor.labels import LabelTarget, ingest_label_folder
+    from tasks.monitor.request_log import RequestIndex, requests_dir
+
+    due = [w for w in policy.waiting if w[0] <= now]
+    if not due:
+        return
+    policy.waiting = [w for w in policy.waiting if w[0] > now]
+    frame = pd.DataFrame({"request_id": [w[1] for w in due], "record": 0, "label": [w[2] for w in due]})
+    drop_file(Path(str(policy.config.feedback.landing)), f"labels-{now:%Y%m%dT%H%M}", frame)
+    index = RequestIndex(requests_dir(policy.name))
+    found = ingest_label_folder(policy.name, policy.config.feedback, index.lookup, LabelTarget("regression"), now)
+    accepted = sum(f.accepted for f in found)
+    if accepted != len(due):
+        policy.notes.append(f"{now:%Y-%m-%d}: {len(due)} labels sent, {accepted} accepted")
+
+
+def land_labelled_rows(policy: Policy, now: datetime) -> int:
+    """Write the rows whose labels have arrived by `now` to the policy's landing folder; how many."""
+    if not policy.pending:
+        return 0
+    pending = pd.concat(policy.pending, ignore_index=True)
+    arrived = pending[pending["_arrives"] <= now]
+    policy.pending = [pending[pending["_arrives"] > now]] if (pending["_arrives"] > now).any() else []
+    if len(arrived):
+        drop_file(policy.landing, f"labelled-{now:%Y%m%dT%H%M}", arrived.drop(columns=["_t", "_arrives"]))
+    policy.fresh_rows += len(arrived)
+    return len(arrived)
+
+
+def act(policy: Policy, now: datetime, schedule_due: bool) -> None:
+    """What the policy does at the end of a step: retrain on its trigger, judge its shadow."""
+    from tasks import registry
+
+    if policy.key == "scheduled":
+        if schedule_due:
+            retrain(policy, "schedule", now)
+        return
+    report = check(policy, now)
+    if policy.shadow and report.shadow_decision in ("promote", "reject"):
+        reason = f"live rule: {(report.shadow_check or {}).get('detail', '')}"
+        if report.shadow_decision == "promote":
+            registry.promote(policy.shadow, reason=reason, evidence={"live": report.shadow_check})
+            policy.promotions.append((now, policy.serving, policy.shadow))
+            policy.serving = policy.shadow
+        else:
+            registry.reject(policy.shadow, reason=reason, evidence={"live": report.shadow_check})
+        policy.shadow, policy.shadow_since = None, None
+    if report.degradation.degraded and policy.shadow is None:
+        land_labelled_rows(policy, now)
+        if policy.fresh_rows >= policy.config.retrain.min_new_rows:  # the flow's own rule, checked before a run
+            retrain(policy, "degradation", now)
+
+
+def check(policy: Policy, now: datetime) -> Any:
+    """The performance check's verdicts for this policy at `now` (tasks.monitor.feedback.assess)."""
+    from tasks import registry
+    from tasks.monitor.feedback import Served, assess
+
+    config = policy.config
+    champion = Served(policy.serving, registry.version(policy.serving).metric)
+    shadow = Served(policy.shadow, registry.version(policy.shadow).metric) if policy.shadow else None
+    return assess(config.name, config.task, "rmse", config.slices, config.feedback, champion, shadow,
+                  policy.shadow_since, now, config.seed)  # fmt: skip
+
+
+def retrain(policy: Policy, cause: str, now: datetime) -> None:
+    """Land the labelled rows, ingest them (watch-landing), then the retraining deployment's flow."""
+    from flows.retrain import retrain_flow
+    from flows.watch import watch_flow
+    from tasks import registry
+
+    land_labelled_rows(policy, now)
+    watch_flow(policy.config)
+    result = retrain_flow(policy.config, cause=cause)  # type: ignore[arg-type]
+    if result.tag is None:
+        policy.notes.append(f"{now:%Y-%m-%d} {cause}: {result.reason}")
+        return
+    policy.retrains += 1
+    policy.fresh_rows = 0
+    champion = registry.champion(policy.name)
+    if champion and champion != policy.serving:
+        policy.promotions.append((now, policy.serving, champion))
+        policy.serving = champion
+    if registry.shadow(policy.name) == result.tag:
+        policy.shadow, policy.shadow_since = result.tag, now
+        policy.shadowed.append(result.tag)
+
+
+def month_rmse(answers: list[tuple[str, float, float]], month: str) -> float:
+    mine = [(p, y) for m, p, y in answers if m == month]
+    return rmse(np.array([p for p, _ in mine]), np.array([y for _, y in mine])) if mine else float("nan")
+
+
+def month_table(policies: list[Policy], frozen: list[tuple[str, float, float]], score_from: str) -> pd.DataFrame:
+    """RMSE per scored month: each policy's served answers, and the frozen first model's."""
+    months = sorted({m for m, _, _ in frozen if m >= score_from})
+    rows = []
+    for month in months:
+        row: dict[str, Any] = {"month": month, "rows": sum(1 for m, _, _ in frozen if m == month)}
+        row.update({p.key: month_rmse(p.answers, month) for p in policies})
+        row["frozen"] = month_rmse(frozen, month)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def promotion_table(policies: list[Policy], months: dict[str, pd.DataFrame], models: Models) -> pd.DataFrame:
+    """Every promotion, with both models scored offline on the 30 days of hours after it: worse if the new one's
+    RMSE is higher. `judged` is False when the data ends before those 30 days do."""
+    every = pd.concat(months.values(), ignore_index=True)
+    end = every["_t"].max()
+    rows = []
+    for policy in policies:
+        for at, old, new in policy.promotions:
+            after = every[(every["_t"] >= at) & (every["_t"] < at + timedelta(days=30))]
+            truth = after[policy.config.target].to_numpy(dtype=float)
+            before = rmse(models.predict(old, after), truth) if len(after) else float("nan")
+            now = rmse(models.predict(new, after), truth) if len(after) else float("nan")
+            judged = bool(at + timedelta(days=30) <= end)
+            rows.append({"policy": policy.key, "at": at.strftime("%Y-%m-%d"), "replaced": old, "promoted": new,
+                         "rows_after": len(after), "replaced_rmse": before, "promoted_rmse": now, "judged": judged,
+                         "worse": judged and now > before})  # fmt: skip
+    return pd.DataFrame(rows, columns=["policy", "at", "replaced", "promoted", "rows_after", "replaced_rmse",
+                                       "promoted_rmse", "judged", "worse"])  # fmt: skip
+
+
+def summary_line(table: pd.DataFrame, promotions: pd.DataFrame, shadow: Policy) -> str:
+    """The replay's verdict in one line (the issue's targets: X >= 10, K = 0)."""
+    gain = (1 - table["degradation"].mean() / table["scheduled"].mean()) * 100
+    worse = int(promotions.loc[promotions["policy"] == "shadow", "worse"].sum()) if len(promotions) else 0
+    promoted = sum(1 for _, _, new in shadow.promotions if new in shadow.shadowed)
+    return (
+        f"feedback: degradation-triggered vs scheduled {gain:.0f}% RMSE, shadow-gated promotions "
+        f"{promoted} of {len(shadow.shadowed)}, worse promotions {worse}"
+    )
+
+
+def write_outputs(table: pd.DataFrame, promotions: pd.DataFrame, policies: list[Policy], out: Path, dataset: str,
+                  elapsed_s: float, echo: Callable[[str], None]) -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,29 +392,35 @@ def write_outputs(table: pd.DataFrame, out: Path, dataset: str, elapsed_s: float
 
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "rmse_by_month.csv", index=False)
-    means = {c: table[c].mean() for c in ("cycle", "frozen", "refresh_only")}
-    lines = ["| month | rows | cycle | frozen | refresh only | drift flagged |", "|---|---:|---:|---:|---:|---|"]
-    lines += [f"| {r.month} | {r.rows} | {r.cycle:.1f} | {r.frozen:.1f} | {r.refresh_only:.1f} | {r.drift or ''} |"
-              for r in table.itertuples()]  # fmt: skip
-    lines.append(
-        f"| **mean** | | **{means['cycle']:.1f}** | **{means['frozen']:.1f}** | **{means['refresh_only']:.1f}** | |"
-    )
+    promotions.to_csv(out / "promotions.csv", index=False)
+    columns = [*POLICIES, "frozen"]
+    means = {c: table[c].mean() for c in columns}
+    lines = ["| month | rows | scheduled | degradation | shadow-gated | frozen |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['month']} | {r['rows']} | " + " | ".join(f"{r[c]:.1f}" for c in columns) + " |"
+              for _, r in table.iterrows()]  # fmt: skip
+    lines.append("| **mean** | | " + " | ".join(f"**{means[c]:.1f}**" for c in columns) + " |")
+    lines += ["", "| policy | retrainings | promotions | worse promotions | not judged (< 30 days after) | put in shadow |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for p in policies:
+        mine = promotions[promotions["policy"] == p.key]
+        lines.append(f"| {POLICIES[p.key]} | {p.retrains} | {len(p.promotions)} | {int(mine['worse'].sum())} | "
+                     f"{int((~mine['judged'].astype(bool)).sum())} | {len(p.shadowed) if p.key == 'shadow' else '-'} |")  # fmt: skip
     (out / "rmse_by_month.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 4))
-    for column, label in (("frozen", "frozen after the first months"), ("refresh_only", "incremental refresh only"),
-                          ("cycle", "the cycle's champion")):  # fmt: skip
+    for column in columns:
+        label = POLICIES.get(column, "frozen first model")
         ax.plot(table["month"], table[column], marker="o", label=f"{label} (mean {means[column]:.1f})")
-    ax.set_ylabel("RMSE on the month, before training on it")
-    ax.set_title(f"{dataset}: replay month by month")
+    ax.set_ylabel("RMSE of the month's served answers")
+    ax.set_title(f"{dataset}: replay with labels arriving later")
     ax.tick_params(axis="x", rotation=45)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "rmse_by_month.png", dpi=110)
     plt.close(fig)
     echo("\n".join(lines))
-    echo(f"wrote {out / 'rmse_by_month.csv'}, {out / 'rmse_by_month.md'}, {out / 'rmse_by_month.png'} "
-         f"in {elapsed_s:.0f} s")  # fmt: skip
-    echo(
-        f"improvement over frozen {improvement(table):.0%} "
-        f"(refresh only: {1 - means['refresh_only'] / means['frozen']:.0%})"
-    )
+    for p in policies:
+        for note in p.notes[-5:]:
+            echo(f"{p.key}: {note}")
+    echo(f"wrote {out / 'rmse_by_month.csv'}, {out / 'rmse_by_month.md'}, {out / 'promotions.csv'}, "
+         f"{out / 'rmse_by_month.png'} in {elapsed_s:.0f} s")  # fmt: skip
+    echo(summary_line(table, promotions, next(p for p in policies if p.key == "shadow")))

@@ -468,10 +468,16 @@ class RetrainConfig(_Strict):
     )
     on_new_data: Literal["full", "refresh"] = Field(default="refresh", description="Path taken on new data.")
     on_drift: Literal["full", "refresh"] = Field(default="full", description="Path taken on detected drift.")
+    on_degradation: Literal["full", "refresh"] = Field(
+        default="refresh",
+        description="Path taken when the live metric has degraded (`mlcycle.performance.degraded`): `refresh`, the "
+        "quickest repair, continues the champion on the rows that arrived since its snapshot; the schedule re-tunes.",
+    )
     min_new_rows: int = Field(
         default=500,
         ge=1,
-        description="New accepted rows (after the newest model's snapshot) needed before new data retrains.",
+        description="New accepted rows (after the newest model's snapshot) needed before new data, or degraded live "
+        "performance, retrains.",
     )
     cooldown_s: int = Field(
         default=900,
@@ -500,15 +506,119 @@ class DriftConfig(_Strict):
     reference_rows: int = Field(default=20000, ge=100, description="Seeded sample of the training data, at most.")
 
 
+class ShadowConfig(_Strict):
+    """A challenger scored beside the champion on live traffic, whose answers nobody sees, before it may serve."""
+
+    # Not `required`: Prefect's deployment parameter schema takes a property of that name for the keyword.
+    live_gate: bool = Field(
+        default=False,
+        description="Promotion needs live evidence: a challenger that passes every offline rule of the gate goes into "
+        "shadow instead of serving, and is promoted only once it beats the champion on the same labelled requests "
+        "(the gate's `live` rule, judged by the performance check). The first model of a name is promoted without "
+        "it: there is no champion to compare with.",
+    )
+    min_labels: int = Field(
+        default=200, ge=10, description="Labelled records scored by both models before the live rule judges."
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="The shadow must beat the champion by more than this, in the primary metric's units: the lower "
+        "bound of the paired bootstrap interval of its improvement on the same labelled records must exceed it.",
+    )
+    max_hours: float = Field(
+        default=336,
+        gt=0,
+        description="A shadow not shown better within this many hours of entering shadow is rejected, so a new "
+        "challenger can take its place.",
+    )
+    canary_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of requests the shadow answers instead of the champion (the champion then scores them in "
+        "shadow, so both are logged). 0, the default: the champion answers every request.",
+    )
+    queue_rows: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records waiting to be scored in shadow at most; beyond it new requests are not shadow-scored "
+        "(counted as dropped), so a slow challenger never holds memory or delays the champion's answers.",
+    )
+
+
+class FeedbackConfig(_Strict):
+    """Ground truth that arrives after the predictions: labels joined back to the request log by request id, the
+    serving model's live metrics over rolling windows, degradation, and the shadow challenger."""
+
+    landing: str | None = Field(
+        default=None,
+        description="Folder of label files (CSV, Parquet or JSON lines with columns `request_id`, `record`, `label`), "
+        "each ingested once by content hash by the performance check; unset: `$MLCYCLE_HOME/feedback/<name>/landing`.",
+    )
+    settle_s: float = Field(
+        default=2.0, ge=0, description="A label file is read only once its size and mtime are unchanged this long."
+    )
+    max_labels: int = Field(default=1000, ge=1, description="Labels per POST /feedback request at most (413 above).")
+    max_delay_h: float | None = Field(
+        default=None,
+        gt=0,
+        description="A label received more than this many hours after its prediction is refused as late (HTTP 422; a "
+        "file's row quarantined). Unset: no limit, but a label whose prediction the request log no longer holds "
+        "(`serving.request_log.max_bytes`) is refused as unknown either way.",
+    )
+    on_conflict: Literal["keep_first", "replace"] = Field(
+        default="keep_first",
+        description="A label for a record that already has a different one: `keep_first` refuses it (HTTP 409; a "
+        "file's row quarantined); `replace` records it as a correction. The same label again is a duplicate: "
+        "accepted, counted once.",
+    )
+    windows_h: list[float] = Field(
+        default_factory=lambda: [24.0, 168.0, 720.0],
+        min_length=1,
+        description="Rolling windows, in hours of prediction time ending at the check, over which live metrics are "
+        "computed; pick them longer than the labels' usual delay (a window's recent predictions may lack labels yet).",
+    )
+    judge_window_h: float = Field(
+        default=168.0, gt=0, description="The window whose live primary metric decides degradation."
+    )
+    min_labels: int = Field(
+        default=100, ge=10, description="Labelled predictions a window or slice needs before its metric is computed."
+    )
+    degradation_margin: float = Field(
+        default=0.1,
+        ge=0,
+        description="The live primary metric has degraded when it is worse than the model's own test metric by more "
+        "than this share of it (0.1: RMSE more than 10 % above, ROC AUC more than 10 % below), with confidence: the "
+        "whole bootstrap interval lies past that line.",
+    )
+    bootstrap_samples: int = Field(default=1000, ge=10, description="Resamples of the labelled predictions.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Two-sided level of the live intervals.")
+    performance_cron: str = Field(
+        default="30 * * * *", description="When the performance-check deployment runs, cron (default hourly)."
+    )
+    shadow: ShadowConfig = Field(
+        default_factory=ShadowConfig, description="A challenger scored beside the champion on live traffic."
+    )
+
+
 class SimulateConfig(_Strict):
-    """`mlcycle simulate`: the replay of a dated dataset month by month through the cycle."""
+    """`mlcycle simulate`: the replay of a dated dataset hour by hour through the cycle, with labels arriving later."""
 
     initial_months: int = Field(default=3, ge=1, description="Months in the first model (the frozen one).")
     score_from: str = Field(default="2012-01", description="First month (YYYY-MM) whose RMSE is recorded.")
     full_every_months: int = Field(
-        default=3,
+        default=3, ge=1, description="The scheduled policy's full re-tune, every this many replayed months."
+    )
+    step_days: int = Field(
+        default=7,
         ge=1,
-        description="The scheduled full re-tune, in replayed months; in between the cycle refreshes on new data.",
+        le=31,
+        description="The replay's clock: every policy looks at the labels that have arrived, and acts, at the end of "
+        "every step of this many days within a month (the last step of a month ends with it).",
+    )
+    label_delay_h: float = Field(
+        default=24.0, ge=0, description="Each hour's count arrives as a label this many hours after its prediction."
     )
     tune_overrides: dict[str, Any] = Field(
         default_factory=lambda: {"tune.num_samples": 3, "tune.max_rounds": 400, "tune.report_every": 10,
@@ -637,7 +747,11 @@ class PipelineConfig(_Strict):
         default_factory=DriftConfig, description="The drift check: thresholds and the samples compared."
     )
     simulate: SimulateConfig = Field(
-        default_factory=SimulateConfig, description="`mlcycle simulate`: the month-by-month replay."
+        default_factory=SimulateConfig, description="`mlcycle simulate`: the replay with labels arriving later."
+    )
+    feedback: FeedbackConfig = Field(
+        default_factory=FeedbackConfig,
+        description="Labels that arrive later: live metrics, degradation, the shadow challenger.",
     )
     gate: GateConfig = Field(default_factory=GateConfig, description="When a challenger may replace the champion.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="The optional mirror to MLflow.")

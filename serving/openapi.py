@@ -9,6 +9,8 @@ this document, so `contract_document` states what it really does:
 - `/predict_batch` takes a CSV or Parquet file as the raw body, not a JSON object with a `file` field;
 - `/reload` and `/model` take no body (nothing, or `{}`), and say what they answer;
 - `GET /metadata`, served beside BentoML's routes, is documented too;
+- `/feedback` answers 404 for a label of an unknown request id or record and 409 for one contradicting a recorded
+  label: a request the document calls valid can name a request that never existed;
 - nullable fields are written as OpenAPI 3.0 has them (`nullable: true`), not as JSON Schema's `type: null`.
 
 A request the document calls valid is answered 2xx; one it calls invalid gets a 4xx naming the problem
@@ -24,6 +26,8 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from schemas.feedback import FEEDBACK_REFUSALS, FeedbackResponse
 
 REF = "#/components/schemas/{model}"
 CSV = "text/csv"
@@ -114,12 +118,14 @@ REFUSALS: dict[str, dict[int, str]] = {
     "/model": {400: "A body other than nothing or `{}`."},
 }
 REFUSALS["/explain"] = REFUSALS["/predict"]
-KEYED = ("/predict", "/explain", "/predict_batch", "/reload")  # need the API key when one is set
+REFUSALS["/feedback"] = {status: why for status, why in FEEDBACK_REFUSALS.items() if status != 401}
+KEYED = ("/predict", "/explain", "/predict_batch", "/reload", "/feedback")  # need the API key when one is set
 ANSWERS: dict[str, type[BaseModel]] = {
     "/explain": ExplainResponse,
     "/predict_batch": BatchResponse,
     "/model": ModelInfo,
     "/reload": ReloadAnswer,
+    "/feedback": FeedbackResponse,
 }
 
 

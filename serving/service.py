@@ -6,12 +6,14 @@ version before any promotion) and follows later promotions (POST /reload, and a 
 the dataset's pandera features schema (schemas/api.py) and encoded by the preprocessing spec that training fitted
 (tasks/preprocess.py), without pandas on the single-record path; answers name the model that gave them.
 
-Endpoints: POST /predict, /predict_batch (CSV or Parquet body), /explain, /reload, /model; GET /metadata;
-/healthz, /readyz, /metrics from BentoML. GET /docs.json is the contract the service keeps (serving/openapi.py): a
-JSON record is held to JSON's own types as documented (the pandera coercions apply to CSV and Parquet uploads,
-which have no types of their own), and client mistakes get a documented 400/401/409/413/415/422 with reasons,
-never 500. A bare name is served only through its champion; a version the gate rejected only when pinned by its
-full tag, with a warning in the log and in /metadata; a new champion with another request contract is not loaded.
+Endpoints: POST /predict, /predict_batch (CSV or Parquet body), /explain, /reload, /model, /feedback (labels for
+earlier answers, serving/feedback.py); GET /metadata; /healthz, /readyz, /metrics from BentoML. GET /docs.json is
+the contract the service keeps (serving/openapi.py): a JSON record is held to JSON's own types as documented (the
+pandera coercions apply to CSV and Parquet uploads, which have no types of their own), and client mistakes get a
+documented 400/401/404/409/413/415/422 with reasons, never 500. A bare name is served only through its champion;
+a version the gate rejected only when pinned by its full tag, with a warning in the log and in /metadata; a new
+champion with another request contract is not loaded. A challenger the registry puts in shadow scores every logged
+request too, off the answer's path (serving/shadow.py).
 POST /predict is answered by the `DirectPredict` middleware (the same `predict_body` as the API method, documented
 by the API in OpenAPI), inside BentoML's tracing, metrics and limits but past its per-request API dispatch.
 """
@@ -44,7 +46,11 @@ from starlette.routing import Route
 from schemas import resolve_schema
 from schemas.api import FieldError, RecordValidator, record_model
 from schemas.config import ServingConfig
+from schemas.feedback import FeedbackLabel, FeedbackResponse
 from serving.batching import MicroBatcher
+from serving.feedback import FeedbackDesk, LiveGauges, feedback_metrics
+from serving.shadow import ShadowScorer, shadow_refusal
+from tasks.monitor.labels import LabelTarget
 from tasks.monitor.request_log import RequestLog
 from tasks.preprocess import encode_records
 from tasks.registry.bundle import ModelBundle, answer_records, load_bundle
@@ -233,6 +239,16 @@ class UploadInput(IODescriptor):
         return cls.model_construct(file=(body, content_type))  # type: ignore[arg-type]
 
 
+class FeedbackInput(IODescriptor):
+    """`{"labels": [...]}` (schemas/feedback.py), read unparsed: the desk answers 400/404/409/413/422 itself."""
+
+    labels: list[FeedbackLabel]
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> IODescriptor:
+        return cls.model_construct(labels=await read_body(request, GUARD.max_body_bytes))  # type: ignore[arg-type]
+
+
 _NOTHING = re.compile(rb"(\s*\{\s*\}\s*)?")  # no body, or the JSON object {} (whitespace alone is not JSON)
 
 
@@ -294,6 +310,28 @@ def _startup_spec() -> tuple[type, ServingConfig]:
 
 
 STARTUP_SPEC, STARTUP_CONFIG = _startup_spec()
+
+
+def _feedback_spec() -> type:
+    """The /feedback request documented in OpenAPI: labels typed as the startup model's task takes them (read from
+    its bundle's files: no booster is loaded a second time)."""
+    from schemas import PipelineConfig
+    from schemas.feedback import feedback_model
+
+    try:
+        folder = Path(bentoml.models.get(_serving_tag(model_ref())).path)
+        config = PipelineConfig.model_validate(json.loads((folder / "config.json").read_text()))
+        classes = json.loads((folder / "lineage.json").read_text()).get("classes", [])
+    except Exception:  # no model yet: the generic label (a number, a text or a boolean)
+        return FeedbackInput
+    model = feedback_model(config.name, config.task, classes, config.feedback.max_labels)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        model.__name__, __base__=FeedbackInput, __config__=ConfigDict(extra="forbid"),
+        labels=(model.model_fields["labels"].annotation, model.model_fields["labels"]),
+    )  # fmt: skip
+
+
+FEEDBACK_SPEC = _feedback_spec()
 metadata_app = Starlette(routes=[])  # GET /metadata (BentoML APIs are POST only), mounted on the service below
 _LIVE: dict[str, Any] = {}
 COUNTERS: dict[str, Any] = {}  # Prometheus counters, registered once per process
@@ -326,6 +364,9 @@ class MLCycleService:
         batching = self.config.batching
         self.batcher = MicroBatcher(batching.max_batch_size, batching.max_latency_ms) if batching.enabled else None
         self.request_log = self._request_log(self.predictor)
+        self.desk = self._feedback_desk(self.predictor)
+        self.shadow: ShadowScorer | None = None
+        self.gauges = LiveGauges(self.predictor.bundle.config.name)
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics()
@@ -378,6 +419,7 @@ class MLCycleService:
             self._tasks.append(loop.create_task(self._flush_every(self.config.request_log.flush_s)))
         if ":" not in self.ref and self.config.reload_poll_s > 0:
             self._tasks.append(loop.create_task(self._poll_champion(self.config.reload_poll_s)))
+        self._tasks.append(loop.create_task(self._watch_feedback(self.config.reload_poll_s or 30.0)))
 
     @bentoml.on_shutdown
     async def stop_background(self) -> None:
@@ -385,6 +427,8 @@ class MLCycleService:
             task.cancel()
         if self.batcher is not None:
             await self.batcher.close()
+        if self.shadow is not None:
+            await self.shadow.drain()
         if self.request_log is not None:
             await asyncio.to_thread(self.request_log.flush)
 
@@ -430,6 +474,7 @@ class MLCycleService:
             if self.request_log is not None and fresh.bundle.config.name != self.predictor.bundle.config.name:
                 await asyncio.to_thread(self.request_log.flush)
                 self.request_log = self._request_log(fresh)
+                self.desk = self._feedback_desk(fresh)
             self.predictor = fresh
             COUNTERS["reloads"].labels(model=fresh.tag).inc()
             log.info("now serving %s (was %s)", fresh.tag, previous)
@@ -482,6 +527,8 @@ class MLCycleService:
             counters["unseen"].labels(model=predictor.tag, feature=feature).inc(count)
         if self.request_log is not None and self.request_log.sampled():
             due = self.request_log.add(rows, predictor.tag, request_id, *predictor.logged(raw))
+            if self.shadow is not None:
+                self.shadow.submit(rows, request_id, predictor)
             if due:
                 asyncio.get_running_loop().run_in_executor(None, self.request_log.flush)
 
@@ -492,6 +539,8 @@ class MLCycleService:
     async def predict_body(self, body: bytes | Refusal) -> Response:
         request_id = uuid.uuid4().hex
         predictor = self.predictor  # one model per request, even if a reload switches mid-way
+        if self.shadow is not None:  # a canary share of answers may come from the challenger
+            predictor = self.shadow.answering(predictor)
         rows = body if isinstance(body, Refusal) else self.parse(body, predictor)
         if isinstance(rows, Refusal):
             return self.refuse(rows, request_id, predictor.tag)
@@ -528,7 +577,51 @@ class MLCycleService:
             "lineage": bundle.lineage,
             "serving": self.config.model_dump(exclude={"api_key_env"}),
             "api_key_required": GUARD.api_key is not None,
+            "shadow": self.shadow.tag if self.shadow is not None else None,
         }
+
+    # --- labels that come back, and the shadow challenger ---------------------------------------------------------
+
+    def _feedback_desk(self, predictor: Predictor) -> FeedbackDesk:
+        bundle = predictor.bundle
+        target = LabelTarget(bundle.config.task, tuple(bundle.classes))
+        return FeedbackDesk(bundle.config.name, bundle.config.feedback, target, self.request_log)
+
+    async def _watch_feedback(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.refresh_shadow()
+                await asyncio.to_thread(self.gauges.refresh)
+            except Exception:  # the registry or a report unreadable for a moment: the next look tries again
+                log.exception("shadow or live-metric refresh failed")
+            await asyncio.sleep(seconds)
+
+    async def refresh_shadow(self) -> str | None:
+        """Follow the registry's shadow of the served name: start, switch or stop scoring a challenger."""
+        from tasks import registry
+
+        name = self.predictor.bundle.config.name
+        wanted = await asyncio.to_thread(registry.shadow, name)
+        if wanted == (self.shadow.tag if self.shadow else None):
+            return wanted
+        old, self.shadow = self.shadow, None
+        if old is not None:
+            if old.task is not None:
+                old.task.cancel()
+            await old.drain()
+        if wanted is None or self.request_log is None:  # without the request log there is nothing to compare
+            return None
+        challenger = await asyncio.to_thread(Predictor.load, wanted, self.config.predict_threads)
+        refusal = shadow_refusal(self.predictor, challenger)
+        if refusal:
+            log.warning("not scoring %s in shadow: %s", wanted, refusal)
+            return None
+        scorer = ShadowScorer(challenger, lambda: self.predictor, self.predictor.bundle.config.feedback.shadow,
+                              self.config.request_log, feedback_metrics()["shadow"])  # fmt: skip
+        scorer.task = asyncio.get_running_loop().create_task(scorer.run())
+        self.shadow = scorer
+        log.info("scoring %s in shadow beside %s", wanted, self.predictor.tag)
+        return wanted
 
     # --- HTTP endpoints -----------------------------------------------------------------------------------------
 
@@ -613,6 +706,17 @@ class MLCycleService:
             return Refusal(422, f"{broken} of {len(records)} row(s) failed validation (row = 0-based data row)",
                            tuple(errors[:1000]))  # fmt: skip
         return rows
+
+    @bentoml.api(route="/feedback", input_spec=FEEDBACK_SPEC, output_spec=FeedbackResponse)
+    async def feedback(self, labels: Any) -> Any:
+        """Labels for earlier answers, by `request_id` and `record`: all stored or none, a duplicate counted once.
+        404 names each label of an unknown request id or record, 409 each contradicting a recorded label, 422 each
+        the model's task cannot take or that came too late. Needs the API key if set."""
+        request_id, model = uuid.uuid4().hex, self.predictor.tag
+        answer = labels if isinstance(labels, Refusal) else await self.desk.answer(labels, model, request_id)
+        if not isinstance(answer, dict):
+            return self.refuse(answer if isinstance(answer, Refusal) else Refusal(*answer), request_id, model)
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     @bentoml.api(route="/reload", input_spec=NoBody)
     async def reload(self, refusal: Any, ctx: bentoml.Context) -> Any:

@@ -1,4 +1,4 @@
-"""Every config gets the same seven deployments, rendered from the config alone; the committed prefect.yaml is that
+"""Every config gets the same nine deployments, rendered from the config alone; the committed prefect.yaml is that
 rendering for the shipped configs."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 KINDS = ["flows/training.py:train_flow", "flows/retrain.py:retrain_flow", "flows/watch.py:watch_flow",
          "flows/retrain.py:retrain_flow", "flows/drift.py:drift_flow", "flows/retrain.py:retrain_flow",
-         "flows/models.py:rollback_flow"]  # fmt: skip
+         "flows/performance.py:performance_flow", "flows/retrain.py:retrain_flow", "flows/models.py:rollback_flow"]  # fmt: skip
 
 
 def shipped() -> list:  # type: ignore[type-arg]
@@ -29,15 +29,31 @@ def test_the_committed_prefect_yaml_is_the_rendering_of_the_shipped_configs() ->
     )
 
 
-def test_a_new_config_gets_the_seven_deployments_with_its_own_variables() -> None:
+def test_a_new_config_gets_the_nine_deployments_with_its_own_variables() -> None:
     adult = load_config(ROOT / "configs" / "adult.yaml")
     loans = adult.model_copy(update={"name": "loans-2024"})
     document = yaml.safe_load(render_prefect_yaml([loans]))
     deployments = document["deployments"]
     assert [d["entrypoint"] for d in deployments] == KINDS
     assert {d["name"] for d in deployments} == {"loans-2024", "loans-2024-scheduled", "loans-2024-on-new-data",
-                                                "loans-2024-on-drift"}  # fmt: skip
+                                                "loans-2024-on-drift", "loans-2024-on-degradation"}  # fmt: skip
+    degradation = next(d for d in deployments if d["name"] == "loans-2024-on-degradation")
+    assert degradation["triggers"][0]["expect"] == ["mlcycle.performance.degraded"]
+    assert degradation["parameters"]["cause"] == "degradation"
     text = yaml.safe_dump(deployments)
     assert "mlcycle_loans_2024_config" in text and "mlcycle_adult" not in text
     triggers = [t for d in deployments for t in d.get("triggers", [])]
     assert {t["match"]["prefect.resource.id"] for t in triggers} == {"mlcycle.dataset.loans-2024"}
+
+
+def test_every_shipped_config_passes_the_deployments_parameter_validation() -> None:
+    # Prefect's server validates a run's parameters against the flow's schema; a config field it misreads (one
+    # named `required`, say) makes `prefect deploy` fail with a 422.
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.training import train_flow
+
+    schema = parameter_schema(train_flow.fn).model_dump_for_openapi()
+    for config in shipped():
+        validate({"config": config.model_dump(mode="json")}, schema, raise_on_error=True, ignore_required=True)

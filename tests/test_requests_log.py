@@ -58,7 +58,8 @@ def test_folder_stays_under_its_bound_by_deleting_the_oldest(tmp_path: Path) -> 
 def test_unused_record_fields_are_not_logged(tmp_path: Path) -> None:
     log = RequestLog("adult", {"age": "int64"}, RequestLogConfig(), root=tmp_path)
     log.add([ADULT_RECORD], "t", "r", [0.5])
-    assert pq.read_table(log.flush()).column_names == ["age", "_ts", "_model", "_request_id", "_prediction", "_label"]
+    assert pq.read_table(log.flush()).column_names == ["age", "_ts", "_model", "_request_id", "_record", "_prediction",
+                                                       "_label"]  # fmt: skip
 
 
 def test_files_of_another_writer_count_once_the_folder_is_listed_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -159,7 +159,7 @@ def test_request_log_holds_served_records_with_their_predictions(client: TestCli
     assert path is not None and service.request_log.written_rows == before + 5
     assert path.parent.name == "adult" and path.parent.parent.name == "requests"
     table = pq.read_table(path).to_pandas()
-    assert list(table.columns) == [*ADULT_RECORD, "_ts", "_model", "_request_id", "_prediction", "_label"]
+    assert list(table.columns) == [*ADULT_RECORD, "_ts", "_model", "_request_id", "_record", "_prediction", "_label"]
     assert (table["_request_id"] == response.json()["request_id"]).all()
     assert table["_prediction"].tolist() == [p["probability"] for p in response.json()["predictions"]]
     assert table["_label"].tolist() == [p["label"] for p in response.json()["predictions"]]
@@ -314,7 +314,7 @@ def test_api_key_protects_prediction_endpoints(client: TestClient, service_modul
     try:
         service_module.MLCycleService()
         assert service_module.GUARD.api_key == "s3cret-token"
-        for route in ("/predict", "/explain", "/predict_batch", "/reload"):
+        for route in ("/predict", "/explain", "/predict_batch", "/reload", "/feedback"):
             missing = client.post(route, json={"records": [ADULT_RECORD]})
             wrong = client.post(route, json={"records": [ADULT_RECORD]}, headers={"authorization": "Bearer nope"})
             assert missing.status_code == 401 and "API key" in missing.text, (route, missing.text)
@@ -407,3 +407,54 @@ def test_reload_refuses_a_champion_with_another_contract(service_module: Any,
     assert other in service.metadata_body()["reload_refused"]
     answer = asyncio.run(service.predict_body(json.dumps({"records": GOLDEN[:1]}).encode()))
     assert answer.status_code == 200 and json.loads(answer.body)["model"] == first
+
+
+def test_feedback_labels_an_answer_by_request_id_and_record(client: TestClient, service_module: Any) -> None:
+    answer = client.post("/predict", json={"records": GOLDEN[:2]}).json()
+    label = {"request_id": answer["request_id"], "record": 1, "label": ">50K"}
+    taken = client.post("/feedback", json={"labels": [label]})
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["accepted"] == 1 and taken.json()["model"] == service_module.TAG
+    contradiction = client.post("/feedback", json={"labels": [{**label, "label": "<=50K"}]})
+    assert contradiction.status_code == 409 and contradiction.json()["errors"][0]["record"] == 0
+    unknown = client.post("/feedback", json={"labels": [{**label, "request_id": "f" * 32}]})
+    assert unknown.status_code == 404 and unknown.json()["errors"][0]["field"] == "request_id"
+    not_a_class = client.post("/feedback", json={"labels": [{**label, "label": "rich"}]})
+    assert not_a_class.status_code == 422 and not_a_class.json()["errors"][0]["field"] == "label"
+    feedback = client.get("/docs.json").json()["paths"]["/feedback"]["post"]
+    assert set(feedback["responses"]) == {"200", "400", "401", "404", "409", "413", "422", "500"}
+    body = feedback["requestBody"]["content"]["application/json"]["schema"]
+    assert body["title"] == "AdultFeedbackRequest" and body["additionalProperties"] is False
+    assert body["properties"]["labels"]["items"]["$ref"].endswith("/AdultFeedbackLabel")
+
+
+def test_a_challenger_in_shadow_scores_what_the_champion_answers(service_module: Any, tmp_path: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from tasks import registry
+    from tasks.monitor.feedback import read_logged, shadow_dir
+
+    monkeypatch.setenv("MLCYCLE_HOME", str(tmp_path))  # a registry of its own: the session's adult has no champion
+    challenger = save_small_model("adult", rounds=10, seed=5)
+    registry.register(service_module.TAG)
+    registry.promote(service_module.TAG, reason="test champion")
+    registry.put_in_shadow(challenger, reason="test shadow")
+    service = service_module.MLCycleService()
+
+    async def serve() -> list[Any]:
+        assert await service.refresh_shadow() == challenger
+        answers = [await service.predict_body(json.dumps({"records": GOLDEN[i : i + 2]}).encode()) for i in range(5)]
+        await asyncio.sleep(0.2)  # the shadow scores between requests, after the answers
+        await service.stop_background()
+        return answers
+
+    answers = asyncio.run(serve())
+    ids = {json.loads(a.body)["request_id"] for a in answers}
+    assert all(json.loads(a.body)["model"] == service_module.TAG for a in answers)  # the champion answered
+    shadowed = read_logged(shadow_dir("adult"))
+    shadowed = shadowed[shadowed["_request_id"].isin(ids)]
+    assert len(shadowed) == 10 and set(shadowed["_model"]) == {challenger}
+    mine = shadowed.sort_values(["_request_id", "_record"])
+    expected = {rid: offline(challenger, GOLDEN[i : i + 2]) for i, rid in
+                enumerate(json.loads(a.body)["request_id"] for a in answers)}  # fmt: skip
+    for rid, rows in mine.groupby("_request_id"):
+        np.testing.assert_allclose(rows["_prediction"], expected[rid], rtol=0, atol=1e-6)

@@ -22,7 +22,7 @@ import pandas as pd
 _EPSILON = 1e-4
 UNSEEN = "<unseen>"
 MISSING = "<missing>"
-REQUEST_COLUMNS = ("_ts", "_model", "_request_id", "_prediction", "_label")
+REQUEST_COLUMNS = ("_ts", "_model", "_request_id", "_record", "_prediction", "_label")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The request log: a sample of served records and their predictions, appended to Parquet for drift checks.
 
 Files land in `$MLCYCLE_HOME/requests/<model name>/`, one row per served record: the record's feature columns as
-validated, plus `_ts` (UTC), `_model` (tag), `_request_id`, `_prediction` (positive-class probability, the predicted class's
-probability for multiclass, or value) and `_label` (the predicted class; empty for regression).
+validated, plus `_ts` (UTC), `_model` (tag), `_request_id`, `_record` (the record's 0-based place in its request),
+`_prediction` (positive-class probability, the predicted class's probability for multiclass, or value) and `_label`
+(the predicted class; empty for regression). Beside them, `index.sqlite` maps each logged request id to its record
+count, time, model and file: what a label sent later by request id is checked against (`RequestIndex`).
 The folder is bounded: the oldest files are deleted until the total fits `max_bytes`. Listing the folder costs time
 in proportion to its files (thousands, near the bound), so a write does not list it: the writer keeps a running total
 (the last listing plus what it wrote since) and lists the folder when that total passes the bound, or when
@@ -13,8 +15,12 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import threading
 import time
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,8 @@ import pyarrow.parquet as pq
 from schemas.config import RequestLogConfig
 from tasks.paths import mlcycle_home
 
-META_COLUMNS = ("_ts", "_model", "_request_id", "_prediction", "_label")
+META_COLUMNS = ("_ts", "_model", "_request_id", "_record", "_prediction", "_label")
+INDEX_FILE = "index.sqlite"
 RESCAN_S = 30.0
 
 
@@ -49,15 +56,17 @@ class RequestLog:
     """Thread-safe buffer of sampled rows, written as one Parquet file per flush."""
 
     def __init__(self, name: str, columns: dict[str, str], config: RequestLogConfig, root: Path | None = None,
-                 seed: int | None = None) -> None:  # fmt: skip
+                 seed: int | None = None, index: bool = True) -> None:  # fmt: skip
         self.config = config
         self.root = root or requests_dir(name)
+        self.index = RequestIndex(self.root) if index else None
         self.schema = pa.schema(
             [pa.field(c, arrow_type(t)) for c, t in columns.items()]
             + [
                 pa.field("_ts", pa.timestamp("us", tz="UTC")),
                 pa.field("_model", pa.string()),
                 pa.field("_request_id", pa.string()),
+                pa.field("_record", pa.int32()),
                 pa.field("_prediction", pa.float64()),
                 pa.field("_label", pa.string()),
             ]  # fmt: skip
@@ -79,12 +88,12 @@ class RequestLog:
         return self.config.enabled and self._random.random() < self.config.sample_rate
 
     def add(self, rows: list[dict[str, Any]], model: str, request_id: str, predictions: list[float],
-            labels: list[str] | None = None) -> bool:  # fmt: skip
-        """Buffer one request's rows (kept by reference until written: callers must not change them afterwards);
-        True when the buffer is due for a flush."""
+            labels: list[str] | None = None, at: datetime | None = None) -> bool:  # fmt: skip
+        """Buffer one request's rows (kept by reference until written: callers must not change them afterwards),
+        stamped now (or `at`, for a replay); True when the buffer is due for a flush."""
         if len(rows) != len(predictions) or (labels is not None and len(labels) != len(rows)):
             raise ValueError(f"{len(rows)} rows but {len(predictions)} predictions")
-        entry = (rows, model, request_id, predictions, labels, datetime.now(UTC))
+        entry = (rows, model, request_id, predictions, labels, at or datetime.now(UTC))
         with self._lock:
             self._pending.append(entry)
             self._count += len(rows)
@@ -93,6 +102,11 @@ class RequestLog:
     @property
     def buffered(self) -> int:
         return self._count
+
+    def holds(self, request_id: str) -> bool:
+        """Whether a request waits in the buffer, not yet written (a label for it may come before the flush)."""
+        with self._lock:
+            return any(entry[2] == request_id for entry in self._pending)
 
     def flush(self) -> Path | None:
         """Write the buffered rows to a new Parquet file, then delete the oldest files beyond the size bound."""
@@ -108,6 +122,8 @@ class RequestLog:
         partial = path.with_suffix(".parquet.part")
         pq.write_table(self._table(pending), partial)
         partial.replace(path)  # readers never see a half-written file
+        if self.index is not None:  # after the file is in place: an indexed request can always be read
+            self.index.add([(e[2], len(e[0]), e[5], e[1]) for e in pending], path.name)
         self.written_rows += count
         if self._folder_bytes is not None:
             self._folder_bytes += path.stat().st_size
@@ -126,6 +142,7 @@ class RequestLog:
             values["_ts"] += [ts] * len(rows)
             values["_model"] += [model] * len(rows)
             values["_request_id"] += [request_id] * len(rows)
+            values["_record"] += list(range(len(rows)))
             values["_prediction"] += [float(p) for p in predictions]
             none: list[Any] = [None] * len(rows)  # regression: no label
             values["_label"] += labels if labels is not None else none
@@ -153,5 +170,67 @@ class RequestLog:
             total -= size
             old.unlink(missing_ok=True)
             removed.append(old)
+        if removed and self.index is not None:
+            self.index.forget([p.name for p in removed])
         self._folder_bytes, self._listed_at = total, time.monotonic()
         return removed
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """What the request log holds of one request: how many records, when, which model answered, in which file."""
+
+    request_id: str
+    records: int
+    ts: datetime
+    model: str
+    file: str
+
+
+class RequestIndex:
+    """`index.sqlite` beside the log's files: request id → records, time, model, file. SQLite, so every worker
+    process of a service writes to one index and a label is checked in one indexed read, however large the log."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / INDEX_FILE
+
+    def _connect(self) -> closing[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, records INTEGER NOT NULL, "
+                     "ts_us INTEGER NOT NULL, model TEXT NOT NULL, file TEXT NOT NULL)")  # fmt: skip
+        return closing(conn)
+
+    def add(self, entries: Iterable[tuple[str, int, datetime, str]], file: str) -> None:
+        """Index the requests of one written file: (request id, records, time, model) each."""
+        rows = [(rid, n, _micros(ts), model, file) for rid, n, ts, model in entries]
+        with self._connect() as conn:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+
+    def lookup(self, request_ids: Iterable[str]) -> dict[str, LoggedRequest]:
+        """The logged requests among `request_ids` (unknown ones are absent)."""
+        wanted = sorted(set(request_ids))
+        if not wanted or not self.path.exists():
+            return {}
+        found: dict[str, LoggedRequest] = {}
+        with self._connect() as conn:
+            for start in range(0, len(wanted), 500):  # SQLite's bound on parameters per statement
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for rid, n, ts_us, model, file in conn.execute(
+                    f"SELECT request_id, records, ts_us, model, file FROM requests WHERE request_id IN ({marks})", chunk
+                ):
+                    found[rid] = LoggedRequest(rid, n, datetime.fromtimestamp(ts_us / 1e6, UTC), model, file)
+        return found
+
+    def forget(self, files: list[str]) -> None:
+        """Drop the requests of deleted files: their labels can no longer be joined."""
+        with self._connect() as conn:
+            conn.executemany("DELETE FROM requests WHERE file = ?", [(f,) for f in files])
+
+
+def _micros(ts: datetime) -> int:
+    return int(ts.timestamp() * 1_000_000)

@@ -10,6 +10,9 @@ versions' status next to the model store, in `MLCYCLE_HOME/models/registry.sqlit
   one SQLite transaction, so a process killed mid-way leaves the old champion or the new one, never none or two.
 - `events`: the append-only promotion log: promotions, rejections and rollbacks with time, from/to tag, reason,
   evidence, flow run and actor.
+- `shadows`: at most one row per model name: the challenger the service scores beside the champion (its answers
+  unseen) until live labels promote or reject it. Promoting or rejecting that version ends its shadow in the same
+  transaction; a new shadow replaces the old one, which is rejected as superseded.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ CREATE TABLE IF NOT EXISTS versions (
     primary_metric TEXT, metric REAL, data_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS champions (name TEXT PRIMARY KEY, tag TEXT NOT NULL, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shadows (name TEXT PRIMARY KEY, tag TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, name TEXT NOT NULL, action TEXT NOT NULL,
     from_tag TEXT, to_tag TEXT, reason TEXT NOT NULL, evidence TEXT NOT NULL, flow_run_id TEXT, actor TEXT
@@ -162,6 +166,7 @@ def promote(tag: str, *, reason: str, evidence: dict[str, Any] | None = None, ac
                 "INSERT INTO champions VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET tag = ?, since = ?",
                 (name, tag, at, tag, at),
             )
+            conn.execute("DELETE FROM shadows WHERE tag = ?", (tag,))
             event_id = _log(conn, at, name, action, previous, tag, reason, evidence, flow_run_id, actor)
             conn.execute("COMMIT")
         except BaseException:
@@ -182,6 +187,7 @@ def reject(tag: str, *, reason: str, evidence: dict[str, Any] | None = None, flo
                 raise RegistryError(f"{tag} is the champion of {name}; roll back to another version instead")
             row = conn.execute("SELECT tag FROM champions WHERE name = ?", (name,)).fetchone()
             conn.execute("UPDATE versions SET status = 'rejected' WHERE tag = ?", (tag,))
+            conn.execute("DELETE FROM shadows WHERE tag = ?", (tag,))
             event_id = _log(conn, _now(), name, "reject", row["tag"] if row else None, tag, reason, evidence,
                             flow_run_id, actor)  # fmt: skip
             conn.execute("COMMIT")
@@ -189,6 +195,56 @@ def reject(tag: str, *, reason: str, evidence: dict[str, Any] | None = None, flo
             conn.execute("ROLLBACK")
             raise
         return _event(conn, event_id)
+
+
+def shadow(name: str) -> str | None:
+    """The challenger in shadow for a model name, or None."""
+    with _connect() as conn:
+        row = conn.execute("SELECT tag FROM shadows WHERE name = ?", (name,)).fetchone()
+    return row["tag"] if row else None
+
+
+def shadow_since(name: str) -> str | None:
+    with _connect() as conn:
+        row = conn.execute("SELECT since FROM shadows WHERE name = ?", (name,)).fetchone()
+    return row["since"] if row else None
+
+
+def put_in_shadow(tag: str, *, reason: str, evidence: dict[str, Any] | None = None, flow_run_id: str | None = None,
+                  actor: str | None = None, at: str | None = None) -> Event:  # fmt: skip
+    """Make a challenger its name's shadow (scored beside the champion, never answering); a previous shadow is
+    rejected as superseded. `at` backdates the start (a replay's clock)."""
+    name = tag.partition(":")[0]
+    with _connect() as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = _version(conn, tag)
+            if current.status != "challenger":
+                raise RegistryError(f"{tag} is {current.status}: only a challenger can be put in shadow")
+            row = conn.execute("SELECT tag FROM shadows WHERE name = ?", (name,)).fetchone()
+            at = at or _now()
+            if row and row["tag"] != tag:
+                conn.execute("UPDATE versions SET status = 'rejected' WHERE tag = ?", (row["tag"],))
+                _log(conn, at, name, "reject", None, row["tag"], f"superseded in shadow by {tag}", None, flow_run_id,
+                     actor)  # fmt: skip
+            conn.execute("INSERT INTO shadows VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET tag = ?, since = ?",
+                         (name, tag, at, tag, at))  # fmt: skip
+            champion_row = conn.execute("SELECT tag FROM champions WHERE name = ?", (name,)).fetchone()
+            event_id = _log(conn, at, name, "shadow", champion_row["tag"] if champion_row else None, tag, reason,
+                            evidence, flow_run_id, actor)  # fmt: skip
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return _event(conn, event_id)
+
+
+def end_shadow(name: str) -> str | None:
+    """Stop shadowing (the version keeps its status); the tag that was in shadow, if any."""
+    with _connect() as conn:
+        row = conn.execute("SELECT tag FROM shadows WHERE name = ?", (name,)).fetchone()
+        conn.execute("DELETE FROM shadows WHERE name = ?", (name,))
+    return row["tag"] if row else None
 
 
 def _log(conn: sqlite3.Connection, at: str, name: str, action: str, from_tag: str | None, to_tag: str | None,

@@ -7,7 +7,10 @@ Rules (thresholds in `schemas.config.GateConfig`):
 - slices: no configured slice loses more than the tolerance (a share of the champion's metric on it);
 - latency: p99 of single-record requests on the service's own path (validation, encoding, booster) within budget;
   size: the bundle on disk within budget;
-- smoke: the real service, started with the challenger, answers the golden requests as the model does offline.
+- smoke: the real service, started with the challenger, answers the golden requests as the model does offline;
+- live (off unless `feedback.shadow.live_gate`): a challenger that passed every rule above goes into shadow instead of
+  serving; the performance check promotes it once the paired bootstrap interval of its improvement over the champion,
+  on the same labelled live requests, lies above `feedback.shadow.margin` (`check_live`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from schemas.config import GateConfig, TaskType
+from schemas.config import GateConfig, ShadowConfig, TaskType
 from tasks.train.evaluate import row_log_loss, score
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "rmsle", "log_loss", "brier"})
@@ -45,7 +48,7 @@ class GateRecord:
 
     tag: str
     champion: str | None
-    decision: str  # "promote" | "reject"
+    decision: str  # "promote" | "reject" | "shadow" (passed offline; promoted only on live evidence)
     reasons: list[str]
     checks: list[Check]
     holdout: dict[str, Any]
@@ -59,7 +62,7 @@ class GateRecord:
         return asdict(self)
 
     def summary(self) -> str:
-        verdict = "promoted" if self.promoted else "rejected"
+        verdict = {"promote": "promoted", "shadow": "put in shadow"}.get(self.decision, "rejected")
         against = f"champion {self.champion}" if self.champion else "the trivial baseline (first model of its name)"
         return f"{self.tag} {verdict} against {against}: " + "; ".join(self.reasons)
 
@@ -89,6 +92,8 @@ def metric_value(task: TaskType, metric: str, y: np.ndarray, pred: np.ndarray,
         return float(np.average(np.abs(y - pred), weights=weights))
     if metric == "log_loss":
         return float(np.average(row_log_loss(y, pred), weights=weights))
+    if metric == "accuracy" and task == "multiclass" and np.ndim(pred) == 1:  # predicted classes (live metrics)
+        return float(np.average(y == pred, weights=weights))
     return score(task, y, pred, weights)[metric]
 
 
@@ -109,7 +114,7 @@ def paired_bootstrap(task: TaskType, metric: str, y: np.ndarray, challenger: np.
     rng = np.random.default_rng(seed)
     n = len(y)
     deltas: list[float] = []
-    vectorised = metric in ("roc_auc", "rmse", "mae", "log_loss")
+    vectorised = metric in ("roc_auc", "rmse", "mae", "log_loss") or _class_accuracy(task, metric, challenger)
     block = max(1, min(samples, 4_000_000 // max(n, 1)))  # resamples scored together: ~32 MB of counts
     done = 0
     while done < samples:
@@ -167,10 +172,35 @@ def delong_interval(y: np.ndarray, challenger: np.ndarray, reference: np.ndarray
             "confidence": confidence, "method": "delong", "rows": len(y)}  # fmt: skip
 
 
+def metric_interval(task: TaskType, metric: str, y: np.ndarray, pred: np.ndarray, samples: int, confidence: float,
+                    seed: int) -> dict[str, float]:  # fmt: skip
+    """Percentile bootstrap interval of one model's metric on labelled rows (a live metric's uncertainty)."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    if metric in ("roc_auc", "rmse", "mae") or _class_accuracy(task, metric, pred):
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(samples)]).astype(np.float64)
+        values = _weighted_metric(metric, y, pred, counts)
+    else:
+        draws = (rng.integers(0, n, n) for _ in range(samples))
+        values = np.array([metric_value(task, metric, y[rows], pred[rows]) for rows in draws])
+    values = values[np.isfinite(values)]
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha]) if len(values) else (float("nan"), float("nan"))
+    return {"value": metric_value(task, metric, y, pred), "low": float(low), "high": float(high), "rows": n,
+            "samples": len(values), "confidence": confidence}  # fmt: skip
+
+
+def _class_accuracy(task: TaskType, metric: str, pred: np.ndarray) -> bool:
+    """Multiclass accuracy of predicted classes (not probabilities): what live metrics have for multiclass."""
+    return metric == "accuracy" and task == "multiclass" and np.ndim(pred) == 1
+
+
 def _weighted_metric(metric: str, y: np.ndarray, pred: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The metric of `pred` on each resample (a row of `counts`: how often each holdout row was drawn, times its
-    sample weight)."""
+    sample weight); `accuracy` only of predicted classes."""
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample of zero total weight: NaN, left out
+        if metric == "accuracy":
+            return counts @ (y == pred).astype(np.float64) / counts.sum(axis=1)
         if metric == "log_loss":
             return counts @ row_log_loss(y, pred) / counts.sum(axis=1)
         if metric == "rmse":
@@ -300,18 +330,59 @@ def check_size(size_mb: float, rules: GateConfig) -> Check:
     return Check("size", passed, detail, {"size_mb": size_mb, "budget_mb": rules.max_size_mb})
 
 
-def decide(tag: str, champion: str | None, checks: list[Check], holdout: dict[str, Any]) -> GateRecord:
-    """Promote only if every rule that ran passed; the reasons name each failure, or summarise the passes."""
+def decide(tag: str, champion: str | None, checks: list[Check], holdout: dict[str, Any],
+           live_required: bool = False) -> GateRecord:  # fmt: skip
+    """Promote only if every rule that ran passed (into shadow instead, when live evidence is required and there is
+    a champion to compare with); the reasons name each failure, or summarise the passes."""
     failed = [c for c in checks if c.passed is False]
+    if not failed and live_required and champion:
+        checks = [*checks, Check("live", None, f"passed offline; no live evidence yet: scored in shadow beside "
+                                 f"{champion} until it beats it on labelled requests (feedback.shadow)")]  # fmt: skip
     reasons = [f"{c.rule}: {c.detail}" for c in failed] or [f"{c.rule}: {c.detail}" for c in checks if c.passed]
-    return GateRecord(tag, champion, "reject" if failed else "promote", reasons, checks, holdout)
+    decision = "reject" if failed else "shadow" if live_required and champion else "promote"
+    return GateRecord(tag, champion, decision, reasons, checks, holdout)
+
+
+LiveDecision = str  # "promote" | "reject" | "wait"
+
+
+def check_live(task: TaskType, metric: str, y: np.ndarray, shadow: np.ndarray, champion: np.ndarray,
+               champion_tag: str, rules: ShadowConfig, samples: int, confidence: float, seed: int,
+               hours_in_shadow: float) -> tuple[LiveDecision, Check]:  # fmt: skip
+    """The live rule: the shadow's improvement over the champion on the same labelled live records (paired
+    bootstrap). Promote when the interval lies above `rules.margin`; reject when it lies below zero (worse with
+    confidence) or when `rules.max_hours` passed without a verdict; otherwise wait for more labels."""
+    if len(y) < rules.min_labels:
+        if hours_in_shadow > rules.max_hours:
+            return "reject", Check("live", False, f"only {len(y)} labelled record(s) scored by both models after "
+                                   f"{hours_in_shadow:.0f} h in shadow (needs {rules.min_labels}; "
+                                   f"feedback.shadow.max_hours {rules.max_hours:g})", {"rows": len(y)})  # fmt: skip
+        return "wait", Check("live", None, f"{len(y)} of {rules.min_labels} labelled records scored by both models",
+                             {"rows": len(y)})  # fmt: skip
+    interval = paired_bootstrap(task, metric, y, shadow, champion, samples, confidence, seed)
+    evidence = {"metric": metric, "against": champion_tag, "shadow": metric_value(task, metric, y, shadow),
+                "champion": metric_value(task, metric, y, champion), "margin": rules.margin,
+                "hours_in_shadow": hours_in_shadow, **interval}  # fmt: skip
+    pct = round(confidence * 100)
+    detail = (f"live {metric} {evidence['shadow']:.4f} vs champion {champion_tag} {evidence['champion']:.4f} on "
+              f"{len(y)} labelled records: improvement {interval['observed']:+.4f}, {pct}% CI "
+              f"[{interval['low']:+.4f}, {interval['high']:+.4f}]")  # fmt: skip
+    if np.isfinite(interval["low"]) and interval["low"] > rules.margin:
+        return "promote", Check("live", True, f"{detail} > margin {rules.margin:g}", evidence)
+    if np.isfinite(interval["high"]) and interval["high"] < 0:
+        return "reject", Check("live", False, f"{detail}: worse than the champion", evidence)
+    if hours_in_shadow > rules.max_hours:
+        return "reject", Check("live", False, f"{detail}: not shown better within feedback.shadow.max_hours "
+                               f"{rules.max_hours:g}", evidence)  # fmt: skip
+    return "wait", Check("live", None, f"{detail}: not yet above margin {rules.margin:g}", evidence)
 
 
 def gate_challenger(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: np.ndarray, rules: GateConfig,
-                    champion: str | None) -> GateRecord:  # fmt: skip
+                    champion: str | None, live_required: bool = False) -> GateRecord:  # fmt: skip
     """Judge a saved challenger against the champion (or the trivial baseline) on the challenger's test rows.
 
     The cheap rules run first; the smoke test (seconds: it starts the real service) runs only if they all passed.
+    `live_required`: a challenger that passes goes into shadow instead (the first model of a name is promoted).
     """
     import bentoml
 
@@ -359,4 +430,4 @@ def gate_challenger(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: n
         result = smoke_test(tag, records, rules.smoke_tolerance, rules.smoke_timeout_s)
         evidence = result.as_dict()
         checks.append(Check("smoke", result.passed, result.detail, evidence))
-    return decide(tag, champion, checks, holdout)
+    return decide(tag, champion, checks, holdout, live_required)
