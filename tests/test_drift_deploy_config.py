@@ -50,4 +50,5 @@ def test_each_deployment_names_a_flow_and_its_triggers_react_to_mlcycle_events(d
 
 def test_deployments_are_unique_per_flow() -> None:
     names = {(d["entrypoint"], d["name"]) for d in PROJECT["deployments"]}
-    assert len(names) == len(PROJECT["deployments"]) == 7 * len(CONFIGS)
+    # train, retrain x4 (scheduled, new data, drift, degradation), watch, drift check, rollback, performance check
+    assert len(names) == len(PROJECT["deployments"]) == 9 * len(CONFIGS)
