@@ -29,13 +29,13 @@ from tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, pre
 from tasks.train.boost import StreamedData, TrainingData, refresh_booster, xgb_params
 from tasks.train.dataset import (
     SnapshotScan,
+    SplitSnapshot,
     data_form,
     duplicated_in_train,
     frames_data,
     ray_data,
     scan_snapshot,
-    scan_splits,
-    split_codes,
+    split_snapshot,
     uses_ray_data,
 )
 from tasks.train.evaluate import evaluate_model, reference_predictions, reference_training_rows, score
@@ -85,12 +85,13 @@ class Evaluation:
 
 
 @task(name="scan_snapshot", retries=2, retry_delay_seconds=5, **_pure)
-def scan_task(config: PipelineConfig) -> SnapshotScan:
-    """One pass over the curated rows of a fixed snapshot (its hash is the data hash in the model's lineage),
-    rows no longer passing the schema set aside: see tasks.train.dataset."""
+def scan_task(config: PipelineConfig) -> SplitSnapshot:
+    """One pass over the curated rows of a fixed snapshot (its hash is the data hash in the model's lineage), rows
+    no longer passing the schema set aside, then every row's split: see tasks.train.dataset. (One task, so that
+    the rows the driver holds are held once: as the splits'.)"""
     store = DatasetStore.for_dataset(config.name)
     snapshot = load_snapshot(store, config.source.snapshot) if config.source.snapshot else take_snapshot(store)
-    return scan_snapshot(store, snapshot, config, resolve_schema(config.schema_ref))
+    return split_snapshot(scan_snapshot(store, snapshot, config, resolve_schema(config.schema_ref)), config)
 
 
 @task(name="write_quarantine", retries=2, **_pure)
@@ -106,33 +107,19 @@ def write_quarantine_task(scan: SnapshotScan, config: PipelineConfig) -> Path | 
     return target
 
 
-@dataclass(frozen=True)
-class SplitRows:
-    """The split of every row (`codes`: TRAIN, VALID or TEST per row of the scan), and the rows the driver holds."""
-
-    codes: np.ndarray
-    splits: Splits
-
-
-@task(name="split_rows", **_pure)
-def split_task(scan: SnapshotScan, config: PipelineConfig) -> SplitRows:
-    codes = split_codes(scan, config)
-    return SplitRows(codes, scan_splits(scan, codes))
-
-
 @task(name="check_leakage", **_pure)
-def leakage_task(scan: SnapshotScan, split: SplitRows, config: PipelineConfig) -> LeakageReport:
+def leakage_task(split: SplitSnapshot, config: PipelineConfig) -> LeakageReport:
     features = feature_columns(list(split.splits.train.columns), config)
-    return find_leaks(split.splits, features, config, duplicated=duplicated_in_train(scan, split.codes))
+    return find_leaks(split.splits, features, config, duplicated=duplicated_in_train(split.scan, split.codes))
 
 
 @task(name="prepare_training_data", **_pure)
-def prepare_scan_task(scan: SnapshotScan, split: SplitRows, preprocessor: PreprocessorSpec,
+def prepare_scan_task(split: SplitSnapshot, preprocessor: PreprocessorSpec,
                       config: PipelineConfig) -> TrainingData | StreamedData:  # fmt: skip
     """The model-ready rows: frames built in the driver, or Ray Data read from the curated store on Ray's workers
     when the snapshot is larger than the driver holds or the search runs on a cluster."""
-    if uses_ray_data(scan, config):
-        return ray_data(scan, split.codes, preprocessor, config)
+    if uses_ray_data(split.scan, config):
+        return ray_data(split.scan, split.codes, preprocessor, config)
     return frames_data(split.splits, preprocessor, config)
 
 
@@ -251,13 +238,12 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     start_ray(config.tune.ray_address)
     if config.source.snapshot is None:
         ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected
-    scan = scan_task(config)
+    split = scan_task(config)
+    scan, splits = split.scan, split.splits
     write_quarantine_task(scan, config)
-    split = split_task(scan, config)
-    splits = split.splits
-    leakage = leakage_task(scan, split, config)
+    leakage = leakage_task(split, config)
     preprocessor = fit_preprocessor_task(splits, config)
-    data = prepare_scan_task(scan, split, preprocessor, config)
+    data = prepare_scan_task(split, preprocessor, config)
     tuned = tune_task(data, config, scan.content_hash, splits.sizes()["test"])
     booster = fit_final_task(data, tuned, config)
     evaluation = evaluate_task(booster, preprocessor, splits, data, config)

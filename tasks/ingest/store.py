@@ -37,6 +37,9 @@ from tasks.paths import mlcycle_home
 BatchStatus = Literal["pending", "accepted", "rejected"]
 LEDGER_COLUMNS = ["batch_id", "row", "column", "check", "value"]
 ROW_COLUMN = "_row"
+# Curated parts are written in row groups of this many rows, which readers take one at a time: training reads a
+# part of any size in bounded memory.
+ROW_GROUP_ROWS = 65_536
 QUARANTINED_ROWS = "rows.parquet"
 
 _SCHEMA = """
@@ -288,7 +291,7 @@ def _write_parquet_atomically(frame: pd.DataFrame, target: Path) -> None:
     target.parent.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".staging-{target.parent.name}-"))
     try:
-        frame.to_parquet(staging / target.name, index=False)
+        frame.to_parquet(staging / target.name, index=False, row_group_size=ROW_GROUP_ROWS)
         os.replace(staging, target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -360,8 +363,9 @@ class BatchWriter:
         value`) with the failed rows' values as read."""
         if self._curated is None:
             self._curated = self._staging(self.store.curated_file(self.batch_id).parent)
-        accepted.rename_axis(ROW_COLUMN).reset_index().to_parquet(self._curated / f"part-{self.parts}.parquet",
-                                                                   index=False)  # fmt: skip
+        accepted.rename_axis(ROW_COLUMN).reset_index().to_parquet(
+            self._curated / f"part-{self.parts}.parquet", index=False, row_group_size=ROW_GROUP_ROWS
+        )
         self.parts += 1
         if ledger.empty:
             return

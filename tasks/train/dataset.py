@@ -15,10 +15,12 @@ in the sample and no Ray cluster is configured, the frames are built in the driv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,17 +60,13 @@ class SnapshotScan:
     validated: Validated
     quarantined: pd.DataFrame
     content_hash: str
+    whole: bool  # whether the sample holds every row
 
     @property
     def pinned(self) -> np.ndarray:
         """Whether each row of `index` belongs to a file the source pins to the test split."""
         test_files = np.array([part == "test" for _, _, part in self.sources] + [False])
         return test_files[self.index["file"].to_numpy()]
-
-    @property
-    def whole(self) -> bool:
-        """Whether the sample holds every row."""
-        return len(self.sample) == len(self.index)
 
 
 def snapshot_parts(store: DatasetStore, snapshot: Snapshot) -> tuple[list[str], list[tuple[str, str, str]]]:
@@ -160,7 +158,8 @@ def scan_snapshot(
     log.info("snapshot %s: %d rows in %d part(s), %d of them held in the driver",
              snapshot.hash, len(index), len(files), len(sample))  # fmt: skip
     return SnapshotScan(index=index, sample=sample, files=files, sources=sources, validated=validated,
-                        quarantined=pd.concat(failed) if failed else pd.DataFrame(), content_hash=snapshot.hash)  # fmt: skip
+                        quarantined=pd.concat(failed) if failed else pd.DataFrame(), content_hash=snapshot.hash,
+                        whole=len(sample) == len(index))  # fmt: skip
 
 
 def _per_batch_sample(
@@ -227,6 +226,22 @@ def scan_splits(scan: SnapshotScan, codes: np.ndarray) -> Splits:
     return Splits(*parts, rows=rows)
 
 
+@dataclass(frozen=True)
+class SplitSnapshot:
+    """A scanned snapshot, split: every row's split (`codes`, per row of `scan.index`) and the driver's rows of each
+    split. `scan` no longer holds the sample: its rows are in `splits`, once."""
+
+    scan: SnapshotScan
+    codes: np.ndarray
+    splits: Splits
+
+
+def split_snapshot(scan: SnapshotScan, config: PipelineConfig) -> SplitSnapshot:
+    """`split_codes` and `scan_splits` of a scan, the sample handed over to the splits."""
+    codes = split_codes(scan, config)
+    return SplitSnapshot(replace(scan, sample=scan.sample.iloc[0:0]), codes, scan_splits(scan, codes))
+
+
 def duplicated_in_train(scan: SnapshotScan, codes: np.ndarray) -> dict[str, int]:
     """Validation and test rows whose every value also stands in a training row (by the rows' hashes)."""
     hashes = scan.index["hash"].to_numpy()
@@ -253,8 +268,9 @@ def frames_data(splits: Splits, preprocessor: PreprocessorSpec, config: Pipeline
 def ray_data(
     scan: SnapshotScan, codes: np.ndarray, preprocessor: PreprocessorSpec, config: PipelineConfig
 ) -> StreamedData:
-    """The model-ready training and validation rows as Ray Datasets, read from the curated Parquet by Ray's
-    workers (on whichever nodes they run) and kept in Ray's object store, a block at a time."""
+    """The model-ready training and validation rows as Ray Datasets: Ray's workers (on whichever nodes they run)
+    read the curated Parquet parts a row group at a time, keep the split's rows and prepare them, and the blocks
+    stay in Ray's object store; the driver only hands out the parts' paths and the split of their rows."""
     import ray
     import ray.data
 
@@ -266,68 +282,80 @@ def ray_data(
     # The blocks in the order of the files and their rows, as the frames hold them: XGBoost's row subsampling
     # draws by position, so the same rows in another order would grow other trees.
     context.execution_options.preserve_order = True
-    files = np.asarray(scan.files)
     lookup = {}
     file_numbers = scan.index["file"].to_numpy()
     rows = scan.index[ROW_COLUMN].to_numpy()
-    for number, path in enumerate(files):
+    for number, path in enumerate(scan.files):
         mine = file_numbers == number
         lookup[path] = (rows[mine], codes[mine])
     # In a list, so that Ray hands the tasks the reference, and each task reads the table from the object store.
     table = [ray.put(lookup)]
-    categories = {f.name: list(f.categories or []) for f in preprocessor.features if f.kind == "categorical"}
+    # only the columns the preprocessing reads (a snapshot's free text, ids and leaks stay on disk)
+    derived = {d.name for d in preprocessor.derived}
+    needed = [ROW_COLUMN, config.target, *(f.name for f in preprocessor.features if f.name not in derived),
+              *(d.source for d in preprocessor.derived)]  # fmt: skip
+    kwargs = {"table": table, "preprocessor": preprocessor, "config": config, "columns": [*dict.fromkeys(needed)]}
     datasets = []
     for code in (TRAIN, VALID):
-        source = ray.data.read_parquet(list(files), include_paths=True)
-        prepared = source.map_batches(
-            _prepare_block, batch_format="pandas",
-            fn_kwargs={"table": table, "code": code, "preprocessor": preprocessor, "config": config},
-        )  # fmt: skip
+        parts = ray.data.from_items([{"path": path} for path in scan.files], override_num_blocks=len(scan.files))
+        prepared = parts.map_batches(_prepare_parts, batch_size=1, batch_format="numpy",
+                                     fn_kwargs={**kwargs, "code": code})  # fmt: skip
         datasets.append(prepared.materialize())
     sizes = (int((codes == TRAIN).sum()), int((codes == VALID).sum()))
     log.info("prepared %d training and %d validation rows as Ray Data", *sizes)
+    categories = {f.name: list(f.categories or []) for f in preprocessor.features if f.kind == "categorical"}
     return StreamedData(train=datasets[0], valid=datasets[1], columns=preprocessor.feature_names,
                         categories=categories, rows=sizes)  # fmt: skip
 
 
-def _prepare_block(
-    batch: pd.DataFrame, table: list[Any], code: int, preprocessor: PreprocessorSpec, config: PipelineConfig
-) -> pd.DataFrame:
-    """One block of curated rows → the rows of split `code`, model-ready: numbers as float32, categories as
-    their codes (int32, -1 missing), and the encoded label."""
+def _prepare_parts(
+    batch: dict[str, np.ndarray],
+    table: list[Any],
+    code: int,
+    preprocessor: PreprocessorSpec,
+    config: PipelineConfig,
+    columns: list[str],
+) -> Iterator[pd.DataFrame]:
+    """Curated parts → the rows of split `code`, model-ready, a row group at a time: numbers as float32, categories
+    as their codes (int32, -1 missing), and the encoded label."""
+    import pyarrow.parquet as pq
     import ray
 
     lookup = ray.get(table[0])
-    keep = np.zeros(len(batch), dtype=bool)
-    paths = batch.pop("path").to_numpy()
-    rows = batch[ROW_COLUMN].to_numpy()
-    for path in pd.unique(paths):
-        mine = paths == path
-        known_rows, known_codes = _lookup(lookup, str(path))
-        at = np.searchsorted(known_rows, rows[mine])
-        found = (at < len(known_rows)) & (known_rows[np.minimum(at, len(known_rows) - 1)] == rows[mine])
-        keep[np.flatnonzero(mine)[found]] = known_codes[at[found]] == code
-    chosen = batch[keep].drop(columns=ROW_COLUMN)
-    prepared = apply_preprocessor(preprocessor, chosen)
-    out = {name: (prepared[name].cat.codes.astype(np.int32) if isinstance(prepared[name].dtype, pd.CategoricalDtype)
-                  else prepared[name].astype(np.float32)) for name in prepared.columns}  # fmt: skip
-    return pd.DataFrame({**out, LABEL: encode_target(chosen[config.target], config)}).reset_index(drop=True)
+    for path in batch["path"]:
+        known_rows, known_codes = lookup[str(path)]
+        for record_batch in pq.ParquetFile(str(path)).iter_batches(batch_size=BATCH_ROWS // 4, columns=columns):
+            frame = record_batch.to_pandas()
+            rows = frame.pop(ROW_COLUMN).to_numpy()
+            at = np.minimum(np.searchsorted(known_rows, rows), max(len(known_rows) - 1, 0))
+            keep = (known_rows[at] == rows) & (known_codes[at] == code) if len(known_rows) else rows < 0
+            chosen = frame[keep]
+            prepared = apply_preprocessor(preprocessor, chosen)
+            out = {name: (prepared[name].cat.codes.astype(np.int32) if isinstance(prepared[name].dtype, pd.CategoricalDtype)
+                          else prepared[name].astype(np.float32)) for name in prepared.columns}  # fmt: skip
+            yield pd.DataFrame({**out, LABEL: encode_target(chosen[config.target], config)}).reset_index(drop=True)
+            del frame, chosen, prepared, out
+    release_memory()
 
 
-def _lookup(lookup: dict[str, tuple[np.ndarray, np.ndarray]], path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A file's rows and split codes, by its path as Ray Data reports it (without a scheme, perhaps relative)."""
-    found = lookup.get(path) or lookup.get(os.path.abspath(path))
-    if found is None:
-        matches = [v for k, v in lookup.items() if k.endswith(path) or path.endswith(k)]
-        if len(matches) != 1:
-            raise KeyError(f"Ray Data read {path}, which is not a part of the snapshot")
-        found = matches[0]
-    return found
+def release_memory() -> None:
+    """Hand the memory a task freed back to the system. A Ray worker lives on after its task (mlcycle's own Ray never
+    stops idle workers, so that trials start warm), and it would otherwise keep the peak of its largest task: Arrow's
+    pool and glibc's heap both hold on to freed memory."""
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def data_form(data: TrainingData | StreamedData, splits: Splits) -> dict[str, Any]:
     """How the model-ready rows were held, for the lineage: frames in the driver, or Ray Data blocks on the nodes
-    named; and how many rows the driver held for evaluation."""
+    named; and how many test rows the driver held for evaluation."""
     held = {"test_rows_evaluated": len(splits.test), "sampled": splits.sampled}
     if isinstance(data, TrainingData):
         return {"form": "frames", **held}
