@@ -17,7 +17,14 @@ from pydantic import BaseModel
 
 from schemas import PipelineConfig
 from tasks import registry
-from tasks.ingest.store import ROW_COLUMN, DatasetStore, list_batches, load_snapshot, read_snapshot
+from tasks.ingest.store import (
+    ROW_COLUMN,
+    DatasetStore,
+    list_batches,
+    load_snapshot,
+    read_curated_batch,
+    read_snapshot,
+)
 from tasks.monitor.drift import REQUEST_COLUMNS, FeatureDrift, feature_drift, prediction_drift, read_request_log
 from tasks.paths import mlcycle_home
 from tasks.registry.bundle import ModelBundle, load_bundle
@@ -70,7 +77,7 @@ def read_recent_task(config: PipelineConfig, trained_on: set[str]) -> tuple[pd.D
     store = DatasetStore.for_dataset(config.name)
     new = [b.batch_id for b in list_batches(store, status="accepted") if b.batch_id not in trained_on]
     chosen = new[-config.drift.recent_batches :]
-    frames = [pd.read_parquet(store.curated_file(i)).drop(columns=ROW_COLUMN) for i in chosen]
+    frames = [read_curated_batch(store, i).drop(columns=ROW_COLUMN) for i in chosen]
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), chosen
 
 

@@ -21,12 +21,24 @@ from flows.models import flow_run_info, gate_task, record_decision_task
 from schemas import PipelineConfig, resolve_schema, schema_fingerprint
 from tasks import registry, tracking
 from tasks.ingest.read import RawData
-from tasks.ingest.store import DatasetStore, read_curated, read_new_batches
+from tasks.ingest.store import DatasetStore, load_snapshot, read_new_batches, take_snapshot
 from tasks.ingest.validate import Validated, reasons_by_row, validate_frame
 from tasks.paths import mlcycle_home
 from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
 from tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
-from tasks.train.boost import TrainingData, refresh_booster, xgb_params
+from tasks.train.boost import StreamedData, TrainingData, refresh_booster, xgb_params
+from tasks.train.dataset import (
+    SnapshotScan,
+    SplitSnapshot,
+    data_form,
+    duplicated_in_train,
+    frames_data,
+    ray_data,
+    scan_snapshot,
+    split_snapshot,
+    train_labels,
+    uses_ray_data,
+)
 from tasks.train.evaluate import evaluate_model, reference_predictions, reference_training_rows, score
 from tasks.train.final import fit_final_model
 from tasks.train.prepare import (
@@ -84,11 +96,43 @@ class Evaluation:
     references: dict[str, np.ndarray]
 
 
-@task(name="read_snapshot", retries=2, retry_delay_seconds=5, **_pure)
-def read_snapshot_task(config: PipelineConfig) -> RawData:
-    """The curated rows of a fixed snapshot; its hash is the data hash in the model's lineage."""
+@task(name="scan_snapshot", retries=2, retry_delay_seconds=5, **_pure)
+def scan_task(config: PipelineConfig) -> SplitSnapshot:
+    """One pass over the curated rows of a fixed snapshot (its hash is the data hash in the model's lineage), rows
+    no longer passing the schema set aside, then every row's split: see tasks.train.dataset. (One task, so that
+    the rows the driver holds are held once: as the splits'.)"""
     store = DatasetStore.for_dataset(config.name)
-    return read_curated(store, config.source.snapshot, config.source.sample_rows, config.seed)
+    snapshot = load_snapshot(store, config.source.snapshot) if config.source.snapshot else take_snapshot(store)
+    return split_snapshot(scan_snapshot(store, snapshot, config, resolve_schema(config.schema_ref)), config)
+
+
+@task(name="write_quarantine", retries=2, **_pure)
+def write_quarantine_task(scan: SnapshotScan, config: PipelineConfig) -> Path | None:
+    """Keep every rejected row with where it came from and why, so nothing is dropped silently."""
+    if scan.validated.quarantine.empty:
+        return None
+    reasons = reasons_by_row(scan.validated.quarantine).set_index("row")
+    ledger = scan.quarantined.join(reasons)
+    target = mlcycle_home() / "quarantine" / config.name / f"{flow_run.id or 'local'}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ledger.reset_index(names="input_row").to_parquet(target)
+    return target
+
+
+@task(name="check_leakage", **_pure)
+def leakage_task(split: SplitSnapshot, config: PipelineConfig) -> LeakageReport:
+    features = feature_columns(list(split.splits.train.columns), config)
+    return find_leaks(split.splits, features, config, duplicated=duplicated_in_train(split.scan, split.codes))
+
+
+@task(name="prepare_training_data", **_pure)
+def prepare_scan_task(split: SplitSnapshot, preprocessor: PreprocessorSpec, config: PipelineConfig,
+                      classes: list[str]) -> TrainingData | StreamedData:  # fmt: skip
+    """The model-ready rows: frames built in the driver, or Ray Data read from the curated store on Ray's workers
+    when the snapshot is larger than the driver holds or the search runs on a cluster."""
+    if uses_ray_data(split.scan, config):
+        return ray_data(split.scan, split.codes, preprocessor, config, classes)
+    return frames_data(split.splits, preprocessor, config, classes)
 
 
 @task(name="validate_rows", **_pure)
@@ -96,28 +140,9 @@ def validate_task(raw: RawData, config: PipelineConfig) -> Validated:
     return validate_frame(raw.frame, resolve_schema(config.schema_ref), what=config.name)
 
 
-@task(name="write_quarantine", retries=2, **_pure)
-def write_quarantine_task(validated: Validated, raw: RawData, config: PipelineConfig) -> Path | None:
-    """Keep every rejected row with where it came from and why, so nothing is dropped silently."""
-    if validated.quarantine.empty:
-        return None
-    reasons = reasons_by_row(validated.quarantine).set_index("row")
-    rows = raw.frame.loc[reasons.index].astype("string")
-    ledger = raw.origin.loc[reasons.index].join(reasons).join(rows.add_prefix("value_"))
-    target = mlcycle_home() / "quarantine" / config.name / f"{flow_run.id or 'local'}.parquet"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ledger.reset_index(names="input_row").to_parquet(target)
-    return target
-
-
-@task(name="split_rows", **_pure)
-def split_task(validated: Validated, raw: RawData, config: PipelineConfig) -> Splits:
+@task(name="split_new_rows", **_pure)
+def split_frame_task(validated: Validated, raw: RawData, config: PipelineConfig) -> Splits:
     return split_frame(validated.valid, raw.origin["part"], config)
-
-
-@task(name="check_leakage", **_pure)
-def leakage_task(splits: Splits, config: PipelineConfig) -> LeakageReport:
-    return find_leaks(splits, feature_columns(list(splits.train.columns), config), config)
 
 
 @task(name="fit_preprocessor", **_pure)
@@ -127,11 +152,11 @@ def fit_preprocessor_task(splits: Splits, config: PipelineConfig) -> Preprocesso
 
 
 @task(name="target_classes", **_pure)
-def classes_task(splits: Splits, config: PipelineConfig) -> list[str]:
-    """The classes the model predicts (from the schema, else the training split's labels), after checking that the
-    sample weight column, if any, is a training-only column."""
+def classes_task(split: SplitSnapshot, config: PipelineConfig) -> list[str]:
+    """The classes the model predicts (from the schema, else the labels of every training row, not only of the
+    driver's sample), after checking that the sample weight column, if any, is a training-only column."""
     check_weight_column(config)
-    return target_classes(config, splits.train[config.target])
+    return target_classes(config, train_labels(split, config))
 
 
 @task(name="prepare_training_data", **_pure)
@@ -139,24 +164,16 @@ def prepare_task(splits: Splits, preprocessor: PreprocessorSpec, config: Pipelin
                  classes: list[str]) -> TrainingData:  # fmt: skip
     """Model inputs, labels encoded by `classes` (a validation label outside them stops the run, by name), and the
     sample weights."""
-    return TrainingData(
-        x_train=apply_preprocessor(preprocessor, splits.train),
-        y_train=encode_target(splits.train[config.target], config, classes),
-        x_valid=apply_preprocessor(preprocessor, splits.valid),
-        y_valid=encode_target(splits.valid[config.target], config, classes),
-        w_train=sample_weights(splits.train, config),
-        w_valid=sample_weights(splits.valid, config),
-        num_class=len(classes) if config.task == "multiclass" else 0,
-    )
+    return frames_data(splits, preprocessor, config, classes)
 
 
 @task(name="tune_xgboost", **_pure)
-def tune_task(data: TrainingData, config: PipelineConfig, data_hash: str, test_rows: int) -> TuneResult:
+def tune_task(data: TrainingData | StreamedData, config: PipelineConfig, data_hash: str, test_rows: int) -> TuneResult:
     return tune_xgboost(data, config.task, config.tune, config.seed, mlcycle_home() / "ray_results",
                         experiment_name(config, data_hash), run_deadline(config, data, test_rows))  # fmt: skip
 
 
-def run_deadline(config: PipelineConfig, data: TrainingData, test_rows: int) -> RunDeadline | None:
+def run_deadline(config: PipelineConfig, data: TrainingData | StreamedData, test_rows: int) -> RunDeadline | None:
     """`tune.run_budget_s` counted from this process's start, as a deadline for the search."""
     if config.tune.run_budget_s is None:
         return None
@@ -168,27 +185,35 @@ def run_deadline(config: PipelineConfig, data: TrainingData, test_rows: int) -> 
     refit = None
     if settings.final_fit == "train_valid" or settings.data_parallel_workers:
         # the best trial's time again, on all the CPUs instead of its own share, on train + validation rows
-        rows = (len(data.x_train) + len(data.x_valid)) / len(data.x_train)
+        rows = (data.train_rows + data.valid_rows) / data.train_rows
         refit = rows * settings.cpus_per_trial / max(1, os.cpu_count() or 1)
     return RunDeadline(deadline, after_search_s(test_rows), refit)
 
 
 @task(name="fit_final_model", **_pure)
-def fit_final_task(data: TrainingData, tuned: TuneResult, config: PipelineConfig) -> Any:
+def fit_final_task(data: TrainingData | StreamedData, tuned: TuneResult, config: PipelineConfig) -> Any:
     return fit_final_model(data, tuned.best_config, tuned.best_rounds, config, tuned.best_boosted, tuned.best_booster)
 
 
 @task(name="evaluate_model", **_pure)
-def evaluate_task(booster: Any, preprocessor: PreprocessorSpec, splits: Splits, data: TrainingData,
+def evaluate_task(booster: Any, preprocessor: PreprocessorSpec, splits: Splits, data: TrainingData | StreamedData,
                   config: PipelineConfig, classes: list[str]) -> Evaluation:  # fmt: skip
+    """The test rows' metrics next to the reference models'; of a snapshot larger than the driver holds, on the
+    driver's seeded sample of the test rows (recorded under `test_sample`), the references fitted on its sample of
+    the training rows."""
     y_test = encode_target(splits.test[config.target], config, classes)
     predictions = predict_raw(booster, preprocessor, splits.test, nthread=0)
+    if not isinstance(data, TrainingData):
+        data = frames_data(splits, preprocessor, config, classes)
     references = reference_predictions(config.task, data, apply_preprocessor(preprocessor, splits.test), config.seed)
     every = [splits.train, splits.valid, splits.test]
     metrics = evaluate_model(config.task, y_test, predictions, references, splits.test[config.slices],
                              splits.train[config.slices], pd.concat([p[config.slices] for p in every]),
-                             reference_training_rows(len(data.x_train)), classes,
+                             reference_training_rows(data.train_rows), classes,
                              sample_weights(splits.test, config))  # fmt: skip
+    if splits.sampled:
+        metrics["test_sample"] = {"rows": len(splits.test), "of": splits.sizes()["test"],
+                                  "how": "a seeded sample of the test rows; slices and bias on the sampled rows"}  # fmt: skip
     return Evaluation(metrics=metrics, y_test=y_test, predictions=predictions, references=references)
 
 
@@ -237,19 +262,19 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     start_ray(config.tune.ray_address)
     if config.source.snapshot is None:
         ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected
-    raw = read_snapshot_task(config)
-    validated = validate_task(raw, config)
-    write_quarantine_task(validated, raw, config)
-    splits = split_task(validated, raw, config)
-    classes = classes_task(splits, config)
-    leakage = leakage_task(splits, config)
+    split = scan_task(config)
+    scan, splits = split.scan, split.splits
+    write_quarantine_task(scan, config)
+    classes = classes_task(split, config)
+    leakage = leakage_task(split, config)
     preprocessor = fit_preprocessor_task(splits, config)
-    data = prepare_task(splits, preprocessor, config, classes)
-    tuned = tune_task(data, config, raw.content_hash, len(splits.test))
+    data = prepare_scan_task(split, preprocessor, config, classes)
+    tuned = tune_task(data, config, scan.content_hash, splits.sizes()["test"])
     booster = fit_final_task(data, tuned, config)
     evaluation = evaluate_task(booster, preprocessor, splits, data, config, classes)
+    validated = scan.validated
     lineage = collect_lineage(
-        raw.content_hash,
+        scan.content_hash,
         schema_fingerprint(resolve_schema(config.schema_ref)),
         config,
         {"flow_run_id": flow_run.id, "best_trial_id": tuned.best_trial_id, "best_config": tuned.best_config,
@@ -257,7 +282,8 @@ def train_flow(config: PipelineConfig) -> TrainResult:
          "final_model": "best trial's booster" if tuned.best_booster is not None and config.tune.final_fit == "train"
          else f"refit ({config.tune.final_fit})", "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined,
          "sample_weight": config.weight,
-         "likely_leaks": leakage.suspects, "duplicated_in_train": leakage.duplicated_in_train},
+         "likely_leaks": leakage.suspects, "duplicated_in_train": leakage.duplicated_in_train,
+         "training_data": data_form(data, splits)},
     )  # fmt: skip
     metrics = evaluation.metrics
     tag = save_bundle_task(booster, preprocessor, config, classes, metrics, lineage)
@@ -329,7 +355,7 @@ def refresh_flow(config: PipelineConfig, base_tag: str | None = None) -> TrainRe
         return None
     raw, seen_hash = found
     validated = validate_task(raw, config)
-    splits = split_task(validated, raw, config)
+    splits = split_frame_task(validated, raw, config)
     # the parent's classes: a label it never saw stops the refresh by name (a full training can add a class)
     data = prepare_task(splits, base.preprocessor, config, base.classes)
     booster = refresh_task(base, data, config)

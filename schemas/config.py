@@ -180,6 +180,12 @@ class IngestConfig(_Strict):
         "reach the curated store.",
     )
     top_reasons: int = Field(default=5, ge=1, description="Failure reasons named in errors and run reports.")
+    chunk_mb: int = Field(
+        default=64,
+        ge=1,
+        description="A file is read, validated and written this many megabytes at a time, so that ingest holds a "
+        "few chunks in memory whatever the file's size; the batch is still accepted or rejected as a whole.",
+    )
     abandon_after_s: float = Field(
         default=3600,
         gt=0,

@@ -136,13 +136,19 @@ def apply_preprocessor(spec: PreprocessorSpec, frame: pd.DataFrame) -> pd.DataFr
                 values = values.fillna(feature.fill)
             columns[feature.name] = (values - feature.center) / feature.scale
         else:
-            text = column.astype("object").where(column.notna(), None).map(_category_text)
-            known = text.isin(feature.categories or [])
-            text = text.where(known | text.isna(), OTHER) if feature.other else text.where(known, None)
-            columns[feature.name] = pd.Series(
-                pd.Categorical(text, categories=feature.categories), index=frame.index, name=feature.name
-            )
+            columns[feature.name] = pd.Series(_categories(column, feature), index=frame.index, name=feature.name)
     return pd.DataFrame(columns, index=frame.index)
+
+
+def _categories(column: pd.Series, feature: FeatureSpec) -> pd.Categorical:
+    """A column as the feature's categorical: each distinct value read as a category text once (`_category_text`),
+    then every row coded from its value's code."""
+    categories = feature.categories or []
+    codes, uniques = pd.factorize(column)  # missing values: code -1
+    position = {text: code for code, text in enumerate(categories)}
+    unseen = position[OTHER] if feature.other else -1
+    coded = np.array([position.get(_category_text(v), unseen) for v in uniques] + [-1], dtype=np.int64)
+    return pd.Categorical.from_codes(coded[codes], categories=categories)
 
 
 def _category_text(value: Any) -> str | None:

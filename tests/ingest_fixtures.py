@@ -12,7 +12,7 @@ from pandera.typing import Series
 from schemas.config import PipelineConfig
 from tasks.ingest.admit import BatchResult, admit_batch
 from tasks.ingest.read import FileInput
-from tasks.ingest.store import DatasetStore, list_batches, read_ledger
+from tasks.ingest.store import DatasetStore, list_batches, read_curated_batch, read_ledger
 
 HEADER = "id,color,score\n"
 
@@ -57,7 +57,7 @@ def admit_file(
 
 
 def curated_rows(store: DatasetStore, batch_id: str) -> pd.DataFrame:
-    return pd.read_parquet(store.curated_file(batch_id))
+    return read_curated_batch(store, batch_id)
 
 
 def assert_accounted(store: DatasetStore, result: BatchResult) -> None:

@@ -266,14 +266,15 @@ def test_a_claim_left_pending_by_a_dead_run_stops_blocking_its_content(tmp_path:
 def test_a_failure_after_the_curated_write_leaves_no_orphan_partition(
     tmp_path: Path, store: DatasetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.ingest.admit
+    import tasks.ingest.store
 
     (tmp_path / "a.csv").write_text(HEADER + good_rows(2) + "3,pink,1\n")
 
     def ledger_fails(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(tasks.ingest.admit, "write_ledger", ledger_fails)
+    # the ledger is written after the chunk's accepted rows
+    monkeypatch.setattr(tasks.ingest.store, "_ledger_frame", ledger_fails)
     with pytest.raises(OSError, match="Input/output error"):
         admit_file(tmp_path / "a.csv", store, tiny_config(max_quarantine_rate=0.5))
     assert [b.status for b in list_batches(store)] == ["rejected"]

@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Literal
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -20,14 +23,16 @@ from tasks.ingest.read import (
     FileInput,
     ParsedBatch,
     SourceError,
+    copy_input,
     expand_files,
+    iter_batch,
     parse_batch,
-    read_input_bytes,
 )
 from tasks.ingest.schema_review import diff_frame
 from tasks.ingest.sql import SqlIncrement, read_sql_increment, sql_source_label
 from tasks.ingest.store import (
     BatchRecord,
+    BatchWriter,
     DatasetStore,
     claim_batch,
     discard_batch_files,
@@ -39,9 +44,9 @@ from tasks.ingest.store import (
     record_batch,
     remember_file,
     seen_files,
+    stage_raw_copy,
     write_curated,
     write_ledger,
-    write_raw_copy,
 )
 from tasks.ingest.validate import SchemaContractError, text_columns, validate_frame
 
@@ -93,7 +98,11 @@ def admission_rules(item: FileInput | SqlIncrement, config: PipelineConfig) -> s
 def admit_batch(
     item: FileInput | SqlIncrement, config: PipelineConfig, store: DatasetStore, schema: type[pa.DataFrameModel]
 ) -> BatchResult:
-    """Ingest one file or SQL increment as one batch and return its outcome; never raises for bad data."""
+    """Ingest one file or SQL increment as one batch and return its outcome; never raises for bad data.
+
+    A file is copied into the raw store and hashed as it streams, then read, validated and written a chunk
+    (`ingest.chunk_mb`) at a time, so that a file of any size passes in bounded memory; the batch is accepted or
+    rejected as a whole, with the same row accounting as in one piece."""
     schema_hash = schema_fingerprint(schema)
     rules_hash = admission_rules(item, config)
     started = now_utc()
@@ -102,14 +111,13 @@ def admit_batch(
     else:
         label, kind, part = item.label, "files", item.part
     try:
-        data = item.to_parquet_bytes() if isinstance(item, SqlIncrement) else read_input_bytes(item)
+        raw_path, content_hash = _keep_raw_copy(item, store)
     except FileChangedError as exc:
         return BatchResult("skipped", label, str(exc))
     except SourceError as exc:
         record = BatchRecord(new_batch_id(""), label, kind, "", schema_hash, "rejected", started, part,
                              reasons=[str(exc)], finished_at=now_utc(), rules_hash=rules_hash)  # fmt: skip
         return _rejected(store, record, str(exc))
-    content_hash = hashlib.sha256(data).hexdigest()
     record = BatchRecord(
         batch_id=new_batch_id(content_hash), source=label, source_kind=kind, content_hash=content_hash,
         schema_hash=schema_hash, status="pending", started_at=started, part=part, rules_hash=rules_hash,
@@ -125,7 +133,7 @@ def admit_batch(
         _remember(item, store, earlier)
         return BatchResult("skipped", label, message, earlier)
     try:
-        result = _validate_and_commit(item, data, record, config, store, schema)
+        result = _validate_and_commit(item, raw_path, replace(record, raw_path=str(raw_path)), config, store, schema)
         if result.record is not None:
             _remember(item, store, result.record)
         return result
@@ -138,54 +146,114 @@ def admit_batch(
         raise
 
 
+def _keep_raw_copy(item: FileInput | SqlIncrement, store: DatasetStore) -> tuple[Path, str]:
+    """The input's raw copy in the store and its content hash."""
+    if isinstance(item, SqlIncrement):
+        data = item.to_parquet_bytes()
+
+        def copy(target: IO[bytes]) -> str:
+            target.write(data)
+            return hashlib.sha256(data).hexdigest()
+
+        return stage_raw_copy(store, copy, ".parquet")
+    suffix = ".parquet" if item.is_parquet else _suffix(item.path)
+    return stage_raw_copy(store, lambda target: copy_input(item, target), suffix)
+
+
+@dataclass
+class _Tally:
+    """A batch's counts and its most frequent failures, summed over its chunks."""
+
+    rows_read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    ledgers: list[pd.DataFrame] = field(default_factory=list)  # per chunk: rows, first row and value per reason
+
+    def add(self, parsed: ParsedBatch, valid: pd.DataFrame, ledger: pd.DataFrame, label: str) -> None:
+        accepted, quarantined = len(valid), int(ledger["row"].nunique())
+        if accepted + quarantined != parsed.rows_read or not valid.index.is_unique:
+            raise AssertionError(f"{label}: row accounting broke: {parsed.rows_read} read, {accepted} accepted, "
+                                 f"{quarantined} quarantined")  # fmt: skip
+        self.rows_read += parsed.rows_read
+        self.accepted += accepted
+        self.quarantined += quarantined
+        if not ledger.empty:
+            groups = ledger.groupby(["column", "check"], sort=False)
+            self.ledgers.append(groups.first().assign(count=groups["row"].nunique()).reset_index())
+
+    def top_reasons(self, limit: int) -> list[str]:
+        """`top_reasons` of the whole batch's ledger, from the chunks' summaries (the first chunk's example first)."""
+        if not self.ledgers:
+            return []
+        summary = pd.concat(self.ledgers, ignore_index=True)
+        groups = summary.groupby(["column", "check"], sort=False)
+        counts = groups["count"].sum().sort_values(ascending=False, kind="stable").head(limit)
+        first = groups.first()
+        return [f"{column}: {check} ×{count} (row {first.loc[(column, check), 'row']}: "
+                f"{str(first.loc[(column, check), 'value'])[:60]})" for (column, check), count in counts.items()]  # fmt: skip
+
+
 def _validate_and_commit(
     item: FileInput | SqlIncrement,
-    data: bytes,
+    raw_path: Path,
     record: BatchRecord,
     config: PipelineConfig,
     store: DatasetStore,
     schema: type[pa.DataFrameModel],
 ) -> BatchResult:
     label = record.source
-    raw_suffix = ".parquet" if isinstance(item, SqlIncrement) or item.is_parquet else _suffix(item.path)
-    record = replace(record, raw_path=str(write_raw_copy(store, data, record.content_hash, raw_suffix)))
+    writer = BatchWriter(store, record.batch_id)
+    tally = _Tally()
+    first: ParsedBatch | None = None  # kept for the schema diff of a rejected batch
     try:
-        parsed = _parse(item, data, config, text_columns(schema))
+        for parsed in _parse(item, raw_path, config, text_columns(schema)):
+            first = first or parsed
+            try:
+                validated = validate_frame(parsed.frame, schema, what=label)
+            except SchemaContractError as exc:
+                writer.discard()
+                rejected = replace(record, rows_read=tally.rows_read + parsed.rows_read, status="rejected",
+                                   reasons=[str(exc)], finished_at=now_utc())  # fmt: skip
+                return _rejected(store, rejected, str(exc), diff=_diff(parsed, schema, label))
+            ledger = _chunk_ledger(parsed.rejected_rows, validated.quarantine)
+            tally.add(parsed, validated.valid, ledger, label)
+            failed_rows = parsed.frame.loc[parsed.frame.index.isin(ledger["row"].unique())]
+            writer.add(validated.valid, ledger, failed_rows)
     except SourceError as exc:
+        writer.discard()
         return _rejected(store, replace(record, status="rejected", reasons=[str(exc)], finished_at=now_utc()), str(exc))
-    record = replace(record, rows_read=parsed.rows_read)
-    try:
-        validated = validate_frame(parsed.frame, schema, what=label)
-    except SchemaContractError as exc:
-        rejected = replace(record, status="rejected", reasons=[str(exc)], finished_at=now_utc())
-        return _rejected(store, rejected, str(exc), diff=_diff(parsed, schema, label))
-    ledger = pd.concat([df for df in (parsed.rejected_rows, validated.quarantine) if not df.empty] or
-                       [parsed.rejected_rows], ignore_index=True)  # fmt: skip
-    accepted, quarantined = len(validated.valid), int(ledger["row"].nunique())
-    if accepted + quarantined != parsed.rows_read or not validated.valid.index.is_unique:
-        raise AssertionError(f"{label}: row accounting broke: {parsed.rows_read} read, {accepted} accepted, "
-                             f"{quarantined} quarantined")  # fmt: skip
-    reasons = top_reasons(ledger, config.ingest.top_reasons)
-    record = replace(record, rows_accepted=accepted, rows_quarantined=quarantined, reasons=reasons)
-    rate = quarantined / parsed.rows_read
-    failed_rows = parsed.frame.loc[parsed.frame.index.isin(ledger["row"].unique())]
+    except BaseException:
+        writer.discard()
+        raise
+    reasons = tally.top_reasons(config.ingest.top_reasons)
+    accepted, quarantined, rows_read = tally.accepted, tally.quarantined, tally.rows_read
+    record = replace(record, rows_read=rows_read, rows_accepted=accepted, rows_quarantined=quarantined,
+                     reasons=reasons)  # fmt: skip
+    rate = quarantined / rows_read
     if rate > config.ingest.max_quarantine_rate:
-        write_ledger(store, record.batch_id, ledger, failed_rows)
-        message = (f"{label}: rejected: {quarantined} of {parsed.rows_read} rows quarantined ({rate:.0%}), above "
+        writer.commit(curated=False)
+        message = (f"{label}: rejected: {quarantined} of {rows_read} rows quarantined ({rate:.0%}), above "
                    f"ingest.max_quarantine_rate {config.ingest.max_quarantine_rate:.0%}; nothing was added to the "
                    f"curated store; top reasons: {'; '.join(reasons)}")  # fmt: skip
         rejected = replace(
             record, status="rejected", rows_accepted=0, reasons=[message, *reasons], finished_at=now_utc()
         )
-        return _rejected(store, rejected, message, reasons, diff=_diff(parsed, schema, label))
-    write_curated(store, record.batch_id, validated.valid)
-    write_ledger(store, record.batch_id, ledger, failed_rows)
+        assert first is not None
+        return _rejected(store, rejected, message, reasons, diff=_diff(first, schema, label))
+    writer.commit()
     final = record_batch(store, replace(record, status="accepted", finished_at=now_utc()))
-    message = (
-        f"{label}: batch {final.batch_id} accepted {accepted} of {parsed.rows_read} rows, quarantined {quarantined}"
-    )
+    message = f"{label}: batch {final.batch_id} accepted {accepted} of {rows_read} rows, quarantined {quarantined}"
     log.info(message)
     return BatchResult("accepted", label, message, final, tuple(reasons))
+
+
+def _chunk_ledger(reader: pd.DataFrame, validator: pd.DataFrame) -> pd.DataFrame:
+    """A chunk's ledger lines in row order (the reader's and the validator's never share a row), so that a batch's
+    ledger reads the same whether it was read in one piece or in chunks."""
+    ledger = pd.concat([df for df in (reader, validator) if not df.empty] or [reader], ignore_index=True)
+    if reader.empty or validator.empty:
+        return ledger
+    return ledger.iloc[np.argsort(ledger["row"].to_numpy(dtype="int64"), kind="stable")].reset_index(drop=True)
 
 
 def _remember(item: FileInput | SqlIncrement, store: DatasetStore, record: BatchRecord) -> None:
@@ -193,15 +261,19 @@ def _remember(item: FileInput | SqlIncrement, store: DatasetStore, record: Batch
         remember_file(store, item.path, item.settled_stat, record.content_hash, record.batch_id)
 
 
-def _parse(item: FileInput | SqlIncrement, data: bytes, config: PipelineConfig, text: frozenset[str]) -> ParsedBatch:
+def _parse(
+    item: FileInput | SqlIncrement, raw_path: Path, config: PipelineConfig, text: frozenset[str]
+) -> Iterator[ParsedBatch]:
+    """The batch's rows, a chunk at a time, read from its raw copy."""
     if isinstance(item, SqlIncrement):
-        parsed = parse_batch(data, FileInput(item.source, format="parquet"), config.source)
+        parsed = parse_batch(raw_path.read_bytes(), FileInput(item.source, format="parquet"), config.source)
         if item.drop_columns:
             parsed = ParsedBatch(
                 parsed.frame.drop(columns=list(item.drop_columns)), parsed.rejected_rows, parsed.rows_read
             )
-        return parsed
-    return parse_batch(data, item, config.source, text)
+        yield parsed
+        return
+    yield from iter_batch(raw_path, item, config.source, text, config.ingest.chunk_mb << 20)
 
 
 def _rejected(

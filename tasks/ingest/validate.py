@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,10 +44,17 @@ class Validated:
 def validate_frame(
     frame: pd.DataFrame, schema: type[pa.DataFrameModel], what: str = "frame", whole_frame_errors: bool = True
 ) -> Validated:
-    """Validate lazily and quarantine failing rows, re-validating the rest until it passes.
+    """Split the rows the schema accepts (coerced to its types) from a quarantine ledger with one line per failed
+    check of every other row.
 
-    Row failures are split out by index from pandera's failure cases (pandera's own `drop_invalid_rows` is not
-    used: it has let rows through). A failure that names no row is a whole-frame problem and raises.
+    The common case runs in bulk: each column is coerced and each of its checks evaluated once over the whole
+    column (pandera's own check functions, a built-in one on the column's distinct values), and the ledger's
+    values are formatted for the failing cells only. A schema that needs more than that (frame-wide checks,
+    unique columns, parsers, a check that does not answer per row) goes through pandera's lazy validation
+    (`validate_with_pandera`), and so does a frame whose coercion fails in a way the type screen did not
+    foresee. Both give the same ledger, in the frame's order (tests/test_validate_bulk.py), except where pandera's
+    coercion of an integer column fails as a whole on one missing value: pandera then checks the other rows'
+    values uncoerced and misses some of their failures; the bulk path coerces and reports them all.
 
     With `whole_frame_errors=False` (a service request) a column that is wrong in every row quarantines every
     row instead of raising, so that each record gets its own reason.
@@ -57,6 +66,33 @@ def validate_frame(
     typed = _type_cases(frame, schema)
     if whole_frame_errors:
         _raise_if_column_unusable(typed, frame, what)
+    plan = _bulk_plan(schema)
+    screened = _screen(frame, plan, typed) if plan is not None else None
+    if screened is None:
+        return _validate_lazily(frame, schema, what, whole_frame_errors, typed)
+    valid, failures = screened
+    return _accounted(frame, valid, failures, what)
+
+
+def validate_with_pandera(
+    frame: pd.DataFrame, schema: type[pa.DataFrameModel], what: str = "frame", whole_frame_errors: bool = True
+) -> Validated:
+    """`validate_frame` through pandera's lazy validation alone: the reference the bulk path is held to."""
+    _check_columns(frame, schema, what)
+    typed = _type_cases(frame, schema)
+    if whole_frame_errors:
+        _raise_if_column_unusable(typed, frame, what)
+    return _validate_lazily(frame, schema, what, whole_frame_errors, typed)
+
+
+def _validate_lazily(
+    frame: pd.DataFrame, schema: type[pa.DataFrameModel], what: str, whole_frame_errors: bool, typed: pd.DataFrame
+) -> Validated:
+    """Validate lazily and quarantine failing rows, re-validating the rest until it passes.
+
+    Row failures are split out by index from pandera's failure cases (pandera's own `drop_invalid_rows` is not
+    used: it has let rows through). A failure that names no row is a whole-frame problem and raises.
+    """
     failures: list[pd.DataFrame] = [typed] if not typed.empty else []
     # The first pass sees placeholders where values are of the wrong type, so that it reports every other
     # failure of those rows and the whole frame is validated once, not once per kind of failure.
@@ -85,14 +121,150 @@ def validate_frame(
             continue
         if not placeholders.empty:
             valid = valid[~valid.index.isin(placeholders["row"].unique())]
-        quarantine = _ledger(failures)
-        if len(valid) + quarantine["row"].nunique() != len(frame):
-            raise AssertionError(f"{what}: row accounting broke: {len(frame)} in, {len(valid)} valid, "
-                                 f"{quarantine['row'].nunique()} quarantined")  # fmt: skip
-        if not quarantine.empty:
-            log.warning("%s: quarantined %d of %d rows", what, quarantine["row"].nunique(), len(frame))
-        return Validated(valid=valid, quarantine=quarantine, rows_in=len(frame))
+        return _accounted(frame, valid, failures, what)
     raise SchemaContractError(f"{what}: still failing after {_MAX_PASSES} passes of row quarantine")
+
+
+def _accounted(frame: pd.DataFrame, valid: pd.DataFrame, failures: list[pd.DataFrame], what: str) -> Validated:
+    quarantine = _in_frame_order(_ledger(failures), frame)
+    quarantined = quarantine["row"].nunique()
+    if len(valid) + quarantined != len(frame):
+        raise AssertionError(f"{what}: row accounting broke: {len(frame)} in, {len(valid)} valid, "
+                             f"{quarantined} quarantined")  # fmt: skip
+    if quarantined:
+        log.warning("%s: quarantined %d of %d rows", what, quarantined, len(frame))
+    return Validated(valid=valid, quarantine=quarantine, rows_in=len(frame))
+
+
+# Built-in pandera checks that match a regular expression, whose answer for a value depends on that value alone:
+# on a text column they run once per distinct value (a date or an amount repeats thousands of times in a large
+# batch; finding the distinct values costs a third of matching them all). Cheaper checks run on every value.
+_PER_VALUE_CHECKS = frozenset({"str_matches", "str_contains"})
+
+
+@dataclass(frozen=True)
+class _ColumnPlan:
+    name: str
+    column: Any  # pandera's Column
+    is_int: bool
+    checks: tuple[tuple[Any, Any, str, bool], ...]  # (check, its pandas backend, ledger name, per value)
+
+
+@functools.cache
+def _bulk_plan(schema: type[pa.DataFrameModel]) -> tuple[_ColumnPlan, ...] | None:
+    """How to validate the schema's columns in bulk, or None if the schema needs pandera's own validation."""
+    from pandera.backends.pandas.checks import PandasCheckBackend
+    from pandera.config import CONFIG
+
+    full = schema.to_schema()
+    full.register_default_backends(pd.DataFrame)  # pandera's check functions for pandas, as `validate` would
+    if (
+        CONFIG.use_narwhals_backend
+        or full.checks
+        or full.parsers
+        or full.unique
+        or full.index is not None
+        or not full.coerce
+    ):
+        return None
+    plans = []
+    for name, column in full.columns.items():
+        if column.regex or column.unique or column.parsers or column.default is not None or column.dtype is None:
+            return None
+        target = str(column.dtype)
+        if target not in ("int64", "Int64", "float64") and not target.startswith(("str", "string")):
+            return None
+        checks = []
+        for check in column.checks:
+            if check.groupby is not None or check.n_failure_cases is not None:
+                return None
+            label = check.error if check.error is not None else (check.name if check.name is not None else str(check))
+            backend = PandasCheckBackend(check)
+            builtin = getattr(check._check_fn, "__name__", None)
+            if builtin is not None and check.is_builtin_check(builtin):
+                # as `Check.__call__` does: the dispatcher with pandas' implementations registered since the schema
+                backend.check_fn = functools.partial(check.get_builtin_check_fn(builtin), **check._check_kwargs)
+            checks.append((check, backend, label, builtin in _PER_VALUE_CHECKS))
+        plans.append(_ColumnPlan(str(name), column, target == "int64", tuple(checks)))
+    return tuple(plans)
+
+
+def _screen(
+    frame: pd.DataFrame, plan: tuple[_ColumnPlan, ...], typed: pd.DataFrame
+) -> tuple[pd.DataFrame, list[pd.DataFrame]] | None:
+    """The accepted rows coerced and the ledger lines, column by column; None where pandera must decide."""
+    base = _with_placeholders(frame, typed) if not typed.empty else frame
+    failed = np.zeros(len(frame), dtype=bool)
+    failures: list[pd.DataFrame] = [typed] if not typed.empty else []
+    typed_cells = {str(c): frame.index.isin(cells["row"].unique()) for c, cells in typed.groupby("column")}
+    coerced: dict[str, pd.Series] = {}
+    for column in plan:
+        values = base[column.name]
+        skip = typed_cells.get(column.name)  # cells already in the ledger as unreadable
+        if skip is not None:
+            failed |= skip
+        missing = values.isna().to_numpy()
+        if missing.any() and (column.is_int or not column.column.nullable):
+            # An integer column holds no missing value: pandera reports it as a failed coercion, named
+            # not_nullable here whether or not the column is nullable (as `_row_cases` names it).
+            failures.append(_cells(frame.index, missing, column.name, "not_nullable", None))
+            failed |= missing
+            if column.is_int:
+                values = values.fillna(0)
+        try:
+            series = column.column.dtype.try_coerce(values)
+        except Exception:  # a value the type screen let through and pandera cannot coerce: pandera reports it
+            return None
+        coerced[column.name] = series
+        present = ~missing if skip is None else ~missing & ~skip
+        for check, backend, label, per_value in column.checks:
+            bad = _failing(series, present, check, backend, per_value)
+            if bad is None:
+                return None
+            if bad.any():
+                failures.append(_cells(frame.index, bad, column.name, label, series.iloc[np.flatnonzero(bad)]))
+                failed |= bad
+    # Columns the coercion left as they were stay in the frame's own blocks (rebuilding the frame would copy them).
+    changed = {name: series for name, series in coerced.items() if series.dtype != frame[name].dtype}
+    valid = frame.assign(**changed) if changed else frame
+    return valid[~failed] if failed.any() else valid, failures
+
+
+def _failing(series: pd.Series, present: np.ndarray, check: Any, backend: Any, per_value: bool) -> np.ndarray | None:
+    """Which cells fail one check (a boolean per row), as pandera judges them; None if the check does not answer
+    per row (a frame-wide check), which pandera then reports."""
+    considered = present if check.ignore_na else np.ones(len(series), dtype=bool)
+    try:
+        if per_value and (pd.api.types.is_string_dtype(series) or series.dtype == object):
+            codes, uniques = pd.factorize(series, use_na_sentinel=check.ignore_na)
+            answer = backend.apply(pd.Series(uniques, dtype=series.dtype))
+            if not isinstance(answer, pd.Series) or len(answer) != len(uniques):
+                return None
+            passed = np.append(answer.to_numpy(dtype=bool, na_value=False), True)[codes]  # code -1: missing
+            return considered & ~passed
+        subject = series if considered.all() else series[considered]
+        answer = backend.apply(subject)
+        if not isinstance(answer, pd.Series) or not answer.index.equals(subject.index):
+            return None
+        ok = answer.to_numpy(dtype=bool, na_value=False)
+    except Exception:  # pandera reports a check that raises as a whole-frame failure
+        return None
+    if len(ok) == len(series):
+        return ~ok
+    bad = np.zeros(len(series), dtype=bool)
+    bad[np.flatnonzero(considered)[~ok]] = True
+    return bad
+
+
+def _cells(index: pd.Index, bad: np.ndarray, column: str, check: str, values: pd.Series | None) -> pd.DataFrame:
+    """Ledger lines for the failing cells of one column and check, in row order, the values as `_as_text` writes
+    them (pandas' text of a number is Python's)."""
+    if values is None:
+        texts: Any = _as_text(None)
+    else:
+        texts = np.where(values.isna().to_numpy(), _as_text(None), values.astype(str).to_numpy(dtype=object))
+    return pd.DataFrame({"row": index[bad].to_numpy(), "column": column, "check": check, "value": texts},
+                        columns=QUARANTINE_COLUMNS)  # fmt: skip
 
 
 def text_columns(schema: type[pa.DataFrameModel]) -> frozenset[str]:
@@ -121,11 +293,11 @@ def _type_cases(frame: pd.DataFrame, schema: type[pa.DataFrameModel]) -> pd.Data
             continue
         if pd.api.types.is_bool_dtype(values):
             booleans = values.notna()
-        elif values.dtype == object:
+        elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in _NO_BOOLEANS:
             booleans = values.map(lambda v: isinstance(v, bool | np.bool_)).astype(bool)
         else:
             booleans = pd.Series(False, index=values.index)
-        numbers = pd.to_numeric(values.mask(booleans), errors="coerce")
+        numbers = as_numbers(values.mask(booleans) if booleans.any() else values)
         unreadable = (numbers.isna() & values.notna() & ~booleans).to_numpy()
         if unreadable.any():
             # to_numeric is stricter than the coercion pandera uses (Python's int/float): confirm each candidate.
@@ -140,6 +312,31 @@ def _type_cases(frame: pd.DataFrame, schema: type[pa.DataFrameModel]) -> pd.Data
             found.extend({"row": row, "column": name, "check": "is_integer", "value": _as_text(values[row])}
                          for row in values.index[lossy])  # fmt: skip
     return pd.DataFrame(found, columns=QUARANTINE_COLUMNS)
+
+
+# What `infer_dtype` calls a column that holds no boolean (it looks at every value, in C).
+_NO_BOOLEANS = frozenset({"string", "empty", "integer", "floating", "mixed-integer-float", "decimal", "bytes"})
+# Text that is plainly a decimal number, which Arrow's cast reads as `to_numeric` does.
+_PLAIN_NUMBER = r"^\s*-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$"
+
+
+def as_numbers(values: pd.Series) -> pd.Series:
+    """`pd.to_numeric(values, errors="coerce")` as float64. Text that plainly is a number is cast in bulk by Arrow
+    (to_numeric reads text one value at a time: a second for a million values); the rest goes to to_numeric."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text_dtype = pd.api.types.is_string_dtype(values) and not pd.api.types.is_object_dtype(values)
+    if not text_dtype and not (values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "string"):
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    text = pa.array(values.array if text_dtype else values.to_numpy(), type=pa.large_string(), from_pandas=True)
+    plain = pc.fill_null(pc.match_substring_regex(text, _PLAIN_NUMBER), False)
+    cast = pc.cast(pc.utf8_trim_whitespace(pc.if_else(plain, text, None)), pa.float64())
+    numbers = cast.to_numpy(zero_copy_only=False)
+    rest = np.flatnonzero(~plain.to_numpy(zero_copy_only=False) & values.notna().to_numpy())
+    if len(rest):
+        numbers[rest] = pd.to_numeric(values.iloc[rest], errors="coerce").astype("float64").to_numpy()
+    return pd.Series(numbers, index=values.index)
 
 
 def _with_placeholders(frame: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
@@ -226,6 +423,18 @@ def _ledger(failures: list[pd.DataFrame]) -> pd.DataFrame:
     if not failures:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in QUARANTINE_COLUMNS})
     return pd.concat(failures, ignore_index=True).drop_duplicates().reset_index(drop=True)
+
+
+def _in_frame_order(ledger: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """The ledger ordered by row, then column, as they stand in the frame (a row's lines keep their order within
+    a column): both validation paths give the same lines in the same order, and a reason's example is its first row.
+    """
+    if ledger.empty or not frame.index.is_unique:
+        return ledger
+    row = frame.index.get_indexer(pd.Index(ledger["row"].to_numpy()))
+    column = frame.columns.get_indexer(pd.Index(ledger["column"].to_numpy()))
+    order = np.lexsort((column, row))
+    return ledger.iloc[order].reset_index(drop=True)
 
 
 def _as_text(value: object) -> str:

@@ -18,21 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from tasks.train.boost import RoundReporter, TrainingData
+from tasks.train.boost import LABEL, WEIGHT, Data, RoundReporter, StreamedData, TrainingData
 
-LABEL = "__label__"
-WEIGHT = "__weight__"
 MODEL_FILE = "model.ubj"
 
 
 @dataclass(frozen=True)
 class ShardedData:
-    """Training (and optionally validation) rows as Ray Datasets, plus what the workers need to rebuild frames:
-    the categorical columns' categories (Arrow does not keep pandas categories reliably across shards, and every
-    worker must encode a category with the same code)."""
+    """Training (and optionally validation) rows as Ray Datasets, categories as their codes, plus what the workers
+    need to rebuild frames: the categorical columns' categories (Arrow does not keep pandas categories reliably
+    across shards, and every worker must encode a category with the same code)."""
 
     train: Any
     valid: Any | None
@@ -51,19 +50,23 @@ class DistributedFit:
     workers: list[dict[str, Any]]  # per rank: node id and rows of its training shard
 
 
-def shard_data(data: TrainingData, with_validation: bool = True) -> ShardedData:
-    """Put the frames into Ray's object store as Datasets, to be split across the training workers."""
+def shard_data(data: Data, with_validation: bool = True) -> ShardedData:
+    """The rows as Ray Datasets to be split across the training workers: a `StreamedData`'s own (already on the
+    cluster, never through the driver), or frames put into Ray's object store."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per run in the logs, not bars
+    if isinstance(data, StreamedData):
+        return ShardedData(train=data.train, valid=data.valid if with_validation else None,
+                           categories=data.categories, columns=data.columns)  # fmt: skip
     categories = {c: list(data.x_train[c].cat.categories) for c in data.x_train.columns
                   if isinstance(data.x_train[c].dtype, pd.CategoricalDtype)}  # fmt: skip
 
     def frame(x: pd.DataFrame, y: Any, weight: Any) -> Any:
-        plain = x.assign(**{c: x[c].astype(object) for c in categories}, **{LABEL: y})
+        coded = x.assign(**{c: x[c].cat.codes.astype("int32") for c in categories}, **{LABEL: y})
         if weight is not None:  # the sample weight travels with its row to whichever shard holds it
-            plain = plain.assign(**{WEIGHT: weight})
-        return ray.data.from_pandas(plain)
+            coded = coded.assign(**{WEIGHT: weight})
+        return ray.data.from_pandas(coded)
 
     return ShardedData(
         train=frame(data.x_train, data.y_train, data.w_train),
@@ -73,6 +76,17 @@ def shard_data(data: TrainingData, with_validation: bool = True) -> ShardedData:
     )
 
 
+def both_splits(data: Data) -> Data:
+    """The training and validation rows together as training rows (a final fit on both), with no validation rows."""
+    if isinstance(data, StreamedData):
+        both = data.train.union(data.valid)
+        return StreamedData(both, data.valid.limit(0), data.columns, data.categories, (sum(data.rows), 0),
+                            data.weighted, data.num_class)  # fmt: skip
+    weight = None if data.w_train is None else np.concatenate([data.w_train, data.w_valid])
+    return TrainingData(pd.concat([data.x_train, data.x_valid]), np.concatenate([data.y_train, data.y_valid]),
+                        data.x_valid.iloc[:0], data.y_valid[:0], weight, None, data.num_class)  # fmt: skip
+
+
 def _shard_dmatrix(name: str, config: dict[str, Any]) -> tuple[xgb.DMatrix, int]:
     import ray.train
 
@@ -80,9 +94,12 @@ def _shard_dmatrix(name: str, config: dict[str, Any]) -> tuple[xgb.DMatrix, int]
     # execution, which waits for CPUs that the training workers themselves hold.
     shard = ray.train.get_dataset_shard(name)
     frame = pd.concat(list(shard.iter_batches(batch_size=None, batch_format="pandas")), ignore_index=True)
-    x = frame[config["columns"]].astype(
-        {c: pd.CategoricalDtype(cats) for c, cats in config["categories"].items()}
-    )  # fmt: skip
+    categories = config["categories"]
+    x = pd.DataFrame({
+        c: pd.Categorical.from_codes(frame[c].to_numpy(dtype="int32"), categories=categories[c])
+        if c in categories else frame[c].to_numpy()
+        for c in config["columns"]
+    })  # fmt: skip
     weight = frame[WEIGHT].to_numpy() if WEIGHT in frame.columns else None
     return xgb.DMatrix(x, label=frame[LABEL].to_numpy(), weight=weight, enable_categorical=True,
                        nthread=config["nthread"]), len(x)  # fmt: skip

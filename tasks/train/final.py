@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import xgboost as xgb
 
-from tasks.train.boost import TrainingData, fit_booster, fit_rounds, xgb_params
+from tasks.train.boost import Data, fit_booster, training_matrix, xgb_params
 
 if TYPE_CHECKING:
     from schemas.config import PipelineConfig
 
 
 def fit_final_model(
-    data: TrainingData,
+    data: Data,
     best_config: dict[str, Any],
     best_rounds: int,
     config: PipelineConfig,
@@ -39,21 +37,20 @@ def fit_final_model(
             return trial_booster
         rounds = best_boosted or config.tune.max_rounds
         return fit_booster(data, params, rounds, config.tune.early_stopping_rounds, config.tune.eval_every)
-    x = pd.concat([data.x_train, data.x_valid])
-    y = np.concatenate([data.y_train, data.y_valid])
-    weight = None if data.w_train is None else np.concatenate([data.w_train, data.w_valid])
-    rounds = max(1, round(best_rounds * len(x) / len(data.x_train)))
-    return fit_rounds(x, y, params, rounds, weight)
+    rounds = max(1, round(best_rounds * (data.train_rows + data.valid_rows) / data.train_rows))
+    return xgb.train(params, training_matrix(data, params, with_valid=True), num_boost_round=rounds,
+                     verbose_eval=False)  # fmt: skip
 
 
 def _fit_final_data_parallel(
-    data: TrainingData, params: dict[str, Any], best_rounds: int, config: PipelineConfig
+    data: Data, params: dict[str, Any], best_rounds: int, config: PipelineConfig
 ) -> xgb.Booster:
-    """The final fit across the same Ray Train workers the trials used, by the same `final_fit` rule."""
-    import tempfile
-    from pathlib import Path
+    """The final fit across the same Ray Train workers the trials used, by the same `final_fit` rule. Its Ray
+    Train run keeps its checkpoint under MLCYCLE_HOME, which every node of a cluster reaches."""
+    import uuid
 
-    from tasks.train.distributed import fit_data_parallel, shard_data
+    from tasks.paths import mlcycle_home
+    from tasks.train.distributed import both_splits, fit_data_parallel, shard_data
     from tasks.train.tune import ensure_ray
 
     ensure_ray(config.tune.ray_address)
@@ -62,12 +59,9 @@ def _fit_final_data_parallel(
     if settings.final_fit == "train":
         shards, rounds, stopping = shard_data(data), settings.max_rounds, settings.early_stopping_rounds
     else:
-        weight = None if data.w_train is None else np.concatenate([data.w_train, data.w_valid])
-        both = TrainingData(pd.concat([data.x_train, data.x_valid]), np.concatenate([data.y_train, data.y_valid]),
-                            data.x_valid.iloc[:0], data.y_valid[:0], weight, None, data.num_class)  # fmt: skip
-        rounds = max(1, round(best_rounds * len(both.x_train) / len(data.x_train)))
-        shards, stopping = shard_data(both, with_validation=False), 0
-    with tempfile.TemporaryDirectory() as storage:
-        fit = fit_data_parallel(shards, params, rounds, stopping, settings.data_parallel_workers, Path(storage),
-                                "final-fit")  # fmt: skip
+        rounds = max(1, round(best_rounds * (data.train_rows + data.valid_rows) / data.train_rows))
+        shards, stopping = shard_data(both_splits(data), with_validation=False), 0
+    storage = mlcycle_home() / "ray_results" / "final-fit"
+    fit = fit_data_parallel(shards, params, rounds, stopping, settings.data_parallel_workers, storage,
+                            f"final-fit-{uuid.uuid4().hex[:8]}")  # fmt: skip
     return fit.booster

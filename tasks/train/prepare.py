@@ -27,12 +27,24 @@ class TargetError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Splits:
+    """The rows of each split; of a snapshot larger than the driver holds, a seeded sample of each split's rows,
+    with the whole splits' sizes in `rows` (tasks.train.dataset)."""
+
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    rows: dict[str, int] | None = None
 
     def sizes(self) -> dict[str, int]:
+        if self.rows is not None:
+            return dict(self.rows)
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the frames hold a sample of the splits rather than all their rows."""
+        return self.rows is not None and self.rows != {
+            "train": len(self.train), "valid": len(self.valid), "test": len(self.test)}  # fmt: skip
 
 
 def feature_columns(columns: list[str], config: PipelineConfig) -> list[str]:
@@ -150,16 +162,36 @@ def split_frame(frame: pd.DataFrame, part: pd.Series, config: PipelineConfig) ->
     pinned = part.reindex(frame.index).fillna("") == "test"
     if split.strategy == "time":
         return _time_split(frame, split, has_test=bool(pinned.any()), pinned=pinned)
-    rest, test = (frame[~pinned], frame[pinned]) if pinned.any() else _cut(frame, split.test_size, config)
+    positions = split_positions(frame[config.target], pinned.to_numpy(dtype=bool), config)
+    if frame.index.is_monotonic_increasing:  # positions in order are rows in index order: one take per split
+        return Splits(*(frame.iloc[p] for p in positions))
+    return Splits(*(frame.iloc[p].sort_index() for p in positions))
+
+
+def split_positions(
+    target: pd.Series, pinned: np.ndarray, config: PipelineConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positions of the train, valid and test rows (each in ascending order) of a random or stratified split:
+    `split_frame`'s, decided from the target column alone, so that the other columns are taken once per split
+    (and a caller holding only the target and the pinned rows of a larger table can split it)."""
+    split = config.split
+    everything = np.arange(len(target))
+    labels = target.to_numpy()
+    if pinned.any():
+        rest, test = everything[~pinned], everything[pinned]
+    else:
+        rest, test = _cut(everything, labels, split.test_size, config)
     valid_share = split.valid_size if pinned.any() else split.valid_size / (1 - split.test_size)
-    train, valid = _cut(rest, valid_share, config)
-    return Splits(train=train, valid=valid, test=test)
+    train, valid = _cut(rest, labels[rest], valid_share, config)
+    return train, valid, test
 
 
-def _cut(frame: pd.DataFrame, share: float, config: PipelineConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    stratify = frame[config.target] if config.split.strategy == "stratified" else None
-    first, second = train_test_split(frame, test_size=share, random_state=config.seed, stratify=stratify)
-    return first.sort_index(), second.sort_index()
+def _cut(
+    positions: np.ndarray, labels: np.ndarray, share: float, config: PipelineConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    stratify = labels if config.split.strategy == "stratified" else None
+    first, second = train_test_split(positions, test_size=share, random_state=config.seed, stratify=stratify)
+    return np.sort(first), np.sort(second)
 
 
 def time_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
@@ -185,13 +217,10 @@ def _time_split(frame: pd.DataFrame, split: SplitConfig, has_test: bool, pinned:
         return splits
     test_cut = key.quantile(1 - split.test_size)
     valid_cut = key.quantile(1 - split.test_size - split.valid_size)
-    order = key.sort_values(kind="stable").index
-    ordered = frame.loc[order]
-    ordered_key = key.loc[order]
+    # Each split keeps the rows in the frame's order, as every other split does (and as Ray Data reads them): the
+    # order of the training rows is what XGBoost's row subsampling draws from.
     splits = Splits(
-        train=ordered[ordered_key < valid_cut],
-        valid=ordered[(ordered_key >= valid_cut) & (ordered_key < test_cut)],
-        test=ordered[ordered_key >= test_cut],
+        train=frame[key < valid_cut], valid=frame[(key >= valid_cut) & (key < test_cut)], test=frame[key >= test_cut]
     )
     log.info("time split at %s (valid) and %s (test)", valid_cut, test_cut)
     check_time_order(splits, split.time_columns)
@@ -226,7 +255,9 @@ class LeakageReport:
 LEAK_SCAN_ROWS = 200_000
 
 
-def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> LeakageReport:
+def find_leaks(
+    splits: Splits, features: list[str], config: PipelineConfig, duplicated: dict[str, int] | None = None
+) -> LeakageReport:
     """Look for features that nearly copy the target on the training rows, and count cross-split duplicates.
 
     A numeric feature, or the sum of two (bike sharing's `casual` + `registered` = `cnt`), whose correlation
@@ -234,7 +265,8 @@ def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> L
     quantity); so is a categorical feature whose every well-populated value almost always has the same label
     (classification), and (binary tasks) a feature that alone ranks the
     label nearly perfectly. The feature checks look at a seeded sample of `LEAK_SCAN_ROWS` training rows at most:
-    a copy of the target shows in any sample of that size.
+    a copy of the target shows in any sample of that size. `duplicated`: the cross-split duplicates counted
+    already (over every row, where `splits` holds a sample of them).
     """
     train = splits.train
     if len(train) > LEAK_SCAN_ROWS:
@@ -274,7 +306,8 @@ def find_leaks(splits: Splits, features: list[str], config: PipelineConfig) -> L
             if auc is not None and auc >= threshold:
                 suspects.append({"columns": [column], "correlation": round(auc, 4),
                                  "reason": f"alone it ranks the label with ROC AUC {auc:.3f}"})  # fmt: skip
-    report = LeakageReport(suspects=suspects, duplicated_in_train=_duplicates(splits, list(train.columns)))
+    dupes = duplicated if duplicated is not None else _duplicates(splits, list(train.columns))
+    report = LeakageReport(suspects=suspects, duplicated_in_train=dupes)
     for line in report.lines():
         (log.warning if line.startswith("likely leak") else log.info)(line)
     if suspects and config.split.on_leak == "fail":
@@ -333,7 +366,9 @@ def _label_purity(values: pd.Series, target: np.ndarray, min_rows: int = 10) -> 
 
 def _duplicates(splits: Splits, columns: list[str]) -> dict[str, int]:
     def hashes(frame: pd.DataFrame) -> pd.Series:
-        return pd.util.hash_pandas_object(frame[columns].astype("string"), index=False)
+        # the values as they are: the three splits share one frame's types (text first would take five times as long)
+        return pd.util.hash_pandas_object(frame[columns], index=False)
 
-    seen = set(hashes(splits.train))
-    return {name: int(hashes(part).isin(seen).sum()) for name, part in (("valid", splits.valid), ("test", splits.test))}
+    seen = hashes(splits.train).to_numpy()
+    return {name: int(np.isin(hashes(part).to_numpy(), seen).sum())
+            for name, part in (("valid", splits.valid), ("test", splits.test))}  # fmt: skip
