@@ -12,9 +12,9 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from pydantic import BaseModel
 
+from flows.models import emit_dataset_event
 from schemas import PipelineConfig
 from tasks import registry
 from tasks.ingest.store import (
@@ -121,22 +121,16 @@ def publish_task(result: DriftResult, config: PipelineConfig) -> None:
     create_markdown_artifact(key=f"{key}-summary", markdown=drift_markdown(result, config),
                              description="Drift check")  # fmt: skip
     if result.detected:
-        emit_event(
-            event="mlcycle.drift.detected",
-            resource={"prefect.resource.id": f"mlcycle.dataset.{config.name}"},
-            related=[
-                {
-                    "prefect.resource.id": f"mlcycle.model.{config.name}",
-                    "prefect.resource.role": "champion",
-                    "mlcycle.tag": result.champion or "",
-                }
-            ],  # fmt: skip
-            payload={
+        emit_dataset_event(
+            "mlcycle.drift.detected",
+            config.name,
+            result.champion,
+            {
                 "champion": result.champion,
                 "drifted": result.drifted,
                 "recent_rows": result.recent_rows,
                 "max_psi": max(r.psi for r in result.rows if r.drifted),
-            },  # fmt: skip
+            },
         )
 
 

@@ -76,6 +76,24 @@ def emit_promoted(name: str, tag: str, previous: str | None, action: str, reason
     )
 
 
+def emit_dataset_event(event: str, dataset: str, champion: str | None, payload: dict[str, Any]) -> None:
+    """An event on `mlcycle.dataset.<dataset>`, its champion related, for the retraining triggers to react to."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": f"mlcycle.dataset.{dataset}"},
+        related=[
+            {
+                "prefect.resource.id": f"mlcycle.model.{dataset}",
+                "prefect.resource.role": "champion",
+                "mlcycle.tag": champion or "",
+            }
+        ],  # fmt: skip
+        payload=payload,
+    )
+
+
 class RollbackResult(BaseModel):
     name: str
     from_tag: str | None

@@ -19,10 +19,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from flows.models import emit_dataset_event, emit_promoted, mirror_champion_task
 from schemas import PipelineConfig
 from tasks import registry
 from tasks.monitor.feedback import (
@@ -97,8 +97,6 @@ def assess_task(config: PipelineConfig, champion: str | None, shadow: str | None
 @task(name="decide_shadow", **_pure)
 def decide_shadow_task(report: PerformanceReport) -> str | None:
     """Promote or reject the shadow on its live evidence (the gate's live rule); None while it waits."""
-    from flows.models import emit_promoted, mirror_champion_task
-
     if report.shadow is None or report.shadow_decision in (None, "wait"):
         return None
     check = report.shadow_check or {}
@@ -125,17 +123,11 @@ def publish_task(report: PerformanceReport) -> Path:
     create_markdown_artifact(key=f"{key}-summary", markdown=metrics_markdown(report), description="Performance check")
     degradation = report.degradation
     if degradation.degraded:
-        emit_event(
-            event="mlcycle.performance.degraded",
-            resource={"prefect.resource.id": f"mlcycle.dataset.{report.dataset}"},
-            related=[
-                {
-                    "prefect.resource.id": f"mlcycle.model.{report.dataset}",
-                    "prefect.resource.role": "champion",
-                    "mlcycle.tag": report.champion or "",
-                }
-            ],  # fmt: skip
-            payload={
+        emit_dataset_event(
+            "mlcycle.performance.degraded",
+            report.dataset,
+            report.champion,
+            {
                 "champion": report.champion,
                 "metric": degradation.metric,
                 "live": degradation.live,
@@ -145,7 +137,7 @@ def publish_task(report: PerformanceReport) -> Path:
                 "line": degradation.line,
                 "window_h": degradation.window_h,
                 "labelled": degradation.labelled,
-            },  # fmt: skip
+            },
         )
     return path
 

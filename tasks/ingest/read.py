@@ -350,19 +350,8 @@ def read_input_bytes(item: FileInput) -> bytes:
     """The file's bytes; a landing file that changed since it was declared settled is refused."""
     if item.wheel is not None:
         return _file_bytes(item.path, item.wheel)[0]
-    import fsspec
-
-    try:
-        with fsspec.open(item.path, "rb") as fh:
-            data: bytes = fh.read()
-    except FileNotFoundError:
-        raise SourceError(f"{item.label}: no such file") from None
-    except IsADirectoryError:
-        raise SourceError(f"{item.label}: is a folder, not a file") from None
-    except PermissionError:
-        raise SourceError(f"{item.label}: cannot be read (permission denied)") from None
-    except OSError as exc:
-        raise SourceError(f"{item.label}: cannot be read ({exc.strerror or exc})") from exc
+    with _os_errors(item), _open_input(item) as fh:
+        data: bytes = fh.read()
     if item.settled_stat is not None:
         stat = Path(item.path).stat()
         if (len(data), stat.st_mtime_ns) != item.settled_stat or stat.st_size != len(data):
@@ -407,8 +396,17 @@ def _open_input(item: FileInput) -> Iterator[IO[bytes]]:
         return
     import fsspec
 
-    try:
+    with _os_errors(item):
         handle = fsspec.open(item.path, "rb").open()
+    with handle:
+        yield handle
+
+
+@contextmanager
+def _os_errors(item: FileInput) -> Iterator[None]:
+    """The operating system's refusals to open or read a file as a `SourceError` naming it."""
+    try:
+        yield
     except FileNotFoundError:
         raise SourceError(f"{item.label}: no such file") from None
     except IsADirectoryError:
@@ -417,8 +415,6 @@ def _open_input(item: FileInput) -> Iterator[IO[bytes]]:
         raise SourceError(f"{item.label}: cannot be read (permission denied)") from None
     except OSError as exc:
         raise SourceError(f"{item.label}: cannot be read ({exc.strerror or exc})") from exc
-    with handle:
-        yield handle
 
 
 def _read_block(source: IO[bytes], item: FileInput) -> bytes:
