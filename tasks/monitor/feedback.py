@@ -40,7 +40,7 @@ REPORTS_KEPT = 500  # performance reports kept per name (one per check): the tra
 
 
 def shadow_dir(name: str) -> Path:
-    return requests_dir(name) / "shadow"
+    return requests_dir(name) / "_shadow"  # "_": the folder read as a Parquet dataset is the champion's answers
 
 
 def reports_dir(name: str) -> Path:

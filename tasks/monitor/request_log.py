@@ -3,7 +3,7 @@
 Files land in `$MLCYCLE_HOME/requests/<model name>/`, one row per served record: the record's feature columns as
 validated, plus `_ts` (UTC), `_model` (tag), `_request_id`, `_record` (the record's 0-based place in its request),
 `_prediction` (positive-class probability, the predicted class's probability for multiclass, or value) and `_label`
-(the predicted class; empty for regression). Beside them, `index.sqlite` maps each logged request id to its record
+(the predicted class; empty for regression). Beside them, `_index.sqlite` maps each logged request id to its record
 count, time, model and file: what a label sent later by request id is checked against (`RequestIndex`).
 The folder is bounded: the oldest files are deleted until the total fits `max_bytes`. Listing the folder costs time
 in proportion to its files (thousands, near the bound), so a write does not list it: the writer keeps a running total
@@ -32,7 +32,7 @@ from schemas.config import RequestLogConfig
 from tasks.paths import mlcycle_home
 
 META_COLUMNS = ("_ts", "_model", "_request_id", "_record", "_prediction", "_label")
-INDEX_FILE = "index.sqlite"
+INDEX_FILE = "_index.sqlite"  # "_": readers of the folder as a Parquet dataset pass it over
 RESCAN_S = 30.0
 
 
@@ -188,7 +188,7 @@ class LoggedRequest:
 
 
 class RequestIndex:
-    """`index.sqlite` beside the log's files: request id → records, time, model, file. SQLite, so every worker
+    """`_index.sqlite` beside the log's files: request id → records, time, model, file. SQLite, so every worker
     process of a service writes to one index and a label is checked in one indexed read, however large the log."""
 
     def __init__(self, root: Path) -> None:
