@@ -125,7 +125,7 @@ def sba(csv: Path, work: Path) -> tuple[float, Peak]:
     """Part 1: the outside-search share and the peak memory of `mlcycle train` on SBA as init configures it."""
     env = environment(work / "home-sba")
     config = init(csv, env)
-    proc, seconds, peak = run_measured(["train", "--config", str(config.relative_to(ROOT))], env)
+    proc, seconds, peak = run_measured(["train", "--json", "--config", str(config.relative_to(ROOT))], env)
     result = answer(proc, "train")
     search = float(result["tuning_seconds"])
     share = (seconds - search) / seconds
@@ -163,7 +163,9 @@ def ten_times(csv: Path, work: Path) -> tuple[float, Peak, Peak]:
         f"source.files=[{{path: {big}}}]",
         *[a for k, v in SHORT_SEARCH.items() for a in ("--set", f"{k}={v}")],
     ]
-    proc, seconds, ingest_peak = run_measured(["ingest", "--config", str(config.relative_to(ROOT)), *sets], env)
+    proc, seconds, ingest_peak = run_measured(
+        ["ingest", "--json", "--config", str(config.relative_to(ROOT)), *sets], env
+    )
     batches = answer(proc, "ingest")["batches"]
     read = sum(b["rows_read"] for b in batches)
     accepted = sum(b["rows_accepted"] for b in batches)
@@ -175,7 +177,7 @@ def ten_times(csv: Path, work: Path) -> tuple[float, Peak, Peak]:
           f"PSS ({ingest_peak.rss / GIB:.2f} GiB RSS summed)")  # fmt: skip
     if not exact:
         raise SystemExit(f"10x: row accounting broke: {batches}")
-    proc, seconds, train_peak = run_measured(["train", "--config", str(config.relative_to(ROOT)), *sets], env)
+    proc, seconds, train_peak = run_measured(["train", "--json", "--config", str(config.relative_to(ROOT)), *sets], env)
     result = answer(proc, "train")
     print(f"10x: train {seconds:.0f} s (search {result['tuning_seconds']:.0f} s), rows {result['rows']}, test roc_auc "
           f"{result['test']['roc_auc']:.4f}; peak memory {train_peak.pss / GIB:.2f} GiB PSS "
