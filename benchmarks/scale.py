@@ -59,12 +59,17 @@ class Peak:
     pss: int = 0
     rss: int = 0
     samples: int = 0
+    top: list[tuple[int, str]] = field(default_factory=list)  # the largest processes at the peak: (PSS, name)
     stop: threading.Event = field(default_factory=threading.Event)
+
+    def breakdown(self) -> str:
+        return ", ".join(f"{name} {pss / GIB:.2f}" for pss, name in self.top)
 
     def watch(self, root: int) -> threading.Thread:
         def run() -> None:
             while not self.stop.wait(0.5):
                 pss = rss = 0
+                each: list[tuple[int, str]] = []
                 with contextlib.suppress(psutil.Error):
                     parent = psutil.Process(root)
                     for proc in [parent, *parent.children(recursive=True)]:
@@ -72,6 +77,9 @@ class Peak:
                             info = proc.memory_full_info()
                             pss += info.pss
                             rss += info.rss
+                            each.append((info.pss, proc.name() if proc.pid != root else "mlcycle (driver)"))
+                if pss > self.pss:
+                    self.top = sorted(each, reverse=True)[:6]
                 self.pss, self.rss, self.samples = max(self.pss, pss), max(self.rss, rss), self.samples + 1
 
         thread = threading.Thread(target=run, daemon=True)
@@ -94,6 +102,10 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[subprocess.Compl
         out.seek(0)
         err.seek(0)
         done = subprocess.CompletedProcess(args, code, out.read(), err.read())
+    # the command's own log (Prefect's, a line per task), kept with its home (MLCYCLE_SCALE_KEEP=1)
+    log = Path(env["MLCYCLE_HOME"]) / f"{args[0]}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stderr)
     return done, seconds, peak
 
 
@@ -132,6 +144,7 @@ def sba(csv: Path, work: Path) -> tuple[float, Peak]:
     print(f"sba: train {seconds:.0f} s in all, search {search:.0f} s, outside the search {seconds - search:.0f} s "
           f"(share {share:.2f}); rows {result['rows']}; test roc_auc {result['test']['roc_auc']:.4f}; "
           f"peak memory of all processes {peak.pss / GIB:.2f} GiB PSS ({peak.rss / GIB:.2f} GiB RSS summed)")  # fmt: skip
+    print(f"sba: largest at the peak (GiB PSS): {peak.breakdown()}")
     return share, peak
 
 
@@ -175,6 +188,7 @@ def ten_times(csv: Path, work: Path) -> tuple[float, Peak, Peak]:
     print(f"10x: ingest {seconds:.0f} s, {rate:,.0f} rows/s, read {read:,} = accepted {accepted:,} + quarantined "
           f"{quarantined:,} ({'exact' if exact else 'ACCOUNTING BROKE'}); peak memory {ingest_peak.pss / GIB:.2f} GiB "
           f"PSS ({ingest_peak.rss / GIB:.2f} GiB RSS summed)")  # fmt: skip
+    print(f"10x: ingest's largest at the peak (GiB PSS): {ingest_peak.breakdown()}")
     if not exact:
         raise SystemExit(f"10x: row accounting broke: {batches}")
     proc, seconds, train_peak = run_measured(["train", "--json", "--config", str(config.relative_to(ROOT)), *sets], env)
@@ -182,6 +196,7 @@ def ten_times(csv: Path, work: Path) -> tuple[float, Peak, Peak]:
     print(f"10x: train {seconds:.0f} s (search {result['tuning_seconds']:.0f} s), rows {result['rows']}, test roc_auc "
           f"{result['test']['roc_auc']:.4f}; peak memory {train_peak.pss / GIB:.2f} GiB PSS "
           f"({train_peak.rss / GIB:.2f} GiB RSS summed)")  # fmt: skip
+    print(f"10x: train's largest at the peak (GiB PSS): {train_peak.breakdown()}")
     return rate, ingest_peak, train_peak
 
 

@@ -487,38 +487,53 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool, keeper: Any 
             f"no trial reported a result; first errors: {[t['error'] for t in trials if t['error']][:3]}"
         )
     best = grid.get_best_result(metric="valid_score", mode="min", scope="last")
-    log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds",
-             elapsed, metric, best.metrics["valid_score"], best.metrics["rounds"])  # fmt: skip
-    booster = _best_booster(best, keeper)
+    best_id, rounds = str(best.metrics.get("trial_id", "")), int(best.metrics["rounds"])
+    score, boosted = float(best.metrics["valid_score"]), int(best.metrics.get("boosted", 0))
+    log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds", elapsed, metric, score, rounds)
+    booster, kept = None, _kept(keeper)
+    if kept is not None and kept[2] == best_id and (kept[1], kept[0]) != (rounds, score) and kept[0] < score:
+        # The search stopped the best trial (its time budget) after the trial offered a better booster but before
+        # Tune recorded that report: the kept booster is the best model measured, at the trial's own config.
+        log.info("the best trial %s improved to %.5f at %d rounds as the search stopped it: that booster is kept",
+                 best_id, kept[0], kept[1])  # fmt: skip
+        score, rounds = kept[0], kept[1]
+        boosted = max(boosted, rounds)
+        for trial in scored:
+            if trial["trial_id"] == best_id:
+                trial.update(valid_score=score, rounds=rounds, boosted=boosted)
+    if kept is not None and (kept[2], kept[1]) == (best_id, rounds):
+        booster = _booster(kept[3])
+    else:  # the best trial ran before a resume, or its offer never came: the final fit boosts again
+        log.info("the final fit boosts again: the search kept %s, its best is trial %s at %d rounds",
+                 f"trial {kept[2]} at {kept[1]} rounds" if kept else "no booster", best_id, rounds)  # fmt: skip
     return TuneResult(
         best_config=dict(best.config),
-        best_rounds=int(best.metrics["rounds"]),
-        best_score=float(best.metrics["valid_score"]),
+        best_rounds=rounds,
+        best_score=score,
         metric=metric,
-        best_trial_id=str(best.metrics.get("trial_id", "")),
+        best_trial_id=best_id,
         trials=sorted(scored, key=lambda t: t["valid_score"]) + [t for t in trials if t["valid_score"] is None],
         curves=curves,
         experiment_path=grid.experiment_path,
         elapsed_s=elapsed,
         resumed=bool(resumed),
         best_booster=booster,
-        best_boosted=int(best.metrics.get("boosted", 0)),
+        best_boosted=boosted,
     )
 
 
-def _best_booster(best: Any, keeper: Any) -> Any:
-    """The best trial's own booster from the search's keeper, if it holds that trial at the round it reported."""
-    import xgboost as xgb
-
+def _kept(keeper: Any) -> tuple[float, int, str, bytes] | None:
+    """What the search's keeper holds (score, best round, trial id, booster bytes), the keeper then ended."""
     if keeper is None:
         return None
     kept = ray.get(keeper.get.remote())
     ray.kill(keeper)
-    if kept is None:
-        return None
-    _, rounds, trial_id, raw = kept
-    if trial_id != best.metrics.get("trial_id") or rounds != int(best.metrics.get("rounds", -1)):
-        return None  # the best trial ran before a resume, or its offer came late: the final fit boosts again
+    return kept
+
+
+def _booster(raw: bytes) -> Any:
+    import xgboost as xgb
+
     booster = xgb.Booster()
     booster.load_model(bytearray(raw))
     return booster
