@@ -9,7 +9,6 @@ import importlib
 import io
 import json
 import math
-import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -34,20 +33,15 @@ LIMITS = {"max_body_bytes": 600_000, "reload_poll_s": 0, "request_log": {"flush_
 def service_module(request: pytest.FixtureRequest) -> Iterator[Any]:
     """serving.service imported with MLCYCLE_MODEL_TAG pinned to a fresh small Adult model."""
     tag = save_small_model("adult", rounds=30)
-    saved = {k: os.environ.get(k) for k in ("MLCYCLE_MODEL_TAG", "MLCYCLE_SERVING", "MLCYCLE_API_KEY")}
-    os.environ["MLCYCLE_MODEL_TAG"] = tag
-    os.environ["MLCYCLE_SERVING"] = json.dumps(LIMITS)
-    os.environ.pop("MLCYCLE_API_KEY", None)
-    import serving.service
+    with pytest.MonkeyPatch.context() as env:  # the environment as found once the module is done
+        env.setenv("MLCYCLE_MODEL_TAG", tag)
+        env.setenv("MLCYCLE_SERVING", json.dumps(LIMITS))
+        env.delenv("MLCYCLE_API_KEY", raising=False)
+        import serving.service
 
-    module = importlib.reload(serving.service)  # the OpenAPI record model is built at import
-    module.TAG = tag  # type: ignore[attr-defined]
-    yield module
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        module = importlib.reload(serving.service)  # the OpenAPI record model is built at import
+        module.TAG = tag  # type: ignore[attr-defined]
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import importlib
 import io
 import json
 import math
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,28 +31,23 @@ LIMITS = {"reload_poll_s": 0, "request_log": {"flush_rows": 10_000, "flush_s": 3
 def service_module() -> Iterator[Any]:
     """serving.service imported with MLCYCLE_MODEL_TAG pinned to a fresh small penguins model."""
     tag = save_small(penguins_config(name="penguins"), penguin_rows(400, seed=0))
-    saved = {k: os.environ.get(k) for k in ("MLCYCLE_MODEL_TAG", "MLCYCLE_SERVING", "MLCYCLE_API_KEY")}
-    os.environ["MLCYCLE_MODEL_TAG"] = tag
-    os.environ["MLCYCLE_SERVING"] = json.dumps(LIMITS)
-    os.environ.pop("MLCYCLE_API_KEY", None)
-    import serving.service
+    with pytest.MonkeyPatch.context() as env:  # the environment as found once the module is done
+        env.setenv("MLCYCLE_MODEL_TAG", tag)
+        env.setenv("MLCYCLE_SERVING", json.dumps(LIMITS))
+        env.delenv("MLCYCLE_API_KEY", raising=False)
+        import serving.service
 
-    counters = dict(serving.service.COUNTERS)  # Prometheus metrics register once per process: keep them
-    module = importlib.reload(serving.service)
-    module.COUNTERS.update(counters)
-    module.TAG = tag  # type: ignore[attr-defined]
-    yield module
-    if not counters:  # registered here: leave the registry as found, for a later module's reload of the service
-        from prometheus_client import REGISTRY
+        counters = dict(serving.service.COUNTERS)  # Prometheus metrics register once per process: keep them
+        module = importlib.reload(serving.service)
+        module.COUNTERS.update(counters)
+        module.TAG = tag  # type: ignore[attr-defined]
+        yield module
+        if not counters:  # registered here: leave the registry as found, for a later module's reload of the service
+            from prometheus_client import REGISTRY
 
-        for counter in module.COUNTERS.values():
-            REGISTRY.unregister(counter)
-        module.COUNTERS.clear()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+            for counter in module.COUNTERS.values():
+                REGISTRY.unregister(counter)
+            module.COUNTERS.clear()
 
 
 @pytest.fixture(scope="module")

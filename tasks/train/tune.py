@@ -491,7 +491,7 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool, keeper: Any 
     score, boosted = float(best.metrics["valid_score"]), int(best.metrics.get("boosted", 0))
     log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds", elapsed, metric, score, rounds)
     booster, kept = None, _kept(keeper)
-    if kept is not None and kept[2] == best_id and (kept[1], kept[0]) != (rounds, score) and kept[0] < score:
+    if kept is not None and kept[2] == best_id and kept[0] < score:
         # The search stopped the best trial (its time budget) after the trial offered a better booster but before
         # Tune recorded that report: the kept booster is the best model measured, at the trial's own config.
         log.info("the best trial %s improved to %.5f at %d rounds as the search stopped it: that booster is kept",
@@ -503,7 +503,7 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool, keeper: Any 
                 trial.update(valid_score=score, rounds=rounds, boosted=boosted)
     if kept is not None and (kept[2], kept[1]) == (best_id, rounds):
         booster = _booster(kept[3])
-    else:  # the best trial ran before a resume, or its offer never came: the final fit boosts again
+    elif keeper is not None:  # the best trial ran before a resume, or its offer never came: the final fit boosts again
         log.info("the final fit boosts again: the search kept %s, its best is trial %s at %d rounds",
                  f"trial {kept[2]} at {kept[1]} rounds" if kept else "no booster", best_id, rounds)  # fmt: skip
     return TuneResult(

@@ -8,32 +8,18 @@ and the final fit train data-parallel with Ray Train, one worker per node.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import ray
-from ray.cluster_utils import Cluster
+from cluster_search import REPORT, loopback_cluster  # this script's own folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORT = "REPORT "  # the report line is marked: Ray's raylet may print warnings to stdout after it
 
 
 def main() -> None:
-    # Ray resolves "127.0.0.1" in an address to the machine's outward-facing IP; keep every connection of this
-    # test on loopback instead (the nodes below are started on 127.0.0.1).
-    ray._private.services.node_ip_address_from_perspective = lambda address=None: "127.0.0.1"
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")  # see cluster_search.py
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})  # fmt: skip
-    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    cluster.wait_for_nodes()
-    os.environ["RAY_ADDRESS"] = cluster.address
-    try:
+    with loopback_cluster():
         print(REPORT + json.dumps(train(data_parallel=sys.argv[1:] == ["data-parallel"])))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def train(data_parallel: bool) -> dict[str, object]:

@@ -11,6 +11,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +35,31 @@ ROOT = Path(__file__).resolve().parents[2]
 REPORT = "REPORT "
 
 
-def main() -> None:
+@contextmanager
+def loopback_cluster() -> Iterator[Cluster]:
+    """A real Ray cluster of two nodes with one CPU each, both on loopback (its traffic never leaves this machine),
+    as RAY_ADDRESS for the duration."""
     # Ray resolves "127.0.0.1" in an address to the machine's outward-facing IP; keep every connection of this
     # test on loopback instead (the nodes below are started on 127.0.0.1).
     ray._private.services.node_ip_address_from_perspective = lambda address=None: "127.0.0.1"
     # Ray Train gives a worker group 60 s to start; on this shared 2-core machine starting two worker processes
     # can take longer than that, and a timed-out start is retried while its placement group lingers.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
-    # Two nodes with their own CPU, both on loopback: the cluster's traffic never leaves this machine.
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})  # fmt: skip
     cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
     cluster.wait_for_nodes()
     os.environ["RAY_ADDRESS"] = cluster.address
     try:
-        print(REPORT + json.dumps(data_parallel() if sys.argv[1:] == ["data-parallel"] else spread_trials()))
+        yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def main() -> None:
+    with loopback_cluster():
+        print(REPORT + json.dumps(data_parallel() if sys.argv[1:] == ["data-parallel"] else spread_trials()))
 
 
 def spread_trials() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -45,3 +46,14 @@ def served_adult(adult_run) -> Iterator[str]:  # type: ignore[no-untyped-def]
             yield url
     except ServeError as exc:
         pytest.fail(str(exc))
+
+
+def port_free(port: int) -> bool:
+    """Whether a restarted server could listen on `port` (as uvicorn does, with SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from tasks.processes import stop_tree
 from tasks.registry.smoke import free_port
 from tests.conftest import ROOT
 from tests.ingest_fixtures import HEADER, good_rows, tiny_config
-from tests.integration.conftest import SMALL_RUN
+from tests.integration.conftest import SMALL_RUN, port_free
 from tests.service_models import save_small_model
 from tests.test_cli import refused
 
@@ -104,7 +103,7 @@ def test_serve_stops_with_its_workers_on_a_signal(signum: int) -> None:
         os.kill(server.pid, signum)
         stopped = time.monotonic() + 10
         server.wait(timeout=10)
-        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree) or not _free(port):
+        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree) or not port_free(port):
             assert time.monotonic() < stopped, [p.pid for p in tree if p.is_running()]
             time.sleep(0.2)
     finally:
@@ -117,17 +116,6 @@ def _answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def _free(port: int) -> bool:
-    """Whether a restarted server could listen on `port` (as uvicorn does, with SO_REUSEADDR)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_sigterm_to_train_stops_every_process_it_started(tmp_path: Path) -> None:

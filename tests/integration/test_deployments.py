@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from tasks import registry
 from tasks.paths import mlcycle_home
 from tasks.registry.bundle import load_bundle
 from tests.conftest import ROOT
-from tests.integration.conftest import SMALL_RUN
+from tests.integration.conftest import SMALL_RUN, port_free
 
 pytestmark = pytest.mark.integration
 
@@ -251,18 +250,7 @@ def test_undeploy_stops_every_process_and_frees_the_port(cycle: Cycle) -> None:
     started = time.monotonic()
     run = _mlcycle("undeploy")
     assert run.returncode == 0 and "stopped: worker (pid" in run.stdout and "server (pid" in run.stdout, run.stderr
-    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree) or not _free(port):
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree) or not port_free(port):
         assert time.monotonic() - started < 10, [p.pid for p in tree if p.is_running()]
         time.sleep(0.2)
     assert not list(state_dir().glob("*.pid"))
-
-
-def _free(port: int) -> bool:
-    """Whether a restarted server could listen on `port` (with SO_REUSEADDR, as uvicorn does)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
