@@ -9,6 +9,7 @@ pandera): its settings come as the plain `TrialSettings` below.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -108,11 +109,16 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
     keeper.report({**reporter.metrics(), **reporter.extra, "done": True})
 
 
+OFFER_WAIT_S = 30.0  # the most a report waits for the keeper to take its trial's booster
+
+
 class BestBooster:
     """Reports to Tune and, whenever the trial's best score has improved since its last report, offers its booster
     cut at the best round to the search's `BoosterKeeper`, which keeps the best of all trials: the model the search
     measured, which the final fit can take as it is instead of boosting the same rounds again (`tune.final_fit:
-    train`). The offer goes out before the report and does not wait: the trial's time is the search's."""
+    train`). The offer goes out before the report, and the report waits until the keeper has it (a round trip, only
+    when the score improved): a trial the scheduler stops is killed right after its report, and an offer still
+    queued in it was lost, or reached the keeper after the search had read it, and the final fit boosted again."""
 
     def __init__(self, keeper: str | None) -> None:
         self.keeper = ray.get_actor(keeper) if keeper else None
@@ -124,7 +130,9 @@ class BestBooster:
         if self.keeper is not None and self.booster is not None and score < self.offered and best_round > 0:
             best = self.booster[:best_round] if best_round < self.booster.num_boosted_rounds() else self.booster
             trial_id = tune.get_context().get_trial_id()
-            self.keeper.offer.remote(score, best_round, trial_id, bytes(best.save_raw("ubj")))
+            taken = self.keeper.offer.remote(score, best_round, trial_id, bytes(best.save_raw("ubj")))
+            with contextlib.suppress(Exception):  # a keeper gone or slow costs the final fit a refit, not the trial
+                ray.get(taken, timeout=OFFER_WAIT_S)
             self.offered = score
         tune.report(metrics)
 
