@@ -54,7 +54,7 @@ def _clean_row(i: int) -> dict[str, object]:
 
 
 BAD_VALUES: dict[str, list[object]] = {
-    "loan": ["abc", 3.5, True, None, 0, "12", "1976A"],
+    "loan": ["abc", 3.5, True, None, 0, "12", "1976A", "+5", " 12 ", "1_000"],  # the last three read as integers
     "zip": [-1, 100000, "x", None, 2.5],
     "jobs": [None, -3, "many", 1.25],
     "new_exist": [0.0, 3.0, "one", None],

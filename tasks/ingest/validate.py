@@ -70,8 +70,7 @@ def validate_frame(
     screened = _screen(frame, plan, typed) if plan is not None else None
     if screened is None:
         return _validate_lazily(frame, schema, what, whole_frame_errors, typed)
-    valid, failures = screened
-    return _accounted(frame, valid, failures, what)
+    return screened.accounted(frame, what)
 
 
 def validate_with_pandera(
@@ -126,7 +125,10 @@ def _validate_lazily(
 
 
 def _accounted(frame: pd.DataFrame, valid: pd.DataFrame, failures: list[pd.DataFrame], what: str) -> Validated:
-    quarantine = _in_frame_order(_ledger(failures), frame)
+    return _counted(frame, valid, _in_frame_order(_ledger(failures), frame), what)
+
+
+def _counted(frame: pd.DataFrame, valid: pd.DataFrame, quarantine: pd.DataFrame, what: str) -> Validated:
     quarantined = quarantine["row"].nunique()
     if len(valid) + quarantined != len(frame):
         raise AssertionError(f"{what}: row accounting broke: {len(frame)} in, {len(valid)} valid, "
@@ -147,7 +149,16 @@ class _ColumnPlan:
     name: str
     column: Any  # pandera's Column
     is_int: bool
-    checks: tuple[tuple[Any, Any, str, bool], ...]  # (check, its pandas backend, ledger name, per value)
+    checks: tuple[_CheckPlan, ...]
+
+
+@dataclass(frozen=True)
+class _CheckPlan:
+    check: Any  # pandera's Check
+    backend: Any  # its pandas backend
+    label: str  # its name in the ledger
+    per_value: bool  # evaluated once per distinct value
+    builtin: bool  # one of pandera's own checks: it answers for a missing value without raising
 
 
 @functools.cache
@@ -184,22 +195,50 @@ def _bulk_plan(schema: type[pa.DataFrameModel]) -> tuple[_ColumnPlan, ...] | Non
             if builtin is not None and check.is_builtin_check(builtin):
                 # as `Check.__call__` does: the dispatcher with pandas' implementations registered since the schema
                 backend.check_fn = functools.partial(check.get_builtin_check_fn(builtin), **check._check_kwargs)
-            checks.append((check, backend, label, builtin in _PER_VALUE_CHECKS))
+            is_builtin = builtin is not None and check.is_builtin_check(builtin)
+            checks.append(_CheckPlan(check, backend, label, builtin in _PER_VALUE_CHECKS, is_builtin))
         plans.append(_ColumnPlan(str(name), column, target == "int64", tuple(checks)))
     return tuple(plans)
 
 
-def _screen(
-    frame: pd.DataFrame, plan: tuple[_ColumnPlan, ...], typed: pd.DataFrame
-) -> tuple[pd.DataFrame, list[pd.DataFrame]] | None:
+@dataclass
+class _Screened:
+    """What the bulk path found: the accepted rows, and the ledger's lines with each line's place in the frame
+    (its row's position and its column's), so that they are put in the frame's order without looking rows up."""
+
+    valid: pd.DataFrame
+    failures: list[pd.DataFrame]
+    positions: list[np.ndarray]
+    columns: list[np.ndarray]
+
+    def add(self, lines: pd.DataFrame, positions: np.ndarray, column: int | np.ndarray) -> None:
+        self.failures.append(lines)
+        self.positions.append(positions)
+        self.columns.append(np.broadcast_to(np.asarray(column, dtype=np.intp), positions.shape))
+
+    def accounted(self, frame: pd.DataFrame, what: str) -> Validated:
+        if not self.failures or not frame.index.is_unique:
+            return _accounted(frame, self.valid, self.failures, what)
+        # A cell fails a check once, and unreadable cells are checked no further: no line repeats (the type
+        # screen's own lines were deduplicated), so the lines need only sorting, as `_in_frame_order` sorts them.
+        order = np.lexsort((np.concatenate(self.columns), np.concatenate(self.positions)))
+        ledger = pd.concat(self.failures, ignore_index=True)
+        return _counted(frame, self.valid, ledger.take(order).reset_index(drop=True), what)
+
+
+def _screen(frame: pd.DataFrame, plan: tuple[_ColumnPlan, ...], typed: pd.DataFrame) -> _Screened | None:
     """The accepted rows coerced and the ledger lines, column by column; None where pandera must decide."""
-    base = _with_placeholders(frame, typed) if not typed.empty else frame
     failed = np.zeros(len(frame), dtype=bool)
-    failures: list[pd.DataFrame] = [typed] if not typed.empty else []
+    screened = _Screened(frame, [], [], [])
+    if not typed.empty:
+        typed = typed.drop_duplicates(ignore_index=True)
+        rows = frame.index.get_indexer(pd.Index(typed["row"].to_numpy())) if frame.index.is_unique else typed.index
+        screened.add(typed, np.asarray(rows), frame.columns.get_indexer(pd.Index(typed["column"].to_numpy())))
     typed_cells = {str(c): frame.index.isin(cells["row"].unique()) for c, cells in typed.groupby("column")}
     coerced: dict[str, pd.Series] = {}
     for column in plan:
-        values = base[column.name]
+        values = frame[column.name]
+        at = frame.columns.get_loc(column.name)
         skip = typed_cells.get(column.name)  # cells already in the ledger as unreadable
         if skip is not None:
             failed |= skip
@@ -207,42 +246,71 @@ def _screen(
         if missing.any() and (column.is_int or not column.column.nullable):
             # An integer column holds no missing value: pandera reports it as a failed coercion, named
             # not_nullable here whether or not the column is nullable (as `_row_cases` names it).
-            failures.append(_cells(frame.index, missing, column.name, "not_nullable", None))
+            screened.add(_cells(frame.index, missing, column.name, "not_nullable", None), np.flatnonzero(missing), at)
             failed |= missing
-            if column.is_int:
-                values = values.fillna(0)
         try:
-            series = column.column.dtype.try_coerce(values)
+            series = _coerced(values, column, skip, missing)
         except Exception:  # a value the type screen let through and pandera cannot coerce: pandera reports it
             return None
         coerced[column.name] = series
         present = ~missing if skip is None else ~missing & ~skip
-        for check, backend, label, per_value in column.checks:
-            bad = _failing(series, present, check, backend, per_value)
+        for check in column.checks:
+            bad = _failing(series, present, check)
             if bad is None:
                 return None
             if bad.any():
-                failures.append(_cells(frame.index, bad, column.name, label, series.iloc[np.flatnonzero(bad)]))
+                rows = np.flatnonzero(bad)
+                screened.add(_cells(frame.index, bad, column.name, check.label, series.iloc[rows]), rows, at)
                 failed |= bad
     # Columns the coercion left as they were stay in the frame's own blocks (rebuilding the frame would copy them).
     changed = {name: series for name, series in coerced.items() if series.dtype != frame[name].dtype}
     valid = frame.assign(**changed) if changed else frame
-    return valid[~failed] if failed.any() else valid, failures
+    screened.valid = valid[~failed] if failed.any() else valid
+    return screened
 
 
-def _failing(series: pd.Series, present: np.ndarray, check: Any, backend: Any, per_value: bool) -> np.ndarray | None:
+def _coerced(values: pd.Series, column: _ColumnPlan, unreadable: np.ndarray | None, missing: np.ndarray) -> pd.Series:
+    """The column coerced to its type as pandera coerces it. Unreadable cells (already in the ledger) and, in an
+    integer column, missing values are read as 0, a value every numeric column can be coerced from.
+
+    Integer text is cast by Arrow where it can (pandera converts text one value at a time); text Arrow does not
+    read as an integer (`+5`, ` 5`) goes to pandera.
+    """
+    if column.is_int and pd.api.types.is_string_dtype(values) and not pd.api.types.is_object_dtype(values):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        text = pa.array(values.array, type=pa.large_string(), from_pandas=True)
+        placeholders = missing if unreadable is None else missing | unreadable
+        if placeholders.any():
+            text = pc.if_else(pa.array(placeholders), pa.scalar("0", pa.large_string()), text)
+        try:
+            return pd.Series(pc.cast(text, pa.int64()).to_numpy(), index=values.index, name=values.name)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    if unreadable is not None:
+        values = values.astype(object).mask(unreadable, 0)
+    if column.is_int and missing.any():
+        values = values.fillna(0)
+    return column.column.dtype.try_coerce(values)
+
+
+def _failing(series: pd.Series, present: np.ndarray, plan: _CheckPlan) -> np.ndarray | None:
     """Which cells fail one check (a boolean per row), as pandera judges them; None if the check does not answer
     per row (a frame-wide check), which pandera then reports."""
+    check, backend = plan.check, plan.backend
     considered = present if check.ignore_na else np.ones(len(series), dtype=bool)
     try:
-        if per_value and (pd.api.types.is_string_dtype(series) or series.dtype == object):
+        if plan.per_value and (pd.api.types.is_string_dtype(series) or series.dtype == object):
             codes, uniques = pd.factorize(series, use_na_sentinel=check.ignore_na)
             answer = backend.apply(pd.Series(uniques, dtype=series.dtype))
             if not isinstance(answer, pd.Series) or len(answer) != len(uniques):
                 return None
             passed = np.append(answer.to_numpy(dtype=bool, na_value=False), True)[codes]  # code -1: missing
             return considered & ~passed
-        subject = series if considered.all() else series[considered]
+        # pandera's own checks answer for every value (False for a missing one): they run on the whole column and
+        # the cells not considered are masked after, which is cheaper than selecting the considered cells first.
+        subject = series if considered.all() or plan.builtin else series[considered]
         answer = backend.apply(subject)
         if not isinstance(answer, pd.Series) or not answer.index.equals(subject.index):
             return None
@@ -250,7 +318,7 @@ def _failing(series: pd.Series, present: np.ndarray, check: Any, backend: Any, p
     except Exception:  # pandera reports a check that raises as a whole-frame failure
         return None
     if len(ok) == len(series):
-        return ~ok
+        return considered & ~ok
     bad = np.zeros(len(series), dtype=bool)
     bad[np.flatnonzero(considered)[~ok]] = True
     return bad
