@@ -293,7 +293,11 @@ class TuneConfig(_Strict):
         "the test rows). With `time_budget_s` too, the search ends at whichever comes first.",
     )
     cpus_per_trial: int = Field(
-        default=1, ge=1, description="CPUs (XGBoost threads) per trial; trials run CPUs // this at a time."
+        default=1,
+        ge=1,
+        description="CPUs (XGBoost threads) per trial; trials run CPUs // this at a time. Left unset, a snapshot "
+        "larger than the driver holds, on one machine, runs one trial at a time on every CPU (each trial side by "
+        "side would hold its own binned copy of the rows).",
     )
     gpus_per_trial: float = Field(
         default=0, ge=0, description="GPU share per trial; above 0 XGBoost trains with device='cuda'."

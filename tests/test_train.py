@@ -82,3 +82,20 @@ def test_train_rule_keeps_only_the_rounds_early_stopping_chose() -> None:
 def test_data_parallel_refuses_a_wall_clock_budget() -> None:
     with pytest.raises(ValidationError, match="time_budget_s cannot be combined with tune.data_parallel_workers"):
         load_config(ROOT / "configs/adult.yaml", {"tune.data_parallel_workers": 2, "tune.time_budget_s": 60})
+
+
+def test_streamed_rows_on_one_machine_train_one_trial_at_a_time_on_every_cpu() -> None:
+    from schemas.config import TuneConfig
+    from tasks.train.boost import StreamedData
+    from tasks.train.tune import one_trial_for_streamed_rows
+
+    streamed = StreamedData(train=None, valid=None, columns=["a"], categories={}, rows=(9_000_000, 1_000_000))
+    default = TuneConfig()
+    assert one_trial_for_streamed_rows(streamed, default, cpus=4, nodes=1).cpus_per_trial == 4
+    # frames in the driver, a cluster, a config that chose its own split of the cores, data-parallel trials: as set
+    assert one_trial_for_streamed_rows(_data(), default, cpus=4, nodes=1).cpus_per_trial == 1
+    assert one_trial_for_streamed_rows(streamed, default, cpus=4, nodes=2).cpus_per_trial == 1
+    chosen = TuneConfig(cpus_per_trial=1)
+    assert one_trial_for_streamed_rows(streamed, chosen, cpus=4, nodes=1).cpus_per_trial == 1
+    parallel = TuneConfig(data_parallel_workers=2)
+    assert one_trial_for_streamed_rows(streamed, parallel, cpus=4, nodes=1).cpus_per_trial == 1

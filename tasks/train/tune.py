@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from schemas.config import PipelineConfig, TaskType, TuneConfig
-from tasks.train.boost import STOPPING_METRIC, TrainingData, xgb_params
+from tasks.train.boost import STOPPING_METRIC, StreamedData, TrainingData, xgb_params
 
 log = logging.getLogger("mlcycle.tune")
 
@@ -331,7 +331,7 @@ class RunDeadline(tune.Stopper):
 
 
 def tune_xgboost(
-    data: TrainingData,
+    data: TrainingData | StreamedData,
     task: TaskType,
     settings: TuneConfig,
     seed: int,
@@ -346,11 +346,12 @@ def tune_xgboost(
     the cores; on a Ray that mlcycle starts they start on workers that have already imported what a trial needs
     (see tasks.train.preload). An experiment of the same name that was interrupted is resumed: its finished trials are
     kept and only the rest run. Data-parallel trials (`tune.data_parallel_workers`) each train on shards across
-    Ray Train workers.
+    Ray Train workers. Streamed rows on one machine run one trial at a time (`one_trial_for_streamed_rows`).
     """
     ensure_ray(settings.ray_address)
     started = time.monotonic()
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    settings = one_trial_for_streamed_rows(data, settings, cpus, nodes=len(ray.nodes()))
     path = storage.resolve() / experiment
     callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every,
                                          settings.time_budget_s), _NoTensorBoard()]  # fmt: skip
@@ -402,6 +403,24 @@ def tune_xgboost(
         if share is not None:
             share.unlink(missing_ok=True)
     return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed, keeper)
+
+
+def one_trial_for_streamed_rows(data: TrainingData | StreamedData, settings: TuneConfig, cpus: int,
+                                nodes: int) -> TuneConfig:  # fmt: skip
+    """Rows that come as Ray Data (more than the driver holds) on a single machine: one trial at a time on every
+    CPU, unless the config sets `cpus_per_trial` itself.
+
+    Each trial bins its own copy of the rows (`training_matrix`), so trials side by side hold that copy once each:
+    on SBA resampled to 9 million rows, 1.7-1.9 GiB a trial. One trial with every core keeps the cores as busy
+    (XGBoost's `hist` spreads a round over its threads) and holds it once. On a Ray cluster each node holds its own
+    trials' copies in its own memory, and `cpus_per_trial` stands.
+    """
+    if (not isinstance(data, StreamedData) or nodes > 1 or settings.data_parallel_workers or settings.gpus_per_trial
+            or "cpus_per_trial" in settings.model_fields_set or settings.cpus_per_trial >= cpus):  # fmt: skip
+        return settings
+    log.info("tuning: %d rows come as Ray Data, more than the driver holds: one trial at a time on %d CPUs, so that "
+             "one binned copy of them is in memory, not %d", data.train_rows, cpus, cpus // settings.cpus_per_trial)  # fmt: skip
+    return settings.model_copy(update={"cpus_per_trial": cpus})
 
 
 @contextlib.contextmanager
