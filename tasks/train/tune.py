@@ -351,7 +351,10 @@ def tune_xgboost(
     ensure_ray(settings.ray_address)
     started = time.monotonic()
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    configured = settings.cpus_per_trial
     settings = one_trial_for_streamed_rows(data, settings, cpus, nodes=len(ray.nodes()))
+    if deadline is not None and deadline.refit_share is not None:
+        deadline.refit_share *= settings.cpus_per_trial / configured  # a refit on all CPUs: as fast as such a trial
     path = storage.resolve() / experiment
     callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every,
                                          settings.time_budget_s), _NoTensorBoard()]  # fmt: skip
