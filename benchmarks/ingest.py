@@ -11,10 +11,10 @@ ratio (validation and quarantine split) / (CSV read). Not a test: it prints figu
 Validation runs in bulk (tasks.ingest.validate); the same split through pandera's lazy validation, the path
 before it, is timed beside it and must give the same ledger and rows (the run fails otherwise).
 
-What this project's 2-core machine showed (shared with other work, load average 8; 27 columns, 8 regex, 5
-category and 12 range checks; 276,765 rows quarantined): bare read_csv 1.14 s, mlcycle read 2.05 s, validation +
-split 0.93 s, against 3.19 s for the same split through pandera and 2.35 s for pandera's own lazy validation alone;
-peak memory 2.0× the frame; validation/read ratio 0.81.
+What this project's 2-core machine showed on 2026-12-05, nothing else running (27 columns, 8 regex, 5 category and
+12 range checks; 276,765 rows quarantined): bare read_csv 0.86 s, mlcycle read 1.4-1.7 s, validation + split
+0.53-0.63 s, against 2.6-2.8 s for the same split through pandera and 2.1-2.3 s for pandera's own lazy validation
+alone; peak memory 2.6× the frame; validation/read ratio 0.61-0.74 over five runs (docs/performance.md).
 """
 
 from __future__ import annotations
