@@ -34,6 +34,12 @@ def train(data_parallel: bool) -> dict[str, object]:
                  "gate.smoke_test": False}  # fmt: skip
     if data_parallel:
         overrides |= {"tune.num_samples": 1, "tune.data_parallel_workers": 2, "tune.max_rounds": 40}
+    else:
+        # Trials long enough (1,000 rounds, none stopped early) that a trial's worker starting cold on the other
+        # node is up before the first node's trials are done: Tune reuses a finished trial's actor for the next
+        # trial, so short trials could all run, one after another, in one node's actor.
+        overrides |= {"tune.num_samples": 4, "tune.max_rounds": 1000, "tune.early_stopping_rounds": 1000,
+                      "tune.grace_progress": 1000}  # fmt: skip
     config = load_config(ROOT / "configs" / "adult.yaml", overrides)
     result = train_flow(config)
     lineage = load_bundle(result.tag).lineage
@@ -42,6 +48,7 @@ def train(data_parallel: bool) -> dict[str, object]:
         "cluster_nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]),
         "training_data": lineage["training_data"],
         "trial_nodes": [t.get("node_id") for t in trials],
+        "trials": [{k: t.get(k) for k in ("trial_id", "node_id", "pid", "seconds", "boosted")} for t in trials],
         "worker_nodes": [t.get("worker_nodes") for t in trials],
         "rows": result.rows,
         "test_roc_auc": result.test["roc_auc"],

@@ -3,11 +3,13 @@ rows come as Ray Data from the curated store, on this machine's own Ray."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 
 import tasks.train.dataset
 from schemas import load_config
@@ -36,6 +38,10 @@ def test_a_snapshot_larger_than_the_driver_holds_trains_from_ray_data(
     assert sample["of"] == result.rows["test"] == 3000 and 0 < sample["rows"] < 3000 == sample["of"]
     assert data["test_rows_evaluated"] == sample["rows"]
     assert result.test["roc_auc"] > 0.85
+    # One trial at a time on every CPU: side by side, each would hold its own binned copy of the rows.
+    trials = json.loads((Path(result.report).parent / "trials.json").read_text())["trials"]
+    cpus = int(ray.cluster_resources()["CPU"])
+    assert len(trials) == 2 and all(trial["threads"] == cpus for trial in trials), trials
 
 
 def test_streamed_rows_carry_the_sample_weights_and_every_class(
