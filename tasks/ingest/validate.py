@@ -192,10 +192,10 @@ def _bulk_plan(schema: type[pa.DataFrameModel]) -> tuple[_ColumnPlan, ...] | Non
             label = check.error if check.error is not None else (check.name if check.name is not None else str(check))
             backend = PandasCheckBackend(check)
             builtin = getattr(check._check_fn, "__name__", None)
-            if builtin is not None and check.is_builtin_check(builtin):
+            is_builtin = builtin is not None and check.is_builtin_check(builtin)
+            if is_builtin:
                 # as `Check.__call__` does: the dispatcher with pandas' implementations registered since the schema
                 backend.check_fn = functools.partial(check.get_builtin_check_fn(builtin), **check._check_kwargs)
-            is_builtin = builtin is not None and check.is_builtin_check(builtin)
             checks.append(_CheckPlan(check, backend, label, builtin in _PER_VALUE_CHECKS, is_builtin))
         plans.append(_ColumnPlan(str(name), column, target == "int64", tuple(checks)))
     return tuple(plans)
