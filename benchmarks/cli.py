@@ -35,7 +35,7 @@ def median_s(cmd: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="mlcycle-bench-cli-"))
     os.environ.update({"MLCYCLE_HOME": str(home), "BENTOML_HOME": str(home / "bentoml")})
-    from tasks.paths import configure_environment
+    from mlcycle.tasks.paths import configure_environment
 
     configure_environment()
     sys.path.insert(0, str(ROOT))

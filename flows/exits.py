@@ -43,9 +43,9 @@ def supervise(argv: list[str]) -> int:
     all are gone, and ends with 143 or 130. A Ctrl-C also reaches the child with the terminal's process group."""
     import subprocess
 
-    from tasks.processes import stop_tree
+    from mlcycle.tasks.processes import stop_tree
 
-    child = subprocess.Popen([sys.executable, "-c", "from flows.cli import main; main()", *argv],
+    child = subprocess.Popen([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", *argv],
                              env={**os.environ, SUPERVISED_ENV: "1"})  # fmt: skip
     stopped: list[int] = []
 
@@ -66,7 +66,7 @@ class _HideUserErrors(logging.Filter):
     """Drops the console's copy of a record that carries a user's mistake (the command prints it on one line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tasks.errors import UserError
+        from mlcycle.tasks.errors import UserError
 
         error = record.exc_info[1] if record.exc_info else None
         return not isinstance(error, UserError)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from flows.options import ConfigOption, SetOption, load_pipeline
+from mlcycle.flows.options import ConfigOption, SetOption, load_pipeline
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     def performance(config: ConfigOption = Path("configs/bike.yaml"), set_: SetOption = None) -> None:
         """Run the performance check now: ingest label files, join labels to logged predictions, live metrics per
         window and slice; emits mlcycle.performance.degraded, and decides a challenger in shadow."""
-        from flows.performance import performance_flow
+        from mlcycle.flows.performance import performance_flow
 
         typer.echo(json.dumps(performance_flow(load_pipeline(config, set_)).model_dump(), indent=2))
 
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One answer's lineage: its records and predictions, the model and its training snapshot, the labels that
         came back, and the live metrics they counted towards."""
-        from tasks.monitor.feedback import trace_request
+        from mlcycle.tasks.monitor.feedback import trace_request
 
         found = trace_request(name, request_id)
         typer.echo(json.dumps(found, indent=2, default=str))
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Put a challenger in shadow: the service scores every logged request with it too (within its reload
         poll); the performance check promotes or rejects it on the labelled requests both models scored."""
-        from tasks import registry
+        from mlcycle.tasks import registry
 
         try:
             event = registry.put_in_shadow(tag, reason=reason)
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
     @shadow_app.command("stop")
     def shadow_stop(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         """Stop shadowing (the challenger keeps its status; nothing is promoted or rejected)."""
-        from tasks import registry
+        from mlcycle.tasks import registry
 
         stopped = registry.end_shadow(name)
         typer.echo(f"{stopped} no longer in shadow" if stopped else f"{name} has no challenger in shadow")
@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
     @shadow_app.command("show")
     def shadow_show(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         """The challenger in shadow and the newest live evidence on it."""
-        from tasks import registry
-        from tasks.monitor.feedback import latest_report
+        from mlcycle.tasks import registry
+        from mlcycle.tasks.monitor.feedback import latest_report
 
         tag = registry.shadow(name)
         report = latest_report(name)

@@ -8,12 +8,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel
 
-from schemas import PipelineConfig, resolve_schema
-from tasks.errors import UserError
-from tasks.ingest.admit import BatchResult, IngestPlan, admit_batch, plan_inputs, replay_quarantine
-from tasks.ingest.read import FileInput
-from tasks.ingest.sql import SqlIncrement
-from tasks.ingest.store import DatasetStore
+from mlcycle.schemas import PipelineConfig, resolve_schema
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.ingest.admit import BatchResult, IngestPlan, admit_batch, plan_inputs, replay_quarantine
+from mlcycle.tasks.ingest.read import FileInput
+from mlcycle.tasks.ingest.sql import SqlIncrement
+from mlcycle.tasks.ingest.store import DatasetStore
 
 
 class IngestRejected(UserError, RuntimeError):
@@ -50,7 +50,7 @@ class IngestResult(BaseModel):
 
     def table(self) -> str:
         """What `mlcycle ingest` prints: a row per input (a skipped one names the batch it repeats), then notes."""
-        from tasks.tables import markdown_table
+        from mlcycle.tasks.tables import markdown_table
 
         rows = [{"source": b.source, "outcome": b.outcome, "batch": b.batch_id, "read": b.rows_read,
                  "accepted": b.rows_accepted, "quarantined": b.rows_quarantined,

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flows import exits
+from mlcycle.flows import exits
 
 if TYPE_CHECKING:
-    from schemas.config import CsvOptions
+    from mlcycle.schemas.config import CsvOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -42,51 +42,36 @@ def register(app: typer.Typer) -> None:
         sample_rows: Annotated[int, typer.Option(min=100, help="Rows read to decide, at most.")] = 200_000,
         force: Annotated[bool, typer.Option(help="Overwrite existing schema and config files.")] = False,
     ) -> None:
-        """Draft schemas/<name>.py and configs/<name>.yaml from a raw file, printing what was decided per column.
+        """Draft schemas/<name>.py and configs/<name>.yaml in the current folder (the project) from a raw file,
+        printing what was decided per column.
 
         Then `mlcycle train --config configs/<name>.yaml` trains with no edits.
         """
-        from tasks.ingest.draft import DraftError, config_yaml, draft_dataset, schema_module, summary_lines, verify
+        from mlcycle.tasks.ingest.draft import DraftError, InitDefect, draft_dataset, summary_lines, write_project
 
         try:
             csv = csv_options(path, sep, names, no_header)
             draft = draft_dataset(path, target, name=name, task=task, positive=positive, csv=csv, weight=weight,
                                   time_column=time_column, max_rows=sample_rows)  # fmt: skip
+            files = write_project(draft, Path("."), force=force)
         except (DraftError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exits.USAGE) from None
-        schema_file = Path("schemas") / f"{draft.name}.py"
-        config_file = Path("configs") / f"{draft.name}.yaml"
-        existing = [str(f) for f in (schema_file, config_file) if f.exists()]
-        if existing and not force:
-            typer.echo(f"error: {', '.join(existing)} exist(s); pass --force to overwrite, or --name another", err=True)
-            raise typer.Exit(exits.USAGE)
-        if not Path("schemas/__init__.py").is_file():
-            typer.echo("error: run `mlcycle init` from the project's folder (no schemas/ package here)", err=True)
-            raise typer.Exit(exits.USAGE)
-        schema_source = schema_module(draft)
-        config_source = config_yaml(draft, f"schemas.{draft.name}")
-        try:
-            verify(draft, schema_source, config_source)
-        except (SyntaxError, ValueError) as exc:  # init's own defect, not the user's: say so, and what to send
-            typer.echo(f"error: the drafted files do not load ({type(exc).__name__}: {str(exc)[:500]}); this is "
-                       "a defect of mlcycle init: please report it with the summary above", err=True)  # fmt: skip
+        except InitDefect as exc:  # init's own defect, not the user's: say so, and what to send
+            typer.echo(f"error: {exc}", err=True)
             for line in summary_lines(draft):
                 typer.echo(line, err=True)
             raise typer.Exit(exits.FAILED) from None
         for line in summary_lines(draft):
             typer.echo(line)
-        config_file.parent.mkdir(exist_ok=True)
-        schema_file.write_text(schema_source)
-        config_file.write_text(config_source)
-        typer.echo(f"wrote {schema_file} and {config_file}: review them, then")
-        typer.echo(f"  mlcycle train --config {config_file}")
+        typer.echo(f"wrote {files.schema} and {files.config}: review them, then")
+        typer.echo(f"  mlcycle train --config {files.config}")
 
 
 def csv_options(path: Path, sep: str, names: str | None, no_header: bool) -> "CsvOptions":
     """How to read the file, from the command's options: `\\t` for a tab, names for a headerless file (c1 … cN
     when none are given)."""
-    from schemas.config import CsvOptions
+    from mlcycle.schemas.config import CsvOptions
 
     sep = sep.encode().decode("unicode_escape") if "\\" in sep else sep
     column_names = [n.strip() for n in names.split(",")] if names else None
@@ -98,9 +83,9 @@ def csv_options(path: Path, sep: str, names: str | None, no_header: bool) -> "Cs
 
 def _numbered_columns(path: Path, sep: str) -> list[str]:
     """c1 … cN for a headerless file, N counted on its first line."""
-    from schemas.config import CsvOptions
-    from tasks.ingest.draft import DraftError
-    from tasks.ingest.read import single_character_separator
+    from mlcycle.schemas.config import CsvOptions
+    from mlcycle.tasks.ingest.draft import DraftError
+    from mlcycle.tasks.ingest.read import single_character_separator
 
     try:
         with path.open("rb") as fh:

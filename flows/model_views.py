@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tasks import registry
-from tasks.tables import markdown_table
+from mlcycle.tasks import registry
+from mlcycle.tasks.tables import markdown_table
 
 GATE_FILE = "gate.json"  # the decision and its evidence, next to the booster in the bundle's folder
 

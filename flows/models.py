@@ -18,11 +18,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from flows.model_views import GATE_FILE, bundle_folder
-from schemas.config import PipelineConfig, TrackingConfig
-from tasks import registry, tracking
-from tasks.errors import UserError
-from tasks.registry.gate import GateRecord, gate_challenger
+from mlcycle.flows.model_views import GATE_FILE, bundle_folder
+from mlcycle.schemas.config import PipelineConfig, TrackingConfig
+from mlcycle.tasks import registry, tracking
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.registry.gate import GateRecord, gate_challenger
 
 log = logging.getLogger("mlcycle.tracking")
 
@@ -126,7 +126,7 @@ def rollback_target(name: str, to: str | None) -> str:
 
 @task(name="smoke_test_target", cache_policy=NO_CACHE)
 def smoke_target_task(tag: str) -> dict[str, Any]:
-    from tasks.registry.smoke import golden_records, smoke_test
+    from mlcycle.tasks.registry.smoke import golden_records, smoke_test
 
     result = smoke_test(tag, golden_records(tag.partition(":")[0]))
     if not result.passed:

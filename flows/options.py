@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Dataset config YAML.", exists=True, dir_okay=False)]
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Dataset config YAML, or a built-in demo's name (adult, bike, penguins).")
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (for scripts) instead of a summary.")
 ]
@@ -32,11 +34,14 @@ def load_pipeline(config: Path, overrides: list[str] | None) -> Any:
     """The dataset config with `--set` overrides applied; a bad one ends the command with its reasons (exit 2)."""
     from pydantic import ValidationError
 
-    from flows.exits import USAGE
-    from schemas import load_config
+    from mlcycle.flows.exits import USAGE
+    from mlcycle.schemas import load_config
 
     try:
         return load_config(config, parse_overrides(overrides))
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(USAGE) from None
     except (ValidationError, ValueError) as exc:
         typer.echo(f"error: {config}: {exc}", err=True)
         raise typer.Exit(USAGE) from None

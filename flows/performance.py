@@ -22,10 +22,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.models import emit_dataset_event, emit_promoted, mirror_champion_task
-from schemas import PipelineConfig
-from tasks import registry
-from tasks.monitor.feedback import (
+from mlcycle.flows.models import emit_dataset_event, emit_promoted, mirror_champion_task
+from mlcycle.schemas import PipelineConfig
+from mlcycle.tasks import registry
+from mlcycle.tasks.monitor.feedback import (
     LIVE_METRIC,
     PerformanceReport,
     Served,
@@ -34,8 +34,8 @@ from tasks.monitor.feedback import (
     utc_now,
     write_report,
 )
-from tasks.monitor.labels import FileOutcome, LabelTarget, ingest_label_folder
-from tasks.monitor.request_log import RequestIndex, requests_dir
+from mlcycle.tasks.monitor.labels import FileOutcome, LabelTarget, ingest_label_folder
+from mlcycle.tasks.monitor.request_log import RequestIndex, requests_dir
 
 _pure = {"cache_policy": NO_CACHE}
 

@@ -17,11 +17,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from flows.training import refresh_flow, train_flow
-from schemas import PipelineConfig
-from tasks import registry
-from tasks.ingest.store import DatasetStore, list_batches, load_snapshot
-from tasks.registry.bundle import load_bundle
+from mlcycle.flows.training import refresh_flow, train_flow
+from mlcycle.schemas import PipelineConfig
+from mlcycle.tasks import registry
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, load_snapshot
+from mlcycle.tasks.registry.bundle import load_bundle
 
 Cause = Literal["manual", "schedule", "new-data", "drift", "degradation"]
 

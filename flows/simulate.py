@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from schemas import PipelineConfig
-from tasks.paths import mlcycle_home
+from mlcycle.schemas import PipelineConfig
+from mlcycle.tasks.paths import mlcycle_home
 
 POLICIES = {
     "scheduled": "scheduled retraining only",
@@ -60,8 +60,8 @@ def with_overrides(config: PipelineConfig, overrides: dict[str, Any]) -> Pipelin
 
 def month_frames(config: PipelineConfig) -> dict[str, pd.DataFrame]:
     """The dataset's rows by month (`YYYY-MM`), each in time order, with its hour as `_t` (UTC)."""
-    from tasks.ingest.read import read_source
-    from tasks.train.prepare import time_key
+    from mlcycle.tasks.ingest.read import read_source
+    from mlcycle.tasks.train.prepare import time_key
 
     source = config.source.model_copy(update={"sample_rows": None})
     frame = read_source(source, mlcycle_home() / "cache" / "wheels", config.seed).frame
@@ -104,7 +104,7 @@ class Models:
         self._loaded: dict[str, Any] = {}
 
     def predict(self, tag: str, rows: pd.DataFrame) -> np.ndarray:
-        from tasks.registry.bundle import load_bundle
+        from mlcycle.tasks.registry.bundle import load_bundle
 
         if tag not in self._loaded:
             self._loaded[tag] = load_bundle(tag)
@@ -137,7 +137,7 @@ class Policy:
 
 def simulate(config: PipelineConfig, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Run the replay; write the tables (CSV, markdown) and the plot under `$MLCYCLE_HOME/simulate/<run>/`."""
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     out = mlcycle_home() / "simulate" / f"{config.name}-{stamp}"
@@ -192,7 +192,7 @@ def simulate(config: PipelineConfig, echo: Callable[[str], None] = print) -> pd.
 
 def _serving(name: str, fallback: str) -> str:
     """A policy's model of the moment: its champion, or its newest version while nothing has been promoted."""
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     return registry.champion(name) or fallback
 
@@ -201,10 +201,10 @@ def adopt(tag: str, config: PipelineConfig) -> str:
     """The first model under another policy's name, so every policy starts from the same one: the first months'
     file ingested into that policy's store, and the same booster, preprocessing and metrics saved against its
     snapshot and promoted, as the first model was."""
-    from flows.ingest import ingest_flow
-    from tasks import registry
-    from tasks.ingest.store import DatasetStore, take_snapshot
-    from tasks.registry.bundle import load_bundle, save_bundle
+    from mlcycle.flows.ingest import ingest_flow
+    from mlcycle.tasks import registry
+    from mlcycle.tasks.ingest.store import DatasetStore, take_snapshot
+    from mlcycle.tasks.registry.bundle import load_bundle, save_bundle
 
     ingest_flow(config)
     snapshot = take_snapshot(DatasetStore.for_dataset(config.name))
@@ -217,9 +217,9 @@ def adopt(tag: str, config: PipelineConfig) -> str:
 
 def serve_step(policy: Policy, rows: pd.DataFrame, month: str, models: Models, delay_h: float) -> None:
     """Answer each hour of the step with the serving model (and score it in shadow), logged as the service logs."""
-    from schemas import resolve_schema
-    from tasks.monitor.feedback import shadow_dir
-    from tasks.monitor.request_log import RequestLog
+    from mlcycle.schemas import resolve_schema
+    from mlcycle.tasks.monitor.feedback import shadow_dir
+    from mlcycle.tasks.monitor.request_log import RequestLog
 
     if not len(rows):
         return
@@ -247,8 +247,8 @@ def serve_step(policy: Policy, rows: pd.DataFrame, month: str, models: Models, d
 
 def deliver_labels(policy: Policy, now: datetime) -> None:
     """The labels due by `now`, as a file in the feedback landing folder, ingested as the performance check does."""
-    from tasks.monitor.labels import LabelTarget, ingest_label_folder
-    from tasks.monitor.request_log import RequestIndex, requests_dir
+    from mlcycle.tasks.monitor.labels import LabelTarget, ingest_label_folder
+    from mlcycle.tasks.monitor.request_log import RequestIndex, requests_dir
 
     due = [w for w in policy.waiting if w[0] <= now]
     if not due:
@@ -278,7 +278,7 @@ def land_labelled_rows(policy: Policy, now: datetime) -> int:
 
 def act(policy: Policy, now: datetime, schedule_due: bool) -> None:
     """What the policy does at the end of a step: retrain on its trigger, judge its shadow."""
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     if policy.key == "scheduled":
         if schedule_due:
@@ -302,8 +302,8 @@ def act(policy: Policy, now: datetime, schedule_due: bool) -> None:
 
 def check(policy: Policy, now: datetime) -> Any:
     """The performance check's verdicts for this policy at `now` (tasks.monitor.feedback.assess)."""
-    from tasks import registry
-    from tasks.monitor.feedback import Served, assess
+    from mlcycle.tasks import registry
+    from mlcycle.tasks.monitor.feedback import Served, assess
 
     config = policy.config
     champion = Served(policy.serving, registry.version(policy.serving).metric)
@@ -314,9 +314,9 @@ def check(policy: Policy, now: datetime) -> Any:
 
 def retrain(policy: Policy, cause: str, now: datetime) -> None:
     """Land the labelled rows, ingest them (watch-landing), then the retraining deployment's flow."""
-    from flows.retrain import retrain_flow
-    from flows.watch import watch_flow
-    from tasks import registry
+    from mlcycle.flows.retrain import retrain_flow
+    from mlcycle.flows.watch import watch_flow
+    from mlcycle.tasks import registry
 
     land_labelled_rows(policy, now)
     watch_flow(policy.config)

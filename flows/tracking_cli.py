@@ -24,8 +24,8 @@ def sync(
 ) -> None:
     """Push what waits in the queue to MLflow, oldest first (runs, trials, model versions, the `champion` alias);
     what is already there is not written twice."""
-    from flows.exits import FAILED
-    from tasks.tracking import pending, push_pending, queue_dir
+    from mlcycle.flows.exits import FAILED
+    from mlcycle.tasks.tracking import pending, push_pending, queue_dir
 
     if not pending():
         typer.echo(f"nothing queued in {queue_dir()}: MLflow is up to date")

@@ -16,18 +16,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.ingest import ingest_flow
-from flows.models import flow_run_info, gate_task, record_decision_task
-from schemas import PipelineConfig, resolve_schema, schema_fingerprint
-from tasks import registry, tracking
-from tasks.ingest.read import RawData
-from tasks.ingest.store import DatasetStore, load_snapshot, read_new_batches, take_snapshot
-from tasks.ingest.validate import Validated, reasons_by_row, validate_frame
-from tasks.paths import mlcycle_home
-from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
-from tasks.train.boost import StreamedData, TrainingData, refresh_booster, xgb_params
-from tasks.train.dataset import (
+from mlcycle.flows.ingest import ingest_flow
+from mlcycle.flows.models import flow_run_info, gate_task, record_decision_task
+from mlcycle.schemas import PipelineConfig, resolve_schema, schema_fingerprint
+from mlcycle.tasks import registry, tracking
+from mlcycle.tasks.ingest.read import RawData
+from mlcycle.tasks.ingest.store import DatasetStore, load_snapshot, read_new_batches, take_snapshot
+from mlcycle.tasks.ingest.validate import Validated, reasons_by_row, validate_frame
+from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
+from mlcycle.tasks.train.boost import StreamedData, TrainingData, refresh_booster, xgb_params
+from mlcycle.tasks.train.dataset import (
     SnapshotScan,
     SplitSnapshot,
     data_form,
@@ -39,9 +39,9 @@ from tasks.train.dataset import (
     train_labels,
     uses_ray_data,
 )
-from tasks.train.evaluate import evaluate_model, reference_predictions, reference_training_rows, score
-from tasks.train.final import fit_final_model
-from tasks.train.prepare import (
+from mlcycle.tasks.train.evaluate import evaluate_model, reference_predictions, reference_training_rows, score
+from mlcycle.tasks.train.final import fit_final_model
+from mlcycle.tasks.train.prepare import (
     LeakageReport,
     Splits,
     check_weight_column,
@@ -52,7 +52,7 @@ from tasks.train.prepare import (
     split_frame,
     target_classes,
 )
-from tasks.train.report import (
+from mlcycle.tasks.train.report import (
     ReportFiles,
     comparison_rows,
     markdown_report,
@@ -61,7 +61,7 @@ from tasks.train.report import (
     write_report,
     write_tuning_report,
 )
-from tasks.train.tune import RunDeadline, TuneResult, after_search_s, experiment_name, start_ray, tune_xgboost
+from mlcycle.tasks.train.tune import RunDeadline, TuneResult, after_search_s, experiment_name, start_ray, tune_xgboost
 
 # DataFrames and boosters are poor cache keys: no task here caches on its inputs.
 _pure = {"cache_policy": NO_CACHE}

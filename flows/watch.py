@@ -11,10 +11,10 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.ingest import IngestResult, ingest_flow
-from schemas import PipelineConfig
-from schemas.config import LandingConfig
-from tasks.paths import mlcycle_home
+from mlcycle.flows.ingest import IngestResult, ingest_flow
+from mlcycle.schemas import PipelineConfig
+from mlcycle.schemas.config import LandingConfig
+from mlcycle.tasks.paths import mlcycle_home
 
 
 def landing_folder(config: PipelineConfig) -> Path:

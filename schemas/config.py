@@ -792,12 +792,19 @@ class PipelineConfig(_Strict):
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Load a dataset's YAML config and apply dotted-key overrides (`tune.num_samples=4`)."""
+    """Load a dataset's YAML config and apply dotted-key overrides (`tune.num_samples=4`).
+
+    `path` is a file, or the name of a built-in demo (`adult`, `bike`, `penguins`), which ships inside the package;
+    `configs/<demo>.yaml` means the demo too where the current folder has no such file.
+    """
     path = Path(path)
+    if not path.exists():
+        path = demo_config(path) or path
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file not found: {path}") from None
+        demos = ", ".join(demo_names())
+        raise FileNotFoundError(f"config file not found: {path} (the built-in demos are {demos})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
@@ -807,3 +814,23 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
             node = node.setdefault(key, {})
         node[leaf] = value
     return PipelineConfig.model_validate(raw)
+
+
+def demo_names() -> list[str]:
+    """The built-in demo datasets, whose configs ship inside the package (`mlcycle.configs`)."""
+    from importlib import resources
+
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("mlcycle.configs").iterdir()
+                  if p.name.endswith(".yaml"))  # fmt: skip
+
+
+def demo_config(path: Path) -> Path | None:
+    """The packaged config of the demo `path` names (`adult` or `configs/adult.yaml`), or None."""
+    from importlib import resources
+
+    if path.suffix not in ("", ".yaml") or str(path.parent) not in (".", "configs"):
+        return None
+    name = path.name.removesuffix(".yaml")
+    if name not in demo_names():
+        return None
+    return Path(str(resources.files("mlcycle.configs") / f"{name}.yaml"))

@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.api import FieldError
-from schemas.config import FeedbackConfig
-from schemas.feedback import feedback_model
-from tasks.monitor.feedback import latest_report, reports_dir
-from tasks.monitor.labels import Label, LabelBatch, LabelStore, LabelTarget
-from tasks.monitor.request_log import LoggedRequest, RequestIndex, RequestLog, requests_dir
+from mlcycle.schemas.api import FieldError
+from mlcycle.schemas.config import FeedbackConfig
+from mlcycle.schemas.feedback import feedback_model
+from mlcycle.tasks.monitor.feedback import latest_report, reports_dir
+from mlcycle.tasks.monitor.labels import Label, LabelBatch, LabelStore, LabelTarget
+from mlcycle.tasks.monitor.request_log import LoggedRequest, RequestIndex, RequestLog, requests_dir
 
 log = logging.getLogger("mlcycle.serving")
 _METRICS: dict[str, Any] = {}  # Prometheus metrics, registered once per process

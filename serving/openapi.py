@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.feedback import FEEDBACK_REFUSALS, FeedbackResponse
+from mlcycle.schemas.feedback import FEEDBACK_REFUSALS, FeedbackResponse
 
 REF = "#/components/schemas/{model}"
 CSV = "text/csv"

@@ -43,17 +43,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from schemas import resolve_schema
-from schemas.api import FieldError, RecordValidator, record_model
-from schemas.config import ServingConfig
-from schemas.feedback import FeedbackLabel, FeedbackResponse
-from serving.batching import MicroBatcher
-from serving.feedback import FeedbackDesk, LiveGauges, feedback_metrics
-from serving.shadow import ShadowScorer, shadow_refusal
-from tasks.monitor.labels import LabelTarget
-from tasks.monitor.request_log import RequestLog
-from tasks.preprocess import encode_records
-from tasks.registry.bundle import ModelBundle, answer_records, load_bundle
+from mlcycle.schemas.api import FieldError, RecordValidator, record_model
+from mlcycle.schemas.config import ServingConfig
+from mlcycle.schemas.feedback import FeedbackLabel, FeedbackResponse
+from mlcycle.serving.batching import MicroBatcher
+from mlcycle.serving.feedback import FeedbackDesk, LiveGauges, feedback_metrics
+from mlcycle.serving.shadow import ShadowScorer, shadow_refusal
+from mlcycle.tasks.monitor.labels import LabelTarget
+from mlcycle.tasks.monitor.request_log import RequestLog
+from mlcycle.tasks.preprocess import encode_records
+from mlcycle.tasks.registry.bundle import ModelBundle, answer_records, contributions, load_bundle, predict_features
 
 log = logging.getLogger("mlcycle.serving")
 EXAMPLES = Path(__file__).parent / "examples"
@@ -70,7 +69,7 @@ def model_ref() -> str:
 
 def bento_pinned_tag() -> str | None:
     """The model tag a built Bento holds (its bento.yaml sits above the copied sources), or None outside one."""
-    manifest = Path(__file__).resolve().parents[2] / "bento.yaml"
+    manifest = Path(__file__).resolve().parents[3] / "bento.yaml"  # <bento>/src/mlcycle/serving/service.py
     if not manifest.exists():
         return None
     import yaml
@@ -111,7 +110,7 @@ class Predictor:
     def load(cls, ref: str, threads: int = 1) -> Predictor:
         bundle = load_bundle(ref)
         bundle.booster.set_param({"nthread": threads})
-        schema = resolve_schema(bundle.config.features_schema_ref)
+        schema = bundle.features_schema
         sources = {d.name: d.source for d in bundle.preprocessor.derived}
         return cls(bundle, record_model(schema, (example_records(bundle.config.name) or [None])[0]),
                    [sources.get(n, n) for n in bundle.preprocessor.feature_names])  # fmt: skip
@@ -121,7 +120,7 @@ class Predictor:
         return self.bundle.tag
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.bundle.booster.inplace_predict(features), dtype=np.float64)
+        return predict_features(self.bundle.booster, features)
 
     def answers(self, raw: np.ndarray) -> list[dict[str, Any]]:
         return answer_records(self.bundle.config.task, self.bundle.classes, raw)
@@ -137,17 +136,8 @@ class Predictor:
         return raw.tolist(), None
 
     def explain(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """XGBoost's own SHAP values (pred_contribs) per model feature, and the bias column; for multiclass those
-        of each record's predicted class (its softmax margin), the class its answer names."""
-        import xgboost as xgb
-
-        booster = self.bundle.booster
-        matrix = xgb.DMatrix(features, feature_names=booster.feature_names, feature_types=booster.feature_types,
-                             enable_categorical=True, nthread=1)  # fmt: skip
-        contribs = booster.predict(matrix, pred_contribs=True)
-        if contribs.ndim == 3:  # multiclass: (records, classes, features + bias)
-            contribs = contribs[np.arange(len(contribs)), self.predict(features).argmax(axis=1)]
-        return contribs[:, :-1], contribs[:, -1]
+        """Per model feature SHAP values and the bias column (`contributions`)."""
+        return contributions(self.bundle.booster, features, self.predict(features))
 
 
 def example_records(name: str) -> list[dict[str, Any]]:
@@ -292,7 +282,7 @@ def _serving_tag(ref: str) -> str:
     name only through its champion. Raises RegistryError naming the fix when the name has none."""
     if ":" in ref:
         return ref
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     return registry.serving_tag(ref)
 
@@ -315,8 +305,8 @@ STARTUP_SPEC, STARTUP_CONFIG = _startup_spec()
 def _feedback_spec() -> type:
     """The /feedback request documented in OpenAPI: labels typed as the startup model's task takes them (read from
     its bundle's files: no booster is loaded a second time)."""
-    from schemas import PipelineConfig
-    from schemas.feedback import feedback_model
+    from mlcycle.schemas import PipelineConfig
+    from mlcycle.schemas.feedback import feedback_model
 
     try:
         folder = Path(bentoml.models.get(_serving_tag(model_ref())).path)
@@ -551,7 +541,7 @@ class MLCycleService:
         return Response(orjson.dumps(answer), media_type="application/json")
 
     def metadata_body(self) -> dict[str, Any]:
-        from tasks import registry
+        from mlcycle.tasks import registry
 
         predictor = self.predictor
         bundle = predictor.bundle
@@ -598,7 +588,7 @@ class MLCycleService:
 
     async def refresh_shadow(self) -> str | None:
         """Follow the registry's shadow of the served name: start, switch or stop scoring a challenger."""
-        from tasks import registry
+        from mlcycle.tasks import registry
 
         name = self.predictor.bundle.config.name
         wanted = await asyncio.to_thread(registry.shadow, name)
@@ -680,7 +670,7 @@ class MLCycleService:
     def parse_upload(self, body: bytes, content_type: str, predictor: Predictor) -> list[dict[str, Any]] | Refusal:
         import pandas as pd
 
-        from serving.openapi import PARQUET, UPLOAD_TYPES
+        from mlcycle.serving.openapi import PARQUET, UPLOAD_TYPES
 
         media = content_type.partition(";")[0].strip().lower()
         if media and media not in UPLOAD_TYPES:
@@ -793,7 +783,7 @@ class ContractDocument:
         if scope["type"] != "http" or scope["path"] != "/docs.json" or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        from serving.openapi import contract_document
+        from mlcycle.serving.openapi import contract_document
 
         service = _LIVE.get("service")
         checked = set(service.predictor.validator.leftover) if service is not None else set()
@@ -812,7 +802,7 @@ class ContractChanged(RuntimeError):
 
 def contract_change(current: Predictor, fresh: Predictor) -> str | None:
     """How `fresh` would change the service's request or answer contract (None: it would not)."""
-    from schemas import schema_fingerprint
+    from mlcycle.schemas import schema_fingerprint
 
     now, new = current.bundle, fresh.bundle
     if now.config.task != new.config.task:
@@ -842,7 +832,7 @@ def load_json(body: bytes) -> Any:
 
 def registry_status(tag: str) -> str | None:
     """The version's status in the registry; None where there is none (inside a built Bento)."""
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     try:
         return registry.version(tag).status

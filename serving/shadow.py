@@ -25,11 +25,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from schemas.config import RequestLogConfig, ShadowConfig
-from tasks.monitor.feedback import shadow_dir
-from tasks.monitor.request_log import RequestLog
-from tasks.preprocess import encode_records
-from tasks.registry.bundle import ModelBundle
+from mlcycle.schemas.config import RequestLogConfig, ShadowConfig
+from mlcycle.tasks.monitor.feedback import shadow_dir
+from mlcycle.tasks.monitor.request_log import RequestLog
+from mlcycle.tasks.preprocess import encode_records
+from mlcycle.tasks.registry.bundle import ModelBundle
 
 log = logging.getLogger("mlcycle.serving")
 CHUNK_ROWS = 128  # rows scored between two turns of the event loop: about a millisecond of work

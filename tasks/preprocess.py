@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from schemas.config import DerivedFeature, PreprocessConfig
+from mlcycle.schemas.config import DerivedFeature, PreprocessConfig
 
 _DATE_PARTS = {"hour": "hour", "year": "year", "month": "month", "dayofweek": "day_of_week", "dayofyear": "day_of_year"}
 _CLOCK = re.compile(r"^\s*(\d{1,2})\s*(am|pm)\s*$", re.IGNORECASE)
@@ -170,6 +170,22 @@ def unseen_categories(spec: PreprocessorSpec, frame: pd.DataFrame, prepared: pd.
             if lost:
                 counts[feature.name] = lost
     return counts
+
+
+def encode_frame(spec: PreprocessorSpec, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+    """Validated rows of a frame → the model's input as `encode_records` makes it from records (a float64 array,
+    category codes in training-vocabulary order, missing and unseen as NaN), and the unseen categories per feature:
+    the same numbers for many rows at once (the Python API's `predict`). Tests hold the two equal."""
+    prepared = apply_preprocessor(spec, frame)
+    out = np.empty((len(frame), len(spec.features)), dtype=np.float64)
+    for j, feature in enumerate(spec.features):
+        column = prepared[feature.name]
+        if feature.kind == "numeric":
+            out[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            codes = column.cat.codes.to_numpy()
+            out[:, j] = np.where(codes < 0, np.nan, codes.astype(np.float64))
+    return out, unseen_categories(spec, frame, prepared)
 
 
 # The pandas-free path: the same spec, the same mapping, for a few validated records at a time (the service's hot

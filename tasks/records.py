@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from tasks.ingest.validate import validate_frame
+from mlcycle.tasks.ingest.validate import validate_frame
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="mlcycle-tests-"))
     os.environ["MLCYCLE_HOME"] = str(home)
     os.environ["BENTOML_HOME"] = str(home / "bentoml")
-    from tasks.paths import configure_environment
+    from mlcycle.tasks.paths import configure_environment
 
     configure_environment()
 
@@ -62,7 +62,7 @@ def local_ray() -> Iterator[None]:
     dashboard off, a trial's modules imported by its workers as they start."""
     import ray
 
-    from tasks.train.tune import ensure_ray
+    from mlcycle.tasks.train.tune import ensure_ray
 
     ensure_ray(None)
     yield
@@ -72,6 +72,6 @@ def local_ray() -> Iterator[None]:
 @pytest.fixture
 def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     """An empty dataset store of the ingest tests' own."""
-    from tasks.ingest.store import DatasetStore
+    from mlcycle.tasks.ingest.store import DatasetStore
 
     return DatasetStore(tmp_path / "store")

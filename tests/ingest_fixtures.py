@@ -9,10 +9,10 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.config import PipelineConfig
-from tasks.ingest.admit import BatchResult, admit_batch
-from tasks.ingest.read import FileInput
-from tasks.ingest.store import DatasetStore, list_batches, read_curated_batch, read_ledger
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.admit import BatchResult, admit_batch
+from mlcycle.tasks.ingest.read import FileInput
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, read_curated_batch, read_ledger
 
 HEADER = "id,color,score\n"
 

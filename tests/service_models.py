@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from schemas import load_config
-from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.registry.bundle import collect_lineage, save_bundle
-from tasks.train.boost import dmatrix, fit_rounds, xgb_params
-from tasks.train.prepare import encode_target, feature_columns
+from mlcycle.schemas import load_config
+from mlcycle.tasks.preprocess import apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.registry.bundle import collect_lineage, save_bundle
+from mlcycle.tasks.train.boost import dmatrix, fit_rounds, xgb_params
+from mlcycle.tasks.train.prepare import encode_target, feature_columns
 from tests.conftest import ROOT, adult_rows
 
 
@@ -50,9 +50,9 @@ def save_small_model(dataset: str, rounds: int = 20, seed: int = 0, name: str | 
 
 def offline(tag: str, records: list[dict[str, Any]]) -> np.ndarray:
     """The offline prediction of a bundle (pandera + pandas path) for JSON records."""
-    from schemas import resolve_schema
-    from tasks.records import check_records
-    from tasks.registry.bundle import load_bundle
+    from mlcycle.schemas import resolve_schema
+    from mlcycle.tasks.records import check_records
+    from mlcycle.tasks.registry.bundle import load_bundle
 
     bundle = load_bundle(tag)
     frame, errors = check_records(records, resolve_schema(bundle.config.features_schema_ref), 10_000)

@@ -8,12 +8,12 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from schemas import load_config
-from schemas.config import PreprocessConfig
-from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.registry.bundle import BOOSTER_FILE, load_bundle, predict_raw, save_bundle
-from tasks.train.boost import TrainingData, fit_booster, xgb_params
-from tasks.train.prepare import encode_target
+from mlcycle.schemas import load_config
+from mlcycle.schemas.config import PreprocessConfig
+from mlcycle.tasks.preprocess import apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.registry.bundle import BOOSTER_FILE, load_bundle, predict_raw, save_bundle
+from mlcycle.tasks.train.boost import TrainingData, fit_booster, xgb_params
+from mlcycle.tasks.train.prepare import encode_target
 from tests.conftest import ROOT, adult_rows
 
 

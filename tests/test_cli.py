@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from flows import exits
-from tasks import registry
+from mlcycle.flows import exits
+from mlcycle.tasks import registry
 from tests.conftest import ROOT
 from tests.ingest_fixtures import HEADER, good_rows, tiny_config
 from tests.service_models import save_small_model
@@ -20,7 +20,7 @@ from tests.service_models import save_small_model
 
 def mlcycle(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`mlcycle ARGS` as a user runs it (the session's MLCYCLE_HOME and BENTOML_HOME are inherited)."""
-    return subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", *args], cwd=ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
@@ -77,7 +77,7 @@ def test_serve_refuses_a_name_without_a_champion() -> None:
 
 
 def test_quarantine_show_lists_rows_with_reasons_and_values(tmp_path: Path) -> None:
-    from tasks.ingest.store import DatasetStore
+    from mlcycle.tasks.ingest.store import DatasetStore
     from tests.ingest_fixtures import admit_file
 
     config = tiny_config(max_quarantine_rate=0.5).model_copy(update={"name": "cli-quarantine"})
@@ -103,7 +103,7 @@ def test_quick_commands_import_no_heavy_library() -> None:
     """`models list/show/history`, `schema infer` and `--help` answer without importing Prefect, BentoML, XGBoost
     or Ray (what made `models list` take 4-6 s); benchmarks/cli.py times them."""
     tag = save_small_model("adult", rounds=5, name="cli-quick")
-    probe = ("import sys; from flows.cli import main\n"
+    probe = ("import sys; from mlcycle.flows.cli import main\n"
              "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
              "heavy = sorted(m for m in ('prefect', 'bentoml', 'xgboost', 'ray', 'sklearn') if m in sys.modules)\n"
              "print('HEAVY', heavy, code)")  # fmt: skip

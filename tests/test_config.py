@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from schemas import load_config, resolve_schema
-from schemas.config import PipelineConfig
+from mlcycle.schemas import load_config, resolve_schema
+from mlcycle.schemas.config import PipelineConfig
 from tests.conftest import ROOT
 
 
@@ -47,5 +48,31 @@ def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
 
 
 def test_schema_ref_that_does_not_import_is_reported() -> None:
-    with pytest.raises(ValueError, match="cannot be imported"):
-        resolve_schema("schemas.adult:NoSuchSchema")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        resolve_schema("mlcycle.schemas.adult:NoSuchSchema")
+
+
+def test_a_schema_file_of_the_project_is_loaded_by_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project's schema is a file named by path from the project folder, never a module on sys.path: a
+    `schemas` folder of the user's shadows nothing of mlcycle's, and an edited file loads anew."""
+    (tmp_path / "schemas").mkdir()
+    schema = tmp_path / "schemas" / "loans.py"
+    schema.write_text("import pandera.pandas as pa\nfrom pandera.typing import Series\n\n\n"
+                      "class LoansFeatures(pa.DataFrameModel):\n    amount: Series[float]\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    first = resolve_schema("schemas/loans.py:LoansFeatures")
+    assert list(first.to_schema().columns) == ["amount"]
+    assert resolve_schema("schemas/loans.py:LoansFeatures") is first
+    schema.write_text(schema.read_text() + "    term: Series[int]\n")
+    assert list(resolve_schema("schemas/loans.py:LoansFeatures").to_schema().columns) == ["amount", "term"]
+    assert "schemas" not in sys.modules or "mlcycle" in str(getattr(sys.modules["schemas"], "__file__", ""))
+    with pytest.raises(ValueError, match=r"schemas/gone.py:X.*cannot be loaded"):
+        resolve_schema("schemas/gone.py:X")
+
+
+def test_a_demo_config_is_found_by_name_outside_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config("adult").name == "adult"
+    assert load_config("configs/penguins.yaml").name == "penguins"
+    with pytest.raises(FileNotFoundError, match="the built-in demos are adult, bike, penguins"):
+        load_config("configs/nope.yaml")

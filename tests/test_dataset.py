@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemas import load_config
-from schemas.config import PipelineConfig
-from tasks.ingest.admit import admit_batch
-from tasks.ingest.read import FileInput
-from tasks.ingest.store import DatasetStore, read_curated, take_snapshot
-from tasks.ingest.validate import validate_frame
-from tasks.train.dataset import TEST, TRAIN, VALID, duplicated_in_train, scan_snapshot, scan_splits, split_codes
-from tasks.train.prepare import _duplicates, split_frame
+from mlcycle.schemas import load_config
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.admit import admit_batch
+from mlcycle.tasks.ingest.read import FileInput
+from mlcycle.tasks.ingest.store import DatasetStore, read_curated, take_snapshot
+from mlcycle.tasks.ingest.validate import validate_frame
+from mlcycle.tasks.train.dataset import TEST, TRAIN, VALID, duplicated_in_train, scan_snapshot, scan_splits, split_codes
+from mlcycle.tasks.train.prepare import _duplicates, split_frame
 from tests.conftest import ROOT, adult_rows
 from tests.ingest_fixtures import TinySchema, TinySchemaV2, admit_file, tiny_config
 
 
 def _adult_store(tmp_path: Path, files: int = 3, rows: int = 400) -> tuple[DatasetStore, PipelineConfig]:
     """Adult rows in several batches (the last one pinned to the test part), the last read in 1 MB chunks."""
-    from schemas.adult import AdultSchema
+    from mlcycle.schemas.adult import AdultSchema
 
     config = load_config(ROOT / "configs/adult.yaml")
     store = DatasetStore(tmp_path / "adult")
@@ -41,7 +41,7 @@ def _as_lists(frame: pd.DataFrame) -> list[list[object]]:
 
 
 def test_the_scan_splits_the_rows_as_split_frame_splits_the_whole_frame(tmp_path: Path) -> None:
-    from schemas.adult import AdultSchema
+    from mlcycle.schemas.adult import AdultSchema
 
     store, config = _adult_store(tmp_path)
     snapshot = take_snapshot(store)
@@ -60,7 +60,7 @@ def test_the_scan_splits_the_rows_as_split_frame_splits_the_whole_frame(tmp_path
 
 
 def test_a_snapshot_larger_than_the_driver_holds_is_sampled_and_split_in_full(tmp_path: Path) -> None:
-    from schemas.adult import AdultSchema
+    from mlcycle.schemas.adult import AdultSchema
 
     store, config = _adult_store(tmp_path, files=2, rows=3000)
     config = config.model_copy(update={"split": config.split.model_copy(update={"strategy": "random"})})
@@ -81,7 +81,7 @@ def test_a_snapshot_larger_than_the_driver_holds_is_sampled_and_split_in_full(tm
 
 
 def test_source_sample_rows_keeps_the_rows_read_curated_keeps(tmp_path: Path) -> None:
-    from schemas.adult import AdultSchema
+    from mlcycle.schemas.adult import AdultSchema
 
     store, config = _adult_store(tmp_path, files=2, rows=300)
     config = config.model_copy(update={"source": config.source.model_copy(update={"sample_rows": 120})})
@@ -108,7 +108,7 @@ def test_rows_that_no_longer_pass_a_changed_schema_are_set_aside(tmp_path: Path)
 
 
 def test_a_time_split_of_the_scan_is_split_frame_s(tmp_path: Path) -> None:
-    from schemas.bike import BikeSchema
+    from mlcycle.schemas.bike import BikeSchema
     from tests.conftest import BIKE_RECORD
 
     config = load_config(ROOT / "configs/bike.yaml")

@@ -7,13 +7,13 @@ import subprocess
 
 import yaml
 
-from flows.deploy import render_prefect_yaml
-from schemas import load_config
+from mlcycle.flows.deploy import render_prefect_yaml
+from mlcycle.schemas import load_config
 from tests.conftest import ROOT
 
-KINDS = ["flows/training.py:train_flow", "flows/retrain.py:retrain_flow", "flows/watch.py:watch_flow",
-         "flows/retrain.py:retrain_flow", "flows/drift.py:drift_flow", "flows/retrain.py:retrain_flow",
-         "flows/performance.py:performance_flow", "flows/retrain.py:retrain_flow", "flows/models.py:rollback_flow"]  # fmt: skip
+KINDS = ["mlcycle.flows.training:train_flow", "mlcycle.flows.retrain:retrain_flow", "mlcycle.flows.watch:watch_flow",
+         "mlcycle.flows.retrain:retrain_flow", "mlcycle.flows.drift:drift_flow", "mlcycle.flows.retrain:retrain_flow",
+         "mlcycle.flows.performance:performance_flow", "mlcycle.flows.retrain:retrain_flow", "mlcycle.flows.models:rollback_flow"]  # fmt: skip
 
 
 def shipped() -> list:  # type: ignore[type-arg]
@@ -52,7 +52,7 @@ def test_every_shipped_config_passes_the_deployments_parameter_validation() -> N
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools.validation import validate
 
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
     schema = parameter_schema(train_flow.fn).model_dump_for_openapi()
     for config in shipped():

@@ -15,9 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from schemas.config import CsvOptions, PipelineConfig
-from tasks.ingest.draft import DraftError, config_yaml, draft_dataset, schema_module, summary_lines
-from tests.conftest import ROOT
+from mlcycle.schemas.config import CsvOptions, PipelineConfig
+from mlcycle.tasks.ingest.draft import DraftError, config_yaml, draft_dataset, schema_module, summary_lines
 
 TODAY = datetime(2026, 12, 4, tzinfo=UTC)
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -126,7 +125,7 @@ def test_the_weight_is_never_a_feature(loans) -> None:  # type: ignore[no-untype
 
 
 def test_the_written_config_and_schema_load(loans, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    raw = yaml.safe_load(config_yaml(loans, "schemas.loans"))
+    raw = yaml.safe_load(config_yaml(loans, "schemas/loans.py"))
     config = PipelineConfig.model_validate(raw)
     assert config.drop["customer"].startswith("free text")
     assert config.source.parse["amount"].kind == "number"
@@ -175,7 +174,7 @@ def test_a_headerless_file_with_a_two_character_separator(tmp_path: Path) -> Non
     assert column(draft, "workclass").missing_tokens == ["?"]
     assert column(draft, "age").kind == "integer"
     assert (
-        PipelineConfig.model_validate(yaml.safe_load(config_yaml(draft, "schemas.adult_data"))).source.csv.sep == ", "
+        PipelineConfig.model_validate(yaml.safe_load(config_yaml(draft, "schemas/adult_data.py"))).source.csv.sep == ", "
     )
 
 
@@ -197,8 +196,8 @@ def test_bad_options_name_the_problem(tmp_path: Path) -> None:
         draft_dataset(tmp_path / "gone.csv", "default", today=TODAY)
 
 
-def _init(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "init", *args],
+def _init(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", "init", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
@@ -209,7 +208,7 @@ def test_init_refuses_a_users_mistake_with_one_line_and_exit_2(tmp_path: Path) -
         ([str(tmp_path / "gone.csv"), "--target", "x"], "no such file"),
         ([str(path), "--target", "default", "--task", "ranking"], "--task must be binary, multiclass or regression"),
     ):
-        proc = _init(*args)
+        proc = _init(*args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
@@ -218,7 +217,7 @@ def test_init_refuses_a_users_mistake_with_one_line_and_exit_2(tmp_path: Path) -
 def test_a_headerless_file_without_names_explains_itself(tmp_path: Path) -> None:
     path = tmp_path / "nohead.csv"
     path.write_text("1,a,x\n1,a,y\n2,b,x\n" * 10)
-    proc = _init(str(path), "--target", "c3")
+    proc = _init(str(path), "--target", "c3", cwd=tmp_path)
     assert proc.returncode == 2
     assert "--no-header" in proc.stderr and "Traceback" not in proc.stderr
     frame = pd.read_csv(path, header=None)
@@ -245,7 +244,7 @@ def test_unreadable_files_name_the_file_and_the_problem(tmp_path: Path, content:
 
 
 def test_a_large_file_is_read_in_part_and_counted_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.ingest.draft as draft
+    import mlcycle.tasks.ingest.draft as draft
 
     path = loans_file(tmp_path, rows=400)
     monkeypatch.setattr(draft, "READ_BYTES", 20_000)

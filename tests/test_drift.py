@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.monitor.drift import (
+from mlcycle.tasks.monitor.drift import (
     MISSING,
     UNSEEN,
     category_shares,

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from flows.deploy import variables_for
+from mlcycle.flows.deploy import variables_for
 from tests.conftest import ROOT
 from tests.test_deploy_render import shipped
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.train.boost import TrainingData
-from tasks.train.evaluate import bias_report, calibration_table, evaluate_model, reference_predictions, score
+from mlcycle.tasks.train.boost import TrainingData
+from mlcycle.tasks.train.evaluate import bias_report, calibration_table, evaluate_model, reference_predictions, score
 
 
 def test_binary_metrics_of_a_perfect_ranking() -> None:

@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from schemas.config import PreprocessConfig
-from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.registry.bundle import predict_raw
-from tasks.registry.export import ExportError, booster_to_onnx, export_booster, parse_base_score, records_of
-from tasks.train.boost import dmatrix
+from mlcycle.schemas.adult import AdultFeatures
+from mlcycle.schemas.config import PreprocessConfig
+from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.registry.bundle import predict_raw
+from mlcycle.tasks.registry.export import ExportError, booster_to_onnx, export_booster, parse_base_score, records_of
+from mlcycle.tasks.train.boost import dmatrix
 from tests.test_gate import noisy_adult
 
 FEATURES = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
@@ -64,7 +65,7 @@ def _export(tmp_path: Path, booster: xgb.Booster, spec: PreprocessorSpec, fmt: s
     frame, records = _records()
     expected = predict_raw(booster, spec, frame)
     return export_booster("unit:1", booster, spec, task, ["<=50K", ">50K"] if task == "binary" else [],
-                          "schemas.adult:AdultFeatures", fmt, tmp_path / fmt, records, expected, latency_calls=20)  # type: ignore[arg-type]  # fmt: skip
+                          AdultFeatures, fmt, tmp_path / fmt, records, expected, latency_calls=20)  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_base_score_is_read_from_xgboost_3_vector_strings() -> None:
@@ -147,7 +148,7 @@ def test_parity_failure_fails_the_export(tmp_path: Path) -> None:
     frame, records = _records()
     wrong = predict_raw(booster, spec, frame) + 1e-3
     with pytest.raises(ExportError, match="differs from the registered one"):
-        export_booster("unit:1", booster, spec, "binary", ["<=50K", ">50K"], "schemas.adult:AdultFeatures", "onnx",
+        export_booster("unit:1", booster, spec, "binary", ["<=50K", ">50K"], AdultFeatures, "onnx",
                        tmp_path / "x", records, wrong, latency_calls=5)  # fmt: skip
 
 

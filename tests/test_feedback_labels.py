@@ -9,9 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from schemas.config import FeedbackConfig, RequestLogConfig
-from tasks.monitor.labels import Label, LabelStore, LabelTarget, ingest_label_file, ingest_label_folder, judge_labels
-from tasks.monitor.request_log import LoggedRequest, RequestIndex, RequestLog
+from mlcycle.schemas.config import FeedbackConfig, RequestLogConfig
+from mlcycle.tasks.monitor.labels import (
+    Label,
+    LabelStore,
+    LabelTarget,
+    ingest_label_file,
+    ingest_label_folder,
+    judge_labels,
+)
+from mlcycle.tasks.monitor.request_log import LoggedRequest, RequestIndex, RequestLog
 
 T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
 REGRESSION = LabelTarget("regression")

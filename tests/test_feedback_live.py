@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.config import FeedbackConfig, RequestLogConfig, ShadowConfig
-from tasks import registry
-from tasks.monitor.feedback import (
+from mlcycle.schemas.config import FeedbackConfig, RequestLogConfig, ShadowConfig
+from mlcycle.tasks import registry
+from mlcycle.tasks.monitor.feedback import (
     LiveMetric,
     Served,
     assess,
@@ -23,9 +23,9 @@ from tasks.monitor.feedback import (
     trace_request,
     write_report,
 )
-from tasks.monitor.labels import Label, LabelStore, LabelTarget
-from tasks.monitor.request_log import RequestLog, requests_dir
-from tasks.registry.gate import check_live
+from mlcycle.tasks.monitor.labels import Label, LabelStore, LabelTarget
+from mlcycle.tasks.monitor.request_log import RequestLog, requests_dir
+from mlcycle.tasks.registry.gate import check_live
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 SETTINGS = FeedbackConfig(windows_h=[24, 168], judge_window_h=168, min_labels=50, bootstrap_samples=200)
@@ -164,7 +164,7 @@ def test_reports_round_trip_and_trace_follows_an_answer_to_its_label_and_metrics
 
 
 def test_the_gate_sends_a_passing_challenger_to_shadow_only_when_live_evidence_is_required() -> None:
-    from tasks.registry.gate import Check, decide
+    from mlcycle.tasks.registry.gate import Check, decide
 
     passed = [Check("metric", True, "better"), Check("smoke", True, "answers")]
     assert decide("m:2", "m:1", passed, {}).decision == "promote"

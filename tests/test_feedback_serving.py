@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from schemas.config import FeedbackConfig, RequestLogConfig, ShadowConfig
-from serving.feedback import FeedbackDesk, LiveGauges, feedback_metrics
-from serving.shadow import ShadowScorer, shadow_refusal
-from tasks.monitor.feedback import read_logged, shadow_dir
-from tasks.monitor.labels import LabelStore, LabelTarget
-from tasks.monitor.request_log import RequestLog
-from tasks.preprocess import encode_records
-from tasks.registry.bundle import ModelBundle, load_bundle
+from mlcycle.schemas.config import FeedbackConfig, RequestLogConfig, ShadowConfig
+from mlcycle.serving.feedback import FeedbackDesk, LiveGauges, feedback_metrics
+from mlcycle.serving.shadow import ShadowScorer, shadow_refusal
+from mlcycle.tasks.monitor.feedback import read_logged, shadow_dir
+from mlcycle.tasks.monitor.labels import LabelStore, LabelTarget
+from mlcycle.tasks.monitor.request_log import RequestLog
+from mlcycle.tasks.preprocess import encode_records
+from mlcycle.tasks.registry.bundle import ModelBundle, load_bundle
 from tests.conftest import BIKE_RECORD
 from tests.service_models import save_small_model
 
@@ -161,7 +161,7 @@ def test_a_challenger_of_another_contract_is_not_shadowed(home: Path, models: tu
 def test_gauges_follow_the_newest_report(home: Path) -> None:
     from datetime import UTC, datetime
 
-    from tasks.monitor.feedback import Degradation, LiveMetric, PerformanceReport, write_report
+    from mlcycle.tasks.monitor.feedback import Degradation, LiveMetric, PerformanceReport, write_report
 
     cell = LiveMetric("g:1", "champion", 168, "", "", "all", "all", 300, 250, "rmse", 42.0, 40.0, 44.0, 30.0)
     degradation = Degradation(True, True, "g:1", "rmse", 168, 250, 42.0, 40.0, 44.0, 30.0, 33.0, "DEGRADED")

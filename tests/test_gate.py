@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas import load_config
-from schemas.config import GateConfig
-from tasks import registry
-from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.registry.bundle import save_bundle
-from tasks.registry.gate import check_slices, decide, gate_challenger, improvement, paired_bootstrap
-from tasks.train.boost import TrainingData, fit_rounds, xgb_params
-from tasks.train.prepare import encode_target
+from mlcycle.schemas import load_config
+from mlcycle.schemas.config import GateConfig
+from mlcycle.tasks import registry
+from mlcycle.tasks.preprocess import apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.registry.bundle import save_bundle
+from mlcycle.tasks.registry.gate import check_slices, decide, gate_challenger, improvement, paired_bootstrap
+from mlcycle.tasks.train.boost import TrainingData, fit_rounds, xgb_params
+from mlcycle.tasks.train.prepare import encode_target
 from tests.conftest import ROOT, adult_rows
 
 _names = itertools.count()
@@ -153,19 +153,19 @@ def test_latency_is_timed_on_the_service_path(holdout, monkeypatch: pytest.Monke
 
     import xgboost as xgb
 
-    import tasks.registry.bundle
+    import mlcycle.tasks.registry.bundle
 
     test, y, trivial = holdout
     tag, config = make_bundle(f"gate-path-{next(_names)}", noisy_adult(400, seed=1), rounds=10)
     # Far above the service path's own time (well under a millisecond), below each slowed call's 0.35 s.
     rules = _rules(config, latency_p99_ms=300.0, latency_rows=10)
-    slow_pandas = tasks.registry.bundle.apply_preprocessor
+    slow_pandas = mlcycle.tasks.registry.bundle.apply_preprocessor
 
     def pandas_path(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.35)
         return slow_pandas(*args, **kwargs)
 
-    monkeypatch.setattr(tasks.registry.bundle, "apply_preprocessor", pandas_path)
+    monkeypatch.setattr(mlcycle.tasks.registry.bundle, "apply_preprocessor", pandas_path)
     passed = gate_challenger(tag, test, y, trivial, rules, champion=None).checks
     assert next(c for c in passed if c.rule == "latency").passed, [c.detail for c in passed]
     real = xgb.Booster.inplace_predict

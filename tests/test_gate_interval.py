@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.registry import gate
-from tasks.registry.gate import improvement, metric_value, paired_bootstrap
+from mlcycle.tasks.registry import gate
+from mlcycle.tasks.registry.gate import improvement, metric_value, paired_bootstrap
 
 
 def scores(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import CsvOptions, SourceConfig, SourceFile
-from tasks.ingest.read import SourceError, fetch_wheel, read_source
+from mlcycle.schemas.config import CsvOptions, SourceConfig, SourceFile
+from mlcycle.tasks.ingest.read import SourceError, fetch_wheel, read_source
 
 
 def _wheel(folder: Path, text: str) -> tuple[Path, str]:

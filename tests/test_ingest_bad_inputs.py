@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.ingest.store import DatasetStore, list_batches, read_ledger
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, read_ledger
 from tests.ingest_fixtures import (
     HEADER,
     admit_file,
@@ -211,8 +211,8 @@ def _write(path: Path, content: bytes) -> Path:
 
 
 def test_fast_and_exact_scans_agree_on_a_well_formed_file() -> None:
-    from schemas.config import CsvOptions
-    from tasks.ingest.read import _fast_scan, _frame_from_scan, _scan_records
+    from mlcycle.schemas.config import CsvOptions
+    from mlcycle.tasks.ingest.read import _fast_scan, _frame_from_scan, _scan_records
 
     data = (HEADER + '1,red,1\n2,"blue",\n3,green,3.5\n').encode()
     opts = CsvOptions()

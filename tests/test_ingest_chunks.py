@@ -9,9 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.config import SourceConfig
-from tasks.ingest.read import FileInput, iter_batch, parse_batch
-from tasks.ingest.store import DatasetStore, list_batches, read_curated_batch, read_ledger, read_quarantined_rows
+from mlcycle.schemas.config import SourceConfig
+from mlcycle.tasks.ingest.read import FileInput, iter_batch, parse_batch
+from mlcycle.tasks.ingest.store import (
+    DatasetStore,
+    list_batches,
+    read_curated_batch,
+    read_ledger,
+    read_quarantined_rows,
+)
 from tests.ingest_fixtures import HEADER, admit_file, tiny_config
 
 

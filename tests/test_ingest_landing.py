@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import PipelineConfig
-from tasks.ingest.admit import BatchResult, admit_batch, plan_inputs
-from tasks.ingest.landing import is_temporary_name, scan_landing
-from tasks.ingest.store import DatasetStore, list_batches, read_snapshot, take_snapshot
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.admit import BatchResult, admit_batch, plan_inputs
+from mlcycle.tasks.ingest.landing import is_temporary_name, scan_landing
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, read_snapshot, take_snapshot
 from tests.ingest_fixtures import HEADER, TinySchema, good_rows, tiny_config
 
 
@@ -120,7 +120,7 @@ def test_copy_tools_temporary_files_are_not_picked_up(landing: Path, store: Data
 
 
 def test_a_missing_landing_folder_is_named(tmp_path: Path, store: DatasetStore) -> None:
-    from tasks.ingest.read import SourceError
+    from mlcycle.tasks.ingest.read import SourceError
 
     with pytest.raises(SourceError, match="nowhere: landing folder does not exist"):
         _run(_config(tmp_path / "nowhere"), store)

@@ -9,10 +9,10 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.config import ParseRule, PipelineConfig
-from tasks.ingest.admit import admit_batch
-from tasks.ingest.read import FileInput, apply_parse_rules
-from tasks.ingest.store import DatasetStore
+from mlcycle.schemas.config import ParseRule, PipelineConfig
+from mlcycle.tasks.ingest.admit import admit_batch
+from mlcycle.tasks.ingest.read import FileInput, apply_parse_rules
+from mlcycle.tasks.ingest.store import DatasetStore
 from tests.ingest_fixtures import assert_accounted, curated_rows, reasons
 
 

@@ -11,11 +11,11 @@ import pandas as pd
 import pandera.pandas as pa
 from typer.testing import CliRunner
 
-from flows.cli import app
-from tasks.ingest.draft import draft_dataset, schema_module
-from tasks.ingest.schema_review import ColumnChange, diff_frame
-from tasks.ingest.store import DatasetStore
-from tasks.ingest.validate import validate_frame
+from mlcycle.flows.cli import app
+from mlcycle.tasks.ingest.draft import draft_dataset, schema_module
+from mlcycle.tasks.ingest.schema_review import ColumnChange, diff_frame
+from mlcycle.tasks.ingest.store import DatasetStore
+from mlcycle.tasks.ingest.validate import validate_frame
 from tests.ingest_fixtures import HEADER, TinySchema, admit_file, tiny_config
 
 

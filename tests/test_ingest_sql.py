@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import PipelineConfig
-from tasks.ingest.admit import BatchResult, admit_batch, plan_inputs
-from tasks.ingest.read import SourceError
-from tasks.ingest.store import DatasetStore, list_batches, read_ledger, read_snapshot, take_snapshot
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.admit import BatchResult, admit_batch, plan_inputs
+from mlcycle.tasks.ingest.read import SourceError
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, read_ledger, read_snapshot, take_snapshot
 from tests.ingest_fixtures import TinySchema, tiny_config
 
 

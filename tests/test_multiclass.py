@@ -15,18 +15,25 @@ import pytest
 from pandera.typing import Series
 from sklearn import metrics as skm
 
-from schemas import load_config
-from schemas.config import PipelineConfig
-from schemas.penguins import SPECIES
-from tasks.monitor.drift import prediction_drift
-from tasks.preprocess import apply_preprocessor, fit_preprocessor
-from tasks.registry.bundle import answer_records, load_bundle, save_bundle
-from tasks.registry.export import export_booster, offline_predictions, records_of
-from tasks.registry.gate import gate_challenger, metric_value, paired_bootstrap
-from tasks.train.boost import TrainingData, fit_booster, fit_rounds, xgb_params
-from tasks.train.evaluate import confusion, evaluate_model, per_class_report, reference_predictions, score
-from tasks.train.prepare import TargetError, encode_target, feature_columns, find_leaks, split_frame, target_classes
-from tasks.train.report import write_report
+from mlcycle.schemas import load_config, resolve_schema
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.schemas.penguins import SPECIES
+from mlcycle.tasks.monitor.drift import prediction_drift
+from mlcycle.tasks.preprocess import apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.registry.bundle import answer_records, load_bundle, save_bundle
+from mlcycle.tasks.registry.export import export_booster, offline_predictions, records_of
+from mlcycle.tasks.registry.gate import gate_challenger, metric_value, paired_bootstrap
+from mlcycle.tasks.train.boost import TrainingData, fit_booster, fit_rounds, xgb_params
+from mlcycle.tasks.train.evaluate import confusion, evaluate_model, per_class_report, reference_predictions, score
+from mlcycle.tasks.train.prepare import (
+    TargetError,
+    encode_target,
+    feature_columns,
+    find_leaks,
+    split_frame,
+    target_classes,
+)
+from mlcycle.tasks.train.report import write_report
 from tests.conftest import ROOT
 
 _names = itertools.count()
@@ -216,7 +223,7 @@ def test_report_draws_the_confusion_matrix_instead_of_roc_and_calibration(tmp_pa
     booster, _, _ = fit_small(config, frame, rounds=3)
     metrics = evaluate_model("multiclass", y, probs, {"trivial": np.full((120, 3), 1 / 3)}, frame[["island"]],
                              frame[["island"]], frame[["island"]], classes=SPECIES)  # fmt: skip
-    from tasks.train.prepare import LeakageReport
+    from mlcycle.tasks.train.prepare import LeakageReport
 
     files = write_report(tmp_path, "mc:1", "multiclass", y, probs, {}, metrics, booster, LeakageReport([], {}))
     names = {p.name for p in files.plots}
@@ -236,7 +243,7 @@ def test_the_bootstrap_on_log_loss_resamples_like_row_by_row_and_counts_weights(
         metric_value("multiclass", "log_loss", y, flat, w) - metric_value("multiclass", "log_loss", y, good, w)
     )
     # one resample's counts, vectorised, equal the drawn rows scored directly
-    from tasks.registry.gate import _weighted_metric
+    from mlcycle.tasks.registry.gate import _weighted_metric
 
     rows = np.random.default_rng(1).integers(0, 200, 200)
     counts = np.bincount(rows, minlength=200).astype(float)[None, :] * w
@@ -256,7 +263,7 @@ def test_gate_promotes_an_informative_multiclass_model_and_rejects_a_shuffled_on
     shuffled = save_small(config, penguin_rows(400, seed=7, shuffle=True))
     assert not gate_challenger(shuffled, test, y, trivial, config.gate, champion=None).promoted
     # against a champion: slices judged on log loss too
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     registry.promote(good, reason="unit test champion")
     again = gate_challenger(save_small(config, penguin_rows(400, seed=7), rounds=30), test, y, trivial, config.gate,
@@ -287,12 +294,12 @@ def test_multiclass_export_matches_the_registered_model(tmp_path: Path, fmt: str
     frame.loc[frame.index[::6], "bill_depth_mm"] = None  # missing values take each tree's default branch
     booster, spec, classes = fit_small(config, frame, rounds=25)
     records = records_of(penguin_rows(60, seed=12), FEATURES)
-    expected = offline_predictions(booster, spec, config.features_schema_ref, records)
+    expected = offline_predictions(booster, spec, resolve_schema(config.features_schema_ref), records)
     assert expected.shape == (60, 3)
-    report = export_booster("mc:1", booster, spec, "multiclass", classes, config.features_schema_ref, fmt,  # type: ignore[arg-type]
+    report = export_booster("mc:1", booster, spec, "multiclass", classes, resolve_schema(config.features_schema_ref), fmt,  # type: ignore[arg-type]
                             tmp_path / fmt, records, expected, latency_calls=5)  # fmt: skip
     assert report.parity_max_abs_diff <= 1e-5
-    from tasks.registry.export import load_predictor
+    from mlcycle.tasks.registry.export import load_predictor
 
     answers = load_predictor(tmp_path / fmt).answer(records)
     assert [a["label"] for a in answers] == [classes[i] for i in expected.argmax(axis=1)]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas import load_config
-from tasks.train.prepare import (
+from mlcycle.schemas import load_config
+from mlcycle.tasks.train.prepare import (
     LeakageError,
     Splits,
     check_time_order,

@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.config import DerivedFeature, PreprocessConfig
-from tasks.preprocess import PreprocessorSpec, apply_preprocessor, clock_hour, fit_preprocessor, unseen_categories
+from mlcycle.schemas.config import DerivedFeature, PreprocessConfig
+from mlcycle.tasks.preprocess import (
+    PreprocessorSpec,
+    apply_preprocessor,
+    clock_hour,
+    fit_preprocessor,
+    unseen_categories,
+)
 
 TRAIN = pd.DataFrame(
     {"colour": ["red", "blue", None, "red"], "size": [1.0, 2.0, 3.0, np.nan], "hr": ["12am", "1pm", "6am", "11pm"]}

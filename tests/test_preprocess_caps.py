@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from schemas.config import DerivedFeature, PreprocessConfig
-from tasks.preprocess import OTHER, apply_preprocessor, encode_records, fit_preprocessor, unseen_categories
-from tasks.registry.export_predictor import prepare as exported_prepare
+from mlcycle.schemas.config import DerivedFeature, PreprocessConfig
+from mlcycle.tasks.preprocess import OTHER, apply_preprocessor, encode_records, fit_preprocessor, unseen_categories
+from mlcycle.tasks.registry.export_predictor import prepare as exported_prepare
 
 CITIES = [f"city{i:03d}" for i in range(300)]
 

@@ -1,4 +1,5 @@
-"""The pandas-free encoding of the service equals `apply_preprocessor` on the same records, feature by feature."""
+"""The pandas-free encoding of the service equals `apply_preprocessor` on the same records, feature by feature, and so
+does the frame encoding of the Python API."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas import load_config
-from schemas.adult import AdultFeatures
-from schemas.api import record_model
-from schemas.bike import BikeFeatures
-from schemas.config import DerivedFeature, PreprocessConfig
-from tasks.preprocess import apply_preprocessor, encode_records, fit_preprocessor, unseen_categories
-from tasks.records import check_records
-from tasks.train.prepare import feature_columns
+from mlcycle.schemas import load_config
+from mlcycle.schemas.adult import AdultFeatures
+from mlcycle.schemas.api import record_model
+from mlcycle.schemas.bike import BikeFeatures
+from mlcycle.schemas.config import DerivedFeature, PreprocessConfig
+from mlcycle.tasks.preprocess import (
+    apply_preprocessor,
+    encode_frame,
+    encode_records,
+    fit_preprocessor,
+    unseen_categories,
+)
+from mlcycle.tasks.records import check_records
+from mlcycle.tasks.train.prepare import feature_columns
 from tests.conftest import ROOT, adult_rows
 from tests.service_models import bike_rows
 
@@ -33,6 +40,10 @@ def _both(dataset: str, config: PreprocessConfig, records: list[dict], train: pd
     slow = np.column_stack([prepared[c].cat.codes.where(prepared[c].notna(), np.nan).astype("float64")
                             if isinstance(prepared[c].dtype, pd.CategoricalDtype) else prepared[c].to_numpy("float64")
                             for c in prepared.columns])  # fmt: skip
+    # The frame path of the Python API (`mlcycle.load(...).predict`): the same numbers for a whole frame at once.
+    framed, framed_unseen = encode_frame(spec, frame)
+    np.testing.assert_array_equal(framed, slow)
+    assert framed_unseen == unseen
     return fast, slow, unseen, unseen_categories(spec, frame, prepared)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks import registry
+from mlcycle.tasks import registry
 
 
 def test_promotion_retires_the_previous_champion_and_logs_both(tmp_path, monkeypatch):

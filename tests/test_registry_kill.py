@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks import registry
+from mlcycle.tasks import registry
 from tests.conftest import ROOT
 
 # Promotes m:1 and m:2 in turn, forever. With PAUSE set, the promotion of m:2 stops inside its transaction (after
 # the champion row and both statuses are written, before the log line and the commit) and says so on stdout.
 PROMOTER = textwrap.dedent("""
     import os, sys, time
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     if os.environ.get("PAUSE"):
         log = registry._log

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.model_views import history_table, versions_table
-from flows.models import RollbackError, rollback_target
-from tasks import registry
+from mlcycle.flows.model_views import history_table, versions_table
+from mlcycle.flows.models import RollbackError, rollback_target
+from mlcycle.tasks import registry
 
 
 @pytest.fixture(autouse=True)

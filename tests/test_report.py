@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
-from tasks.train.evaluate import evaluate_model
-from tasks.train.prepare import LeakageReport
-from tasks.train.report import markdown_report, write_report
+from mlcycle.tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
+from mlcycle.tasks.train.evaluate import evaluate_model
+from mlcycle.tasks.train.prepare import LeakageReport
+from mlcycle.tasks.train.report import markdown_report, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from schemas.adult import AdultFeatures
-from tasks.records import check_records
+from mlcycle.schemas.adult import AdultFeatures
+from mlcycle.tasks.records import check_records
 from tests.conftest import ADULT_RECORD
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from schemas.config import RequestLogConfig
-from tasks.monitor.request_log import RequestLog
+from mlcycle.schemas.config import RequestLogConfig
+from mlcycle.tasks.monitor.request_log import RequestLog
 from tests.conftest import ADULT_RECORD
 
 COLUMNS = {"age": "int64", "workclass": "str", "hum": "float64"}
@@ -67,7 +67,7 @@ def test_files_of_another_writer_count_once_the_folder_is_listed_again(tmp_path:
     # wrote meanwhile counts from that listing on.
     other = RequestLog("adult", COLUMNS, RequestLogConfig(), root=tmp_path)  # a worker that never needs to delete
     log = RequestLog("adult", COLUMNS, RequestLogConfig(max_bytes=6000), root=tmp_path)
-    monkeypatch.setattr("tasks.monitor.request_log.RESCAN_S", 3600.0)
+    monkeypatch.setattr("mlcycle.tasks.monitor.request_log.RESCAN_S", 3600.0)
     log.add([ROW] * 20, "t", "first", [0.5] * 20)
     log.flush()  # the first write lists the folder
     for i in range(8):
@@ -76,7 +76,7 @@ def test_files_of_another_writer_count_once_the_folder_is_listed_again(tmp_path:
     log.add([ROW] * 20, "t", "second", [0.5] * 20)
     log.flush()
     assert sum(p.stat().st_size for p in tmp_path.glob("*.parquet")) > 6000  # not listed again yet
-    monkeypatch.setattr("tasks.monitor.request_log.RESCAN_S", 0.0)
+    monkeypatch.setattr("mlcycle.tasks.monitor.request_log.RESCAN_S", 0.0)
     log.add([ROW] * 20, "t", "third", [0.5] * 20)
     newest = log.flush()
     remaining = list(tmp_path.glob("*.parquet"))

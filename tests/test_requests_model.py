@@ -9,10 +9,10 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from schemas.adult import AdultFeatures
-from schemas.api import record_model
-from schemas.bike import BikeFeatures
-from tasks.records import check_records
+from mlcycle.schemas.adult import AdultFeatures
+from mlcycle.schemas.api import record_model
+from mlcycle.schemas.bike import BikeFeatures
+from mlcycle.tasks.records import check_records
 from tests.conftest import ADULT_RECORD, BIKE_RECORD, ROOT
 
 ADULT_CASES: list[dict[str, Any]] = [

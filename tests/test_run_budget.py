@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from schemas.config import TuneConfig
-from tasks.train.tune import RunDeadline, after_search_s
+from mlcycle.schemas.config import TuneConfig
+from mlcycle.tasks.train.tune import RunDeadline, after_search_s
 
 
 def test_the_search_stops_when_only_the_reserve_is_left() -> None:
@@ -43,9 +43,9 @@ def test_the_training_flow_counts_the_budget_from_the_process_start() -> None:
     import numpy as np
     import pandas as pd
 
-    from flows.training import run_deadline
-    from schemas import load_config
-    from tasks.train.boost import TrainingData
+    from mlcycle.flows.training import run_deadline
+    from mlcycle.schemas import load_config
+    from mlcycle.tasks.train.boost import TrainingData
     from tests.conftest import ROOT
 
     x = pd.DataFrame({"a": np.arange(100.0)})

@@ -31,15 +31,15 @@ LIMITS = {"max_body_bytes": 600_000, "reload_poll_s": 0, "request_log": {"flush_
 
 @pytest.fixture(scope="module")
 def service_module(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """serving.service imported with MLCYCLE_MODEL_TAG pinned to a fresh small Adult model."""
+    """mlcycle.serving.service imported with MLCYCLE_MODEL_TAG pinned to a fresh small Adult model."""
     tag = save_small_model("adult", rounds=30)
     with pytest.MonkeyPatch.context() as env:  # the environment as found once the module is done
         env.setenv("MLCYCLE_MODEL_TAG", tag)
         env.setenv("MLCYCLE_SERVING", json.dumps(LIMITS))
         env.delenv("MLCYCLE_API_KEY", raising=False)
-        import serving.service
+        import mlcycle.serving.service
 
-        module = importlib.reload(serving.service)  # the OpenAPI record model is built at import
+        module = importlib.reload(mlcycle.serving.service)  # the OpenAPI record model is built at import
         module.TAG = tag  # type: ignore[attr-defined]
         yield module
 
@@ -367,7 +367,7 @@ def test_openapi_document_states_what_the_service_answers(client: TestClient) ->
 
 def test_rejected_version_is_served_only_pinned_and_says_so(service_module: Any,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     name = "svc-rejected"
     tag = save_small_model("adult", rounds=5, name=name)
@@ -385,7 +385,7 @@ def test_reload_refuses_a_champion_with_another_contract(service_module: Any,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """A name whose new champion has another features schema and task: the service keeps serving the model it has
     and says why (POST /reload answers 409), rather than answering requests its OpenAPI document does not describe."""
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     name = "svc-contract"
     first = save_small_model("adult", rounds=5, name=name)
@@ -424,8 +424,8 @@ def test_feedback_labels_an_answer_by_request_id_and_record(client: TestClient, 
 
 def test_a_challenger_in_shadow_scores_what_the_champion_answers(service_module: Any, tmp_path: Any,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from tasks import registry
-    from tasks.monitor.feedback import read_logged, shadow_dir
+    from mlcycle.tasks import registry
+    from mlcycle.tasks.monitor.feedback import read_logged, shadow_dir
 
     monkeypatch.setenv("MLCYCLE_HOME", str(tmp_path))  # a registry of its own: the session's adult has no champion
     challenger = save_small_model("adult", rounds=10, seed=5)

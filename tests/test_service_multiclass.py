@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.penguins import SPECIES
+from mlcycle.schemas.penguins import SPECIES
 from tests.conftest import ROOT
 from tests.service_models import offline
 from tests.test_multiclass import penguin_rows, penguins_config, save_small
@@ -29,16 +29,16 @@ LIMITS = {"reload_poll_s": 0, "request_log": {"flush_rows": 10_000, "flush_s": 3
 
 @pytest.fixture(scope="module")
 def service_module() -> Iterator[Any]:
-    """serving.service imported with MLCYCLE_MODEL_TAG pinned to a fresh small penguins model."""
+    """mlcycle.serving.service imported with MLCYCLE_MODEL_TAG pinned to a fresh small penguins model."""
     tag = save_small(penguins_config(name="penguins"), penguin_rows(400, seed=0))
     with pytest.MonkeyPatch.context() as env:  # the environment as found once the module is done
         env.setenv("MLCYCLE_MODEL_TAG", tag)
         env.setenv("MLCYCLE_SERVING", json.dumps(LIMITS))
         env.delenv("MLCYCLE_API_KEY", raising=False)
-        import serving.service
+        import mlcycle.serving.service
 
-        counters = dict(serving.service.COUNTERS)  # Prometheus metrics register once per process: keep them
-        module = importlib.reload(serving.service)
+        counters = dict(mlcycle.serving.service.COUNTERS)  # Prometheus metrics register once per process: keep them
+        module = importlib.reload(mlcycle.serving.service)
         module.COUNTERS.update(counters)
         module.TAG = tag  # type: ignore[attr-defined]
         yield module

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas import load_config
-from tasks import tracking
+from mlcycle.schemas import load_config
+from mlcycle.tasks import tracking
 from tests.conftest import ROOT
 
 ADULT = ROOT / "configs" / "adult.yaml"
@@ -53,9 +53,9 @@ def test_tracking_off_queues_nothing_and_never_imports_mlflow(tmp_path: Path) ->
     """In a fresh interpreter: the flows and the CLI imported, the mirror's steps taken with tracking off."""
     code = """
 import sys
-import flows.cli, flows.models, flows.retrain, flows.training
-from schemas import load_config
-from tasks import tracking
+import mlcycle.flows.cli, mlcycle.flows.models, mlcycle.flows.retrain, mlcycle.flows.training
+from mlcycle.schemas import load_config
+from mlcycle.tasks import tracking
 config = load_config("configs/adult.yaml")
 info = tracking.FlowRunInfo(None, None, None, None)
 assert tracking.run_record(config, "train", "adult:x", None, info, "promote", []) is None
@@ -135,7 +135,7 @@ def test_a_record_whose_evidence_is_gone_is_set_aside_with_the_reason(home: Path
 
 
 def test_run_metrics_put_the_model_next_to_its_references() -> None:
-    from tasks.tracking.mlflow_mirror import run_metrics
+    from mlcycle.tasks.tracking.mlflow_mirror import run_metrics
 
     metrics = {
         "primary": "roc_auc",
@@ -157,7 +157,7 @@ def test_run_metrics_put_the_model_next_to_its_references() -> None:
 
 
 def test_the_config_becomes_dotted_params() -> None:
-    from tasks.tracking.mlflow_mirror import flatten
+    from mlcycle.tasks.tracking.mlflow_mirror import flatten
 
     params = flatten(load_config(ADULT).model_dump(mode="json"))
     assert params["tune.num_samples"] == 1000
@@ -168,7 +168,7 @@ def test_the_config_becomes_dotted_params() -> None:
 
 
 def test_the_signature_is_the_features_schema() -> None:
-    from tasks.tracking.mlflow_mirror import signature
+    from mlcycle.tasks.tracking.mlflow_mirror import signature
 
     found = signature(load_config(ADULT))
     inputs = {c.name: (c.type.name, c.required) for c in found.inputs.inputs}

@@ -9,9 +9,9 @@ import pytest
 import xgboost as xgb
 from pydantic import ValidationError
 
-from schemas import load_config
-from tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
-from tasks.train.final import fit_final_model
+from mlcycle.schemas import load_config
+from mlcycle.tasks.train.boost import TrainingData, dmatrix, fit_booster, xgb_params
+from mlcycle.tasks.train.final import fit_final_model
 from tests.conftest import ROOT
 
 
@@ -85,9 +85,9 @@ def test_data_parallel_refuses_a_wall_clock_budget() -> None:
 
 
 def test_streamed_rows_on_one_machine_train_one_trial_at_a_time_on_every_cpu() -> None:
-    from schemas.config import TuneConfig
-    from tasks.train.boost import StreamedData
-    from tasks.train.tune import one_trial_for_streamed_rows
+    from mlcycle.schemas.config import TuneConfig
+    from mlcycle.tasks.train.boost import StreamedData
+    from mlcycle.tasks.train.tune import one_trial_for_streamed_rows
 
     streamed = StreamedData(train=None, valid=None, columns=["a"], categories={}, rows=(9_000_000, 1_000_000))
     default = TuneConfig()

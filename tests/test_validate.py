@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from schemas.adult import AdultFeatures, AdultSchema
-from schemas.bike import BikeFeatures
-from tasks.ingest.validate import SchemaContractError, reasons_by_row, validate_frame
+from mlcycle.schemas.adult import AdultFeatures, AdultSchema
+from mlcycle.schemas.bike import BikeFeatures
+from mlcycle.tasks.ingest.validate import SchemaContractError, reasons_by_row, validate_frame
 from tests.conftest import ADULT_RECORD, BIKE_RECORD, adult_rows
 
 

@@ -9,10 +9,10 @@ import pandera.pandas as pa
 import pytest
 from pandera.typing import Series
 
-from schemas.config import SourceConfig
-from tasks.ingest.admit import top_reasons
-from tasks.ingest.read import FileInput, parse_batch
-from tasks.ingest.validate import _bulk_plan, validate_frame, validate_with_pandera
+from mlcycle.schemas.config import SourceConfig
+from mlcycle.tasks.ingest.admit import top_reasons
+from mlcycle.tasks.ingest.read import FileInput, parse_batch
+from mlcycle.tasks.ingest.validate import _bulk_plan, validate_frame, validate_with_pandera
 
 DATE = r"^[0-9]{1,2}-[A-Z][a-z]{2}-[0-9]{2}$"
 MONEY = r"^\$[0-9,]+\.[0-9]{2} ?$"

@@ -14,12 +14,12 @@ import xgboost as xgb
 from pandera.typing import Series
 from sklearn import metrics as skm
 
-from schemas.config import PipelineConfig
-from tasks.registry.gate import check_slices, paired_bootstrap
-from tasks.train.boost import TrainingData, fit_booster, fit_rounds, refresh_booster, xgb_params
-from tasks.train.evaluate import score, slice_metrics
-from tasks.train.final import fit_final_model
-from tasks.train.prepare import TargetError, check_weight_column, feature_columns, sample_weights
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.registry.gate import check_slices, paired_bootstrap
+from mlcycle.tasks.train.boost import TrainingData, fit_booster, fit_rounds, refresh_booster, xgb_params
+from mlcycle.tasks.train.evaluate import score, slice_metrics
+from mlcycle.tasks.train.final import fit_final_model
+from mlcycle.tasks.train.prepare import TargetError, check_weight_column, feature_columns, sample_weights
 
 _names = itertools.count()
 
@@ -147,6 +147,6 @@ def test_the_gates_bootstrap_counts_each_row_by_its_weight(metric: str) -> None:
     assert weighted["observed"] > plain["observed"]
     assert weighted["low"] > 0
     groups = pd.DataFrame({"g": ["all"] * n})
-    from schemas.config import GateConfig
+    from mlcycle.schemas.config import GateConfig
 
     assert check_slices(task, metric, y, challenger, reference, groups, GateConfig(), w).passed  # type: ignore[arg-type]

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from schemas import schema_fingerprint
-from schemas.config import PipelineConfig
-from tasks.ingest.landing import scan_landing
-from tasks.ingest.read import (
+from mlcycle.schemas import schema_fingerprint
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.landing import scan_landing
+from mlcycle.tasks.ingest.read import (
     FileChangedError,
     FileInput,
     ParsedBatch,
@@ -28,9 +28,9 @@ from tasks.ingest.read import (
     iter_batch,
     parse_batch,
 )
-from tasks.ingest.schema_review import diff_frame
-from tasks.ingest.sql import SqlIncrement, read_sql_increment, sql_source_label
-from tasks.ingest.store import (
+from mlcycle.tasks.ingest.schema_review import diff_frame
+from mlcycle.tasks.ingest.sql import SqlIncrement, read_sql_increment, sql_source_label
+from mlcycle.tasks.ingest.store import (
     BatchRecord,
     BatchWriter,
     DatasetStore,
@@ -48,7 +48,7 @@ from tasks.ingest.store import (
     write_curated,
     write_ledger,
 )
-from tasks.ingest.validate import SchemaContractError, text_columns, validate_frame
+from mlcycle.tasks.ingest.validate import SchemaContractError, text_columns, validate_frame
 
 log = logging.getLogger("mlcycle.ingest")
 

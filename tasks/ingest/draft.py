@@ -20,9 +20,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from schemas.config import CsvOptions, ParseRule, PipelineConfig
-from tasks.errors import UserError
-from tasks.ingest.read import SourceError, parse_column, single_character_separator
+from mlcycle.schemas.config import CsvOptions, ParseRule, PipelineConfig
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.ingest.read import SourceError, parse_column, single_character_separator
 
 Role = Literal["target", "feature", "id", "weight", "dropped"]
 
@@ -460,7 +460,7 @@ def _plain(value: Any) -> Any:
 def _scan_leaks(typed: pd.DataFrame, features: list[Column], target: str, task: str, positive: str | None, name: str,
                 notes: list[str]) -> None:  # fmt: skip
     """The training flow's leakage check on the sample, so the config starts with leaking columns dropped."""
-    from tasks.train.prepare import Splits, find_leaks
+    from mlcycle.tasks.train.prepare import Splits, find_leaks
 
     if task not in ("binary", "regression"):
         return
@@ -498,7 +498,7 @@ def _date_number(values: pd.Series) -> pd.Series:
 
 def _probe_config(name: str, target: str, task: str, positive: str | None) -> PipelineConfig:
     return PipelineConfig.model_validate({
-        "name": name, "schema_ref": "schemas.adult:AdultSchema", "features_schema_ref": "schemas.adult:AdultFeatures",
+        "name": name, "schema_ref": "mlcycle.schemas.adult:AdultSchema", "features_schema_ref": "mlcycle.schemas.adult:AdultFeatures",
         "target": target, "task": task, "positive_label": positive, "split": {"strategy": "random"},
         "source": {"files": [{"path": "unused"}]},
     })  # fmt: skip
@@ -654,8 +654,9 @@ def _field_lines(column: Column, draft: Draft | None = None) -> list[str]:
     return out
 
 
-def config_yaml(draft: Draft, schema_module_name: str) -> str:
-    """`configs/<name>.yaml`, with a comment on every decision `init` made."""
+def config_yaml(draft: Draft, schema_file: str) -> str:
+    """`configs/<name>.yaml`, with a comment on every decision `init` made; `schema_file` is the drafted schema's
+    path relative to the project folder (`schemas/<name>.py`)."""
     title = class_name(draft.name)
     features = [c for c in draft.columns if c.role == "feature"]
     target = next(c for c in draft.columns if c.role == "target")
@@ -671,8 +672,8 @@ def config_yaml(draft: Draft, schema_module_name: str) -> str:
     lines = [
         f"# {draft.name}: drafted by `mlcycle init` from {draft.path}; review, then `mlcycle train --config` this file.",
         f"name: {draft.name}",
-        f"schema_ref: {schema_module_name}:{title}Schema",
-        f"features_schema_ref: {schema_module_name}:{title}Features",
+        f"schema_ref: {schema_file}:{title}Schema   # a file of this project, read by path",
+        f"features_schema_ref: {schema_file}:{title}Features",
         f"target: {y(target.name)}",
         f"task: {draft.task}",
     ]
@@ -785,3 +786,41 @@ def verify(draft: Draft, schema_source: str, config_source: str) -> None:
 
     compile(schema_source, f"schemas/{draft.name}.py", "exec")
     PipelineConfig.model_validate(yaml.safe_load(config_source))
+
+
+class InitDefect(RuntimeError):
+    """The drafted files do not load: a defect of `init`, not of the user's data."""
+
+
+@dataclass(frozen=True)
+class ProjectFiles:
+    """What `init` wrote into the project folder."""
+
+    config: Path
+    schema: Path
+
+
+def project_files(name: str, folder: Path) -> ProjectFiles:
+    """Where `init` writes a dataset's files in a project folder: `configs/<name>.yaml` and `schemas/<name>.py`
+    (a plain folder of files read by path, not a package: nothing the project imports can shadow mlcycle)."""
+    return ProjectFiles(config=folder / "configs" / f"{name}.yaml", schema=folder / "schemas" / f"{name}.py")
+
+
+def write_project(draft: Draft, folder: Path, force: bool = False) -> ProjectFiles:
+    """Write the drafted config and schema into the project folder. Raises DraftError if they exist (and not
+    `force`), InitDefect if the drafted files do not load."""
+    files = project_files(draft.name, folder)
+    existing = [str(f) for f in (files.schema, files.config) if f.exists()]
+    if existing and not force:
+        raise DraftError(f"{', '.join(existing)} exist(s); pass --force to overwrite, or --name another")
+    schema_source = schema_module(draft)
+    config_source = config_yaml(draft, f"schemas/{draft.name}.py")
+    try:
+        verify(draft, schema_source, config_source)
+    except (SyntaxError, ValueError) as exc:
+        raise InitDefect(f"the drafted files do not load ({type(exc).__name__}: {str(exc)[:500]}); this is a defect "
+                         "of mlcycle init: please report it with the summary") from exc  # fmt: skip
+    for file, text in ((files.schema, schema_source), (files.config, config_source)):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+    return files

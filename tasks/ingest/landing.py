@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.config import LandingConfig, SourceConfig
-from tasks.ingest.read import FileInput, SourceError
+from mlcycle.schemas.config import LandingConfig, SourceConfig
+from mlcycle.tasks.ingest.read import FileInput, SourceError
 
 TEMPORARY_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", ".lock", ".filepart")
 

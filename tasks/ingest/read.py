@@ -20,8 +20,8 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from schemas.config import CsvOptions, ParseRule, SourceConfig
-from tasks.errors import UserError
+from mlcycle.schemas.config import CsvOptions, ParseRule, SourceConfig
+from mlcycle.tasks.errors import UserError
 
 log = logging.getLogger("mlcycle.ingest")
 
@@ -323,7 +323,7 @@ def expand_files(source: SourceConfig, paths: list[str] | None = None) -> list[F
 
 
 def _wheel_cache() -> Path:
-    from tasks.paths import mlcycle_home
+    from mlcycle.tasks.paths import mlcycle_home
 
     return mlcycle_home() / "cache" / "wheels"
 
@@ -823,6 +823,6 @@ def _refuse_wrong_delimiter(first: str, label: str, sep: str) -> None:
 
 
 def _reader_ledger(rows: list[dict[str, object]]) -> pd.DataFrame:
-    from tasks.ingest.validate import QUARANTINE_COLUMNS
+    from mlcycle.tasks.ingest.validate import QUARANTINE_COLUMNS
 
     return pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)

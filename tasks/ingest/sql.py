@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from schemas.config import SqlSourceConfig
-from tasks.ingest.read import SourceError
+from mlcycle.schemas.config import SqlSourceConfig
+from mlcycle.tasks.ingest.read import SourceError
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from typing import IO, Any, Literal
 
 import pandas as pd
 
-from tasks.errors import UserError
-from tasks.ingest.read import RawData
-from tasks.paths import mlcycle_home
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.ingest.read import RawData
+from mlcycle.tasks.paths import mlcycle_home
 
 BatchStatus = Literal["pending", "accepted", "rejected"]
 LEDGER_COLUMNS = ["batch_id", "row", "column", "check", "value"]

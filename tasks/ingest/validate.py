@@ -12,7 +12,7 @@ import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
-from tasks.errors import UserError
+from mlcycle.tasks.errors import UserError
 
 log = logging.getLogger("mlcycle.validate")
 

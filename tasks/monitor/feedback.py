@@ -30,10 +30,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.config import FeedbackConfig, TaskType
-from tasks.monitor.labels import LabelStore, feedback_dir
-from tasks.monitor.request_log import RequestIndex, requests_dir
-from tasks.registry.gate import LOWER_IS_BETTER, metric_interval
+from mlcycle.schemas.config import FeedbackConfig, TaskType
+from mlcycle.tasks.monitor.labels import LabelStore, feedback_dir
+from mlcycle.tasks.monitor.request_log import RequestIndex, requests_dir
+from mlcycle.tasks.registry.gate import LOWER_IS_BETTER, metric_interval
 
 LIVE_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}
 REPORTS_KEPT = 500  # performance reports kept per name (one per check): the trail `trace_request` follows
@@ -314,7 +314,7 @@ def metrics_markdown(report: PerformanceReport) -> str:
 def trace_request(name: str, request_id: str) -> dict[str, Any]:
     """Everything known about one answer: its records and predictions, the model and the data it was trained on,
     the labels that came back, and the live metrics those labels counted towards."""
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     found = RequestIndex(requests_dir(name)).lookup([request_id]).get(request_id)
     if found is None:
@@ -398,7 +398,7 @@ def assess(name: str, task: TaskType, metric: str, slices: list[str], settings: 
     """Read the logs and labels the windows need, join them, and judge: live metrics, degradation, the shadow.
     `classes`: a multiclass model's, in order (its live metric is the accuracy of the predicted class)."""
     classes = classes if task == "multiclass" else ()
-    from tasks.registry.gate import check_live
+    from mlcycle.tasks.registry.gate import check_live
 
     since = now - timedelta(hours=max(settings.windows_h))
     if shadow_since is not None:

@@ -35,9 +35,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from schemas.config import FeedbackConfig, LandingConfig, SourceConfig, TaskType
-from tasks.monitor.request_log import LoggedRequest
-from tasks.paths import mlcycle_home
+from mlcycle.schemas.config import FeedbackConfig, LandingConfig, SourceConfig, TaskType
+from mlcycle.tasks.monitor.request_log import LoggedRequest
+from mlcycle.tasks.paths import mlcycle_home
 
 Outcome = Literal["accepted", "duplicate", "corrected", "refused"]
 Lookup = Callable[[set[str]], dict[str, LoggedRequest]]
@@ -416,7 +416,7 @@ def write_quarantine(store: LabelStore, content_hash: str, name: str, rows: list
 def ingest_label_folder(name: str, settings: FeedbackConfig, lookup: Lookup, target: LabelTarget,
                         received: datetime | None = None, store: LabelStore | None = None) -> list[FileOutcome]:  # fmt: skip
     """Every settled, not yet ingested file of the feedback landing folder, in name order."""
-    from tasks.ingest.landing import scan_landing
+    from mlcycle.tasks.ingest.landing import scan_landing
 
     folder = landing_dir(name, settings)
     folder.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.config import RequestLogConfig
-from tasks.paths import mlcycle_home
+from mlcycle.schemas.config import RequestLogConfig
+from mlcycle.tasks.paths import mlcycle_home
 
 META_COLUMNS = ("_ts", "_model", "_request_id", "_record", "_prediction", "_label")
 INDEX_FILE = "_index.sqlite"  # "_": readers of the folder as a Parquet dataset pass it over

@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import UserError
-from tasks.paths import mlcycle_home
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.paths import mlcycle_home
 
 STATUSES = ("challenger", "champion", "rejected", "retired")
 

@@ -10,14 +10,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 import xgboost as xgb
 
-from schemas.config import PipelineConfig
-from tasks.preprocess import PreprocessorSpec, apply_preprocessor, unseen_categories
-from tasks.train.boost import dmatrix
+from mlcycle.schemas import is_file_ref, resolve_schema
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, unseen_categories
+from mlcycle.tasks.train.boost import dmatrix
 
 BOOSTER_FILE = "booster.ubj"  # XGBoost's own binary JSON format: no pickle
 FILES = ("preprocessor.json", "config.json", "metrics.json", "lineage.json")
+SCHEMA_DIR = "schemas"  # copies of the project's schema files the config names (`schemas/x.py:XSchema`)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,17 @@ class ModelBundle:
     classes: list[str]
     metrics: dict[str, Any]
     lineage: dict[str, Any]
+    folder: Path | None = None  # where the bundle's files are, in the model store
+
+    @property
+    def features_schema(self) -> type[pa.DataFrameModel]:
+        """The pandera model of a request, as this model was trained with it."""
+        return resolve_schema(self.config.features_schema_ref)
+
+    @property
+    def training_schema(self) -> type[pa.DataFrameModel]:
+        """The pandera model of a training row, as this model was trained with it."""
+        return resolve_schema(self.config.schema_ref)
 
     def predict_raw(self, features: pd.DataFrame) -> np.ndarray:
         return predict_raw(self.booster, self.preprocessor, features)
@@ -54,6 +68,23 @@ def answer_records(task: str, classes: list[str], raw: np.ndarray) -> list[dict[
         return [{"label": classes[b], "probabilities": dict(zip(classes, row, strict=True))}
                 for b, row in zip(best, raw.tolist(), strict=True)]  # fmt: skip
     return [{"value": v} for v in raw.tolist()]
+
+
+def predict_features(booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
+    """The booster's output for encoded features (`encode_records` / `encode_frame`): the one booster call that the
+    service and the Python API (`mlcycle.load(...).predict`) both make, so their answers are the same bits."""
+    return np.asarray(booster.inplace_predict(features), dtype=np.float64)
+
+
+def contributions(booster: xgb.Booster, features: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """XGBoost's own SHAP values (pred_contribs) per model feature, and the bias column; for multiclass those of each
+    record's predicted class (its softmax margin), the class its answer names. `raw` is `predict_features`'s."""
+    matrix = xgb.DMatrix(features, feature_names=booster.feature_names, feature_types=booster.feature_types,
+                         enable_categorical=True, nthread=1)  # fmt: skip
+    contribs = booster.predict(matrix, pred_contribs=True)
+    if contribs.ndim == 3:  # multiclass: (records, classes, features + bias)
+        contribs = contribs[np.arange(len(contribs)), raw.argmax(axis=1)]
+    return contribs[:, :-1], contribs[:, -1]
 
 
 def predict_raw(
@@ -125,18 +156,43 @@ def save_bundle(
         }
         for name, payload in contents.items():
             (root / name).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        copy_schema_files(config, root)
         tag = str(model.tag)
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     registry.register(tag, primary_metric=primary, metric=metrics["test"][primary], data_hash=lineage["data_hash"])
     return tag
+
+
+def copy_schema_files(config: PipelineConfig, root: Path) -> None:
+    """Keep a copy of each project schema file the config names inside the bundle: the model then serves, exports
+    and explains with the schema it was trained with, from any folder, in a Bento or a container."""
+    for ref in {config.schema_ref, config.features_schema_ref}:
+        if is_file_ref(ref):
+            source = Path(ref.rpartition(":")[0])
+            (root / SCHEMA_DIR).mkdir(exist_ok=True)
+            (root / SCHEMA_DIR / source.name).write_bytes(source.read_bytes())
+
+
+def with_bundled_schema(config: PipelineConfig, root: Path) -> PipelineConfig:
+    """The config with each project schema file it names read from the bundle's own copy (`copy_schema_files`),
+    wherever the bundle is loaded: serving, export, reproduce and the Python API need no project folder."""
+    update = {}
+    for field in ("schema_ref", "features_schema_ref"):
+        ref = getattr(config, field)
+        if is_file_ref(ref):
+            location, _, attr = ref.rpartition(":")
+            bundled = root / SCHEMA_DIR / Path(location).name
+            if bundled.is_file():
+                update[field] = f"{bundled}:{attr}"
+    return config.model_copy(update=update) if update else config
 
 
 def load_bundle(tag: str) -> ModelBundle:
     """Load a bundle by tag (`adult:abc123`), or by name for its champion (the newest version before any)."""
     import bentoml
 
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     model = bentoml.models.get(registry.resolve(tag))
     root = Path(model.path)
@@ -147,8 +203,9 @@ def load_bundle(tag: str) -> ModelBundle:
         tag=str(model.tag),
         booster=booster,
         preprocessor=PreprocessorSpec.model_validate(parts["preprocessor.json"]),
-        config=PipelineConfig.model_validate(parts["config.json"]),
+        config=with_bundled_schema(PipelineConfig.model_validate(parts["config.json"]), root),
         classes=list(parts["lineage.json"].get("classes", [])),
         metrics=parts["metrics.json"],
         lineage=parts["lineage.json"],
+        folder=root,
     )

@@ -30,10 +30,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 import xgboost as xgb
 
-from tasks.errors import UserError
-from tasks.preprocess import PreprocessorSpec
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.preprocess import PreprocessorSpec
 
 Format = Literal["onnx", "xgboost-json"]
 OUTPUT = {"binary": "positive-class probability", "regression": "predicted value",
@@ -232,17 +233,15 @@ def _multiclass_graph(ensemble: Any, tree_info: list[int], classes: int, feature
     return onnx_model
 
 
-def schema_json(features_schema_ref: str) -> dict[str, Any]:
+def schema_json(features_schema: type[pa.DataFrameModel]) -> dict[str, Any]:
     """The request fields of the features schema as plain JSON: type, nullable, allowed values and bounds."""
-    from schemas import resolve_schema
-
     fields = []
-    for name, column in resolve_schema(features_schema_ref).to_schema().columns.items():
+    for name, column in features_schema.to_schema().columns.items():
         entry: dict[str, Any] = {"name": name, "dtype": str(column.dtype), "nullable": bool(column.nullable)}
         for check in column.checks:
             entry.update({k: v for k, v in check.statistics.items() if v is not None})
         fields.append(entry)
-    return {"schema": features_schema_ref, "fields": json.loads(json.dumps(fields, default=str))}
+    return {"schema": features_schema.__name__, "fields": json.loads(json.dumps(fields, default=str))}
 
 
 @dataclass
@@ -276,7 +275,7 @@ def load_predictor(folder: Path) -> Any:
 
 
 def export_booster(tag: str, booster: xgb.Booster, preprocessor: PreprocessorSpec, task: str, classes: list[str],
-                   features_schema_ref: str, fmt: Format, out: Path, records: list[dict[str, Any]],
+                   features_schema: type[pa.DataFrameModel], fmt: Format, out: Path, records: list[dict[str, Any]],
                    expected: np.ndarray, latency_calls: int = 200) -> ExportReport:  # fmt: skip
     """Write the folder, then prove it: the reference predictor on `records` must give `expected` to 1e-5."""
     if out.exists():
@@ -304,7 +303,7 @@ def export_booster(tag: str, booster: xgb.Booster, preprocessor: PreprocessorSpe
             "output": OUTPUT[task]}  # fmt: skip
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     (out / "preprocessor.json").write_text(json.dumps(preprocessor.model_dump(mode="json"), indent=2))
-    (out / "schema.json").write_text(json.dumps(schema_json(features_schema_ref), indent=2))
+    (out / "schema.json").write_text(json.dumps(schema_json(features_schema), indent=2))
     (out / "golden.json").write_text(json.dumps(records, indent=1, default=str))
     shutil.copyfile(PREDICTOR_TEMPLATE, out / "predict.py")
 
@@ -358,14 +357,13 @@ p99 {report.latency_p99_ms:.3f} ms on the exporting machine.
 """
 
 
-def offline_predictions(booster: xgb.Booster, preprocessor: PreprocessorSpec, features_schema_ref: str,
-                        records: list[dict[str, Any]]) -> np.ndarray:  # fmt: skip
+def offline_predictions(booster: xgb.Booster, preprocessor: PreprocessorSpec,
+                        features_schema: type[pa.DataFrameModel], records: list[dict[str, Any]]) -> np.ndarray:  # fmt: skip
     """What the model answers for the records, validated and prepared exactly as the service does."""
-    from schemas import resolve_schema
-    from tasks.records import check_records
-    from tasks.registry.bundle import predict_raw
+    from mlcycle.tasks.records import check_records
+    from mlcycle.tasks.registry.bundle import predict_raw
 
-    frame, errors = check_records(records, resolve_schema(features_schema_ref), len(records))
+    frame, errors = check_records(records, features_schema, len(records))
     if frame is None:
         raise ExportError(f"golden records do not validate: {[e.as_dict() for e in errors][:5]}")
     return np.asarray(predict_raw(booster, preprocessor, frame), dtype=np.float64)
@@ -374,11 +372,11 @@ def offline_predictions(booster: xgb.Booster, preprocessor: PreprocessorSpec, fe
 def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Booster, dict[str, Any]]:
     """Refit the bundle's model from its snapshot with at most `max_trees` trees of depth `max_depth`, and what that
     costs in the primary metric on the bundle's test split."""
-    from tasks.registry.gate import improvement, metric_value
-    from tasks.registry.reproduce import rebuild_data
-    from tasks.train.boost import fit_booster, xgb_params
-    from tasks.train.evaluate import PRIMARY_METRIC
-    from tasks.train.prepare import encode_target, sample_weights
+    from mlcycle.tasks.registry.gate import improvement, metric_value
+    from mlcycle.tasks.registry.reproduce import rebuild_data
+    from mlcycle.tasks.train.boost import fit_booster, xgb_params
+    from mlcycle.tasks.train.evaluate import PRIMARY_METRIC
+    from mlcycle.tasks.train.prepare import encode_target, sample_weights
 
     config = bundle.config
     splits, preprocessor, data = rebuild_data(bundle)
@@ -392,7 +390,7 @@ def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Bo
     y = encode_target(splits.test[config.target], config, bundle.classes)
     weights = sample_weights(splits.test, config)
     full = metric_value(config.task, metric, y, bundle.predict_raw(splits.test), weights)
-    from tasks.registry.bundle import predict_raw
+    from mlcycle.tasks.registry.bundle import predict_raw
 
     reduced = metric_value(config.task, metric, y, predict_raw(small, preprocessor, splits.test), weights)
     info = {"max_trees": max_trees, "max_depth": max_depth, "trees": small.num_boosted_rounds(),
@@ -404,9 +402,9 @@ def compact_booster(bundle: Any, max_trees: int, max_depth: int) -> tuple[xgb.Bo
 def export_model(tag: str, fmt: Format, out: Path | None = None, compact: bool = False, max_trees: int = 50,
                  max_depth: int = 4, records: list[dict[str, Any]] | None = None) -> ExportReport:  # fmt: skip
     """Export a registered model (or a compact refit of it) and check it against the model on the golden rows."""
-    from tasks.paths import mlcycle_home
-    from tasks.registry.bundle import load_bundle
-    from tasks.registry.smoke import golden_records
+    from mlcycle.tasks.paths import mlcycle_home
+    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.smoke import golden_records
 
     bundle = load_bundle(tag)
     records = records if records is not None else golden_records(bundle.config.name)
@@ -415,9 +413,9 @@ def export_model(tag: str, fmt: Format, out: Path | None = None, compact: bool =
         booster, info = compact_booster(bundle, max_trees, max_depth)
     name, _, version = bundle.tag.partition(":")
     out = out or mlcycle_home() / "exports" / name / f"{version}-{fmt}{'-compact' if compact else ''}"
-    expected = offline_predictions(booster, bundle.preprocessor, bundle.config.features_schema_ref, records)
+    expected = offline_predictions(booster, bundle.preprocessor, bundle.features_schema, records)
     report = export_booster(bundle.tag, booster, bundle.preprocessor, bundle.config.task, bundle.classes,
-                            bundle.config.features_schema_ref, fmt, out, records, expected)  # fmt: skip
+                            bundle.features_schema, fmt, out, records, expected)  # fmt: skip
     if info is not None:
         report.compact = info
         (out / "export.json").write_text(json.dumps(report.as_dict(), indent=2))

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from schemas.config import GateConfig, ShadowConfig, TaskType
-from tasks.train.evaluate import row_log_loss, score
+from mlcycle.schemas.config import GateConfig, ShadowConfig, TaskType
+from mlcycle.tasks.train.evaluate import row_log_loss, score
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "rmsle", "log_loss", "brier"})
 
@@ -283,11 +283,10 @@ def request_latency_ms(bundle: Any, rows: pd.DataFrame, count: int) -> np.ndarra
     """Milliseconds per single-record request on the path the service takes for one (serving/service.py, without
     HTTP): the raw JSON body validated by the record model, the schema's own checks, `encode_records`, and the
     booster's `inplace_predict` with the service's thread count; cycling through `rows` after one warm-up."""
-    from schemas import resolve_schema
-    from schemas.api import record_model
-    from tasks.preprocess import encode_records
+    from mlcycle.schemas.api import record_model
+    from mlcycle.tasks.preprocess import encode_records
 
-    validator = record_model(resolve_schema(bundle.config.features_schema_ref))
+    validator = record_model(bundle.features_schema)
     records = json.loads(rows[validator.fields].to_json(orient="records", date_format="iso"))
     bodies = [json.dumps({"records": [r]}).encode() for r in records]
     booster = bundle.booster.copy()  # the bundle's own keeps its threads
@@ -386,9 +385,9 @@ def gate_challenger(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: n
     """
     import bentoml
 
-    from tasks.registry.bundle import load_bundle
-    from tasks.registry.smoke import golden_records, smoke_test
-    from tasks.train.prepare import sample_weights
+    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.smoke import golden_records, smoke_test
+    from mlcycle.tasks.train.prepare import sample_weights
 
     bundle = load_bundle(tag)
     config, metric = bundle.config, bundle.metrics["primary"]
@@ -423,7 +422,7 @@ def gate_challenger(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: n
     elif any(c.passed is False for c in checks):
         checks.append(Check("smoke", None, "not run: the challenger already failed a rule"))
     else:
-        from schemas import resolve_schema
+        from mlcycle.schemas import resolve_schema
 
         fields = list(resolve_schema(config.features_schema_ref).to_schema().columns)
         records = golden_records(config.name, test[fields])

@@ -11,15 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost as xgb
 
-from schemas import resolve_schema
-from tasks.errors import UserError
-from tasks.ingest.store import DatasetStore, StoreError, read_curated
-from tasks.ingest.validate import validate_frame
-from tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
-from tasks.registry.bundle import ModelBundle, load_bundle, predict_raw
-from tasks.train.boost import TrainingData
-from tasks.train.final import fit_final_model
-from tasks.train.prepare import Splits, encode_target, feature_columns, sample_weights, split_frame
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.ingest.store import DatasetStore, StoreError, read_curated
+from mlcycle.tasks.ingest.validate import validate_frame
+from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
+from mlcycle.tasks.registry.bundle import ModelBundle, load_bundle, predict_raw
+from mlcycle.tasks.train.boost import TrainingData
+from mlcycle.tasks.train.final import fit_final_model
+from mlcycle.tasks.train.prepare import Splits, encode_target, feature_columns, sample_weights, split_frame
 
 
 class ReproduceError(UserError, RuntimeError):
@@ -64,7 +63,7 @@ def rebuild_splits(bundle: ModelBundle) -> Splits:
         raw = read_curated(DatasetStore.for_dataset(config.name), data_hash, config.source.sample_rows, config.seed)
     except (StoreError, FileNotFoundError, KeyError) as exc:
         raise ReproduceError(f"{bundle.tag}: snapshot {data_hash} cannot be read: {exc}") from exc
-    validated = validate_frame(raw.frame, resolve_schema(config.schema_ref), what=config.name)
+    validated = validate_frame(raw.frame, bundle.training_schema, what=config.name)
     return split_frame(validated.valid, raw.origin["part"], config)
 
 

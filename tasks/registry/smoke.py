@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "serving" / "examples"
+EXAMPLES = Path(str(resources.files("mlcycle.serving") / "examples"))
 
 
 _STARTUP_FAILED = "Application startup failed"
@@ -40,8 +40,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving_model(tag: str | None, timeout_s: float = 120.0, *, target: str = "serving.service:MLCycleService",
-                  cwd: Path = ROOT, env: dict[str, str] | None = None) -> Iterator[str]:  # fmt: skip
+def serving_model(tag: str | None, timeout_s: float = 120.0, *, target: str = "mlcycle.serving.service:MLCycleService",
+                  cwd: Path | None = None, env: dict[str, str] | None = None) -> Iterator[str]:  # fmt: skip
     """`bentoml serve` of one model on a free loopback port; yields its base URL, stops it (and its workers) after.
 
     `tag` None serves what `target` pins (a built Bento) or the service's default; `env` adds variables (for example
@@ -89,7 +89,7 @@ def serving_model(tag: str | None, timeout_s: float = 120.0, *, target: str = "s
 def _stop(proc: subprocess.Popen[str]) -> None:
     """Terminate the server and its workers (BentoML starts each in a session of its own), killing what does not
     go within 30 s."""
-    from tasks.processes import stop_tree
+    from mlcycle.tasks.processes import stop_tree
 
     if proc.poll() is None:
         stop_tree(proc.pid, 30)
@@ -126,12 +126,11 @@ class SmokeResult:
 
 def offline_answers(tag: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The predictions the service should give for the records: the bundle's own path, validated like a request."""
-    from schemas import resolve_schema
-    from tasks.records import check_records
-    from tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.records import check_records
+    from mlcycle.tasks.registry.bundle import load_bundle
 
     bundle = load_bundle(tag)
-    schema = resolve_schema(bundle.config.features_schema_ref)
+    schema = bundle.features_schema
     frame, errors = check_records(records, schema, max(len(records), 1))
     if frame is None:
         raise ValueError(f"golden records do not validate for {tag}: {[e.as_dict() for e in errors][:5]}")

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.config import PipelineConfig
-from tasks.paths import mlcycle_home
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.paths import mlcycle_home
 
 log = logging.getLogger("mlcycle.tracking")
 
@@ -218,7 +218,7 @@ def _mirror(uri: str, timeout_s: float | None) -> Any:
     # nor two lines on stdout and one more request for every run it ends (a search's trials are hundreds)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
-        from tasks.tracking.mlflow_mirror import Mirror
+        from mlcycle.tasks.tracking.mlflow_mirror import Mirror
     except ImportError as exc:  # the records wait for the package as they would for the server
         raise Transient(f"{exc}; install the extra: pip install -e '.[mlflow]'") from None
     return Mirror(uri, timeout_s)

@@ -25,9 +25,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, ViewType
 from mlflow.exceptions import MlflowException
 
-from schemas.config import PipelineConfig
-from tasks import registry
-from tasks.registry.bundle import ModelBundle, load_bundle
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks import registry
+from mlcycle.tasks.registry.bundle import ModelBundle, load_bundle
 
 ALIAS = "champion"
 KEY_TAG = "mlcycle.run_key"  # the flow run's id: how a replay finds the run it already wrote
@@ -263,7 +263,7 @@ def signature(config: PipelineConfig) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from schemas import resolve_schema
+    from mlcycle.schemas import resolve_schema
 
     columns = resolve_schema(config.features_schema_ref).to_schema().columns
     inputs: list[Any] = [
@@ -354,7 +354,7 @@ def _read_trials(report: str | None) -> dict[str, Any]:
 
 
 def _stopping_metric(bundle: ModelBundle) -> str:
-    from tasks.train.boost import STOPPING_METRIC
+    from mlcycle.tasks.train.boost import STOPPING_METRIC
 
     return STOPPING_METRIC[bundle.config.task]
 

@@ -13,7 +13,7 @@ import xgboost as xgb
 
 # Not at run time: a Tune trial imports this module and should not pay for pandera (tasks.train.trial).
 if TYPE_CHECKING:
-    from schemas.config import TaskType
+    from mlcycle.schemas.config import TaskType
 
 # What the booster optimises and what early stopping watches, per task (lower is better for both).
 # Multiclass: softmax probabilities per class (`multi:softprob`, not `multi:softmax`'s bare label).

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from schemas import schema_fingerprint
-from schemas.config import PipelineConfig
-from tasks.ingest.store import ROW_COLUMN, DatasetStore, Snapshot, StoreError, list_batches
-from tasks.ingest.validate import Validated, validate_frame
-from tasks.preprocess import PreprocessorSpec, apply_preprocessor
-from tasks.train.boost import LABEL, WEIGHT, StreamedData, TrainingData
-from tasks.train.prepare import Splits, encode_target, sample_weights, split_positions
+from mlcycle.schemas import schema_fingerprint
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.store import ROW_COLUMN, DatasetStore, Snapshot, StoreError, list_batches
+from mlcycle.tasks.ingest.validate import Validated, validate_frame
+from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor
+from mlcycle.tasks.train.boost import LABEL, WEIGHT, StreamedData, TrainingData
+from mlcycle.tasks.train.prepare import Splits, encode_target, sample_weights, split_positions
 
 log = logging.getLogger("mlcycle.dataset")
 
@@ -201,7 +201,7 @@ def _drawn(rows: np.ndarray, batch_id: str, seed: int, share: float) -> np.ndarr
 
 def split_codes(scan: SnapshotScan, config: PipelineConfig) -> np.ndarray:
     """TRAIN, VALID or TEST for every row of the scan's index: `split_frame`'s split of the same rows."""
-    from tasks.train.prepare import _time_split
+    from mlcycle.tasks.train.prepare import _time_split
 
     pinned = scan.pinned
     index = scan.index
@@ -285,7 +285,7 @@ def ray_data(
     import ray
     import ray.data
 
-    from tasks.train.tune import ensure_ray
+    from mlcycle.tasks.train.tune import ensure_ray
 
     ensure_ray(config.tune.ray_address)
     context = ray.data.DataContext.get_current()

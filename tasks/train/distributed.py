@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from tasks.train.boost import LABEL, WEIGHT, Data, RoundReporter, StreamedData, TrainingData
+from mlcycle.tasks.train.boost import LABEL, WEIGHT, Data, RoundReporter, StreamedData, TrainingData
 
 MODEL_FILE = "model.ubj"
 

@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from schemas.config import TaskType
-from tasks.train.boost import TrainingData, dmatrix, xgb_params
+from mlcycle.schemas.config import TaskType
+from mlcycle.tasks.train.boost import TrainingData, dmatrix, xgb_params
 
 # Multiclass is judged on log loss: a proper scoring rule on every class's probability, what the booster optimises
 # and early stopping watches, smooth under resampling (the gate's bootstrap), and defined against the class priors

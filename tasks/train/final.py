@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import xgboost as xgb
 
-from tasks.train.boost import Data, fit_booster, training_matrix, xgb_params
+from mlcycle.tasks.train.boost import Data, fit_booster, training_matrix, xgb_params
 
 if TYPE_CHECKING:
-    from schemas.config import PipelineConfig
+    from mlcycle.schemas.config import PipelineConfig
 
 
 def fit_final_model(
@@ -49,9 +49,9 @@ def _fit_final_data_parallel(
     Train run keeps its checkpoint under MLCYCLE_HOME, which every node of a cluster reaches."""
     import uuid
 
-    from tasks.paths import mlcycle_home
-    from tasks.train.distributed import both_splits, fit_data_parallel, shard_data
-    from tasks.train.tune import ensure_ray
+    from mlcycle.tasks.paths import mlcycle_home
+    from mlcycle.tasks.train.distributed import both_splits, fit_data_parallel, shard_data
+    from mlcycle.tasks.train.tune import ensure_ray
 
     ensure_ray(config.tune.ray_address)
     settings = config.tune

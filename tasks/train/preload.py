@@ -19,7 +19,7 @@ import time
 PRELOADED = "mlcycle: a trial's modules imported"
 _began = time.monotonic()
 
-import tasks.train.trial  # noqa: E402, F401
+import mlcycle.tasks.train.trial  # noqa: E402, F401
 
 # In the worker's log (Ray's session logs/worker-*-<pid>.err): how long the imports took, and that they are done.
 print(f"{PRELOADED} in {time.monotonic() - _began:.1f} s (pid {os.getpid()})", file=sys.stderr, flush=True)

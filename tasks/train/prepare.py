@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from schemas import resolve_schema
-from schemas.config import PipelineConfig, SplitConfig
-from tasks.errors import UserError
-from tasks.preprocess import clock_hour
+from mlcycle.schemas import resolve_schema
+from mlcycle.schemas.config import PipelineConfig, SplitConfig
+from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.preprocess import clock_hour
 
 log = logging.getLogger("mlcycle.prepare")
 

@@ -13,10 +13,10 @@ import numpy as np
 import xgboost as xgb
 from sklearn.metrics import roc_curve
 
-from schemas.config import TaskType
-from tasks.tables import format_cell, markdown_table
-from tasks.train.prepare import LeakageReport
-from tasks.train.tune import TuneResult
+from mlcycle.schemas.config import TaskType
+from mlcycle.tasks.tables import format_cell, markdown_table
+from mlcycle.tasks.train.prepare import LeakageReport
+from mlcycle.tasks.train.tune import TuneResult
 
 
 @dataclass(frozen=True)

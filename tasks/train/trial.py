@@ -38,7 +38,7 @@ _lean_worker()
 import xgboost as xgb  # noqa: E402
 from ray import tune  # noqa: E402
 
-from tasks.train.boost import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params  # noqa: E402
+from mlcycle.tasks.train.boost import STOPPING_METRIC, RoundReporter, TrainingData, fit_booster, xgb_params  # noqa: E402
 
 
 def learning_rate(params: dict[str, Any]) -> float:

@@ -20,8 +20,8 @@ from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from schemas.config import PipelineConfig, TaskType, TuneConfig
-from tasks.train.boost import STOPPING_METRIC, StreamedData, TrainingData, xgb_params
+from mlcycle.schemas.config import PipelineConfig, TaskType, TuneConfig
+from mlcycle.tasks.train.boost import STOPPING_METRIC, StreamedData, TrainingData, xgb_params
 
 log = logging.getLogger("mlcycle.tune")
 
@@ -109,7 +109,7 @@ def _init_ray(address: str | None) -> None:
         _let_trials_start_warm()
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _node_ip_address="127.0.0.1",
-                 _system_config={"preload_python_modules": ["tasks.train.preload"], "kill_idle_workers_interval_ms": 0})  # fmt: skip
+                 _system_config={"preload_python_modules": ["mlcycle.tasks.train.preload"], "kill_idle_workers_interval_ms": 0})  # fmt: skip
     log.info("Ray ready in %.1f s (%s)", time.monotonic() - began, address or "local")
 
 
@@ -168,7 +168,7 @@ def _data_parallel_trial(
 ) -> None:
     """One trial trained data-parallel: the trial's function runs a Ray Train trainer (Train v2's way of nesting
     in Tune), whose workers' reports reach Tune through Ray's TuneReportCallback."""
-    from tasks.train.distributed import fit_data_parallel
+    from mlcycle.tasks.train.distributed import fit_data_parallel
 
     params = xgb_params(task, sampled, nthread=settings.cpus_per_trial, seed=seed, num_class=num_class)
     trial_id = tune.get_context().get_trial_id()
@@ -361,7 +361,7 @@ def tune_xgboost(
     share: Path | None = None
     keeper: Any = None
     if settings.data_parallel_workers:
-        from tasks.train.distributed import shard_data
+        from mlcycle.tasks.train.distributed import shard_data
 
         # The trial's own process only drives the trainer; its Ray Train workers hold the CPUs. (Tune refuses a
         # trial with no resources at all, so it asks for one byte of memory: nothing a worker needs.)
@@ -373,7 +373,7 @@ def tune_xgboost(
     else:
         # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.train.trial trims
         # what a Ray worker that imports it may load.
-        from tasks.train.trial import BoosterKeeper, TrialSettings, run_trial
+        from mlcycle.tasks.train.trial import BoosterKeeper, TrialSettings, run_trial
 
         keeper_name = f"mlcycle-keeper-{path.name}-{os.getpid()}"
         keeper = ray.remote(num_cpus=0)(BoosterKeeper).options(name=keeper_name).remote()

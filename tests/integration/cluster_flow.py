@@ -23,9 +23,9 @@ def main() -> None:
 
 
 def train(data_parallel: bool) -> dict[str, object]:
-    from flows.training import train_flow
-    from schemas import load_config
-    from tasks.registry.bundle import load_bundle
+    from mlcycle.flows.training import train_flow
+    from mlcycle.schemas import load_config
+    from mlcycle.tasks.registry.bundle import load_bundle
 
     # 5,000 rows a file: blocks of more than Ray's 100 KB, which live in an object store, not inline with their owner
     overrides = {"source.sample_rows": 5000, "tune.num_samples": 2, "tune.max_rounds": 60, "tune.report_every": 5,

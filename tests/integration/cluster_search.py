@@ -23,11 +23,11 @@ import xgboost as xgb
 from ray.cluster_utils import Cluster
 from sklearn.metrics import roc_auc_score
 
-from schemas import load_config
-from schemas.config import TuneConfig
-from tasks.train.boost import TrainingData, fit_booster, xgb_params
-from tasks.train.final import fit_final_model
-from tasks.train.tune import tune_xgboost
+from mlcycle.schemas import load_config
+from mlcycle.schemas.config import TuneConfig
+from mlcycle.tasks.train.boost import TrainingData, fit_booster, xgb_params
+from mlcycle.tasks.train.final import fit_final_model
+from mlcycle.tasks.train.tune import tune_xgboost
 
 ROOT = Path(__file__).resolve().parents[2]
 

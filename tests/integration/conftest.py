@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from schemas import load_config
+from mlcycle.schemas import load_config
 from tests.conftest import ROOT
 
 SMALL_RUN = {"source.sample_rows": 1500, "tune.num_samples": 2, "tune.max_rounds": 60, "tune.report_every": 5,
@@ -17,7 +17,7 @@ SMALL_RUN = {"source.sample_rows": 1500, "tune.num_samples": 2, "tune.max_rounds
 
 
 def run_training(dataset: str):  # type: ignore[no-untyped-def]
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
     config = load_config(ROOT / "configs" / f"{dataset}.yaml", SMALL_RUN)
     return config, train_flow(config)
@@ -38,7 +38,7 @@ def bike_run(prefect_server: None, local_ray: None):  # type: ignore[no-untyped-
 @pytest.fixture(scope="session")
 def served_adult(adult_run) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real `bentoml serve` subprocess on loopback, serving the model the flow just trained."""
-    from tasks.registry.smoke import ServeError, serving_model
+    from mlcycle.tasks.registry.smoke import ServeError, serving_model
 
     _, result = adult_run
     try:

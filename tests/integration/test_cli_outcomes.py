@@ -17,10 +17,10 @@ import psutil
 import pytest
 import yaml
 
-from flows import exits
-from tasks import registry
-from tasks.processes import stop_tree
-from tasks.registry.smoke import free_port
+from mlcycle.flows import exits
+from mlcycle.tasks import registry
+from mlcycle.tasks.processes import stop_tree
+from mlcycle.tasks.registry.smoke import free_port
 from tests.conftest import ROOT
 from tests.ingest_fixtures import HEADER, good_rows, tiny_config
 from tests.integration.conftest import SMALL_RUN, port_free
@@ -35,7 +35,7 @@ def mlcycle(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[s
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    return subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
 
 
@@ -89,7 +89,7 @@ def test_serve_stops_with_its_workers_on_a_signal(signum: int) -> None:
     if registry.champion(name) is None:
         registry.promote(save_small_model("adult", rounds=5, name=name), reason="test: a champion to serve")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", "from flows.cli import main; main()", "serve", name, "--port",
+    server = subprocess.Popen([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", "serve", name, "--port",
                                str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -129,7 +129,7 @@ def test_sigterm_to_train_stops_every_process_it_started(tmp_path: Path) -> None
              for arg in ("--set", f"{key}={yaml.safe_dump(value).split()[0]}")]  # fmt: skip
     output = tmp_path / "train.log"
     with output.open("w") as log:
-        train = subprocess.Popen([sys.executable, "-c", "from flows.cli import main; main()", "train", "--config",
+        train = subprocess.Popen([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", "train", "--config",
                                   "configs/adult.yaml", *small], cwd=ROOT, env=env, stdout=log, stderr=log)  # fmt: skip
     try:
         deadline = time.monotonic() + 300

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tasks.train.boost import TrainingData, fit_booster, xgb_params
-from tasks.train.distributed import fit_data_parallel, shard_data
+from mlcycle.tasks.train.boost import TrainingData, fit_booster, xgb_params
+from mlcycle.tasks.train.distributed import fit_data_parallel, shard_data
 
 pytestmark = pytest.mark.integration
 

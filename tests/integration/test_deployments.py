@@ -29,11 +29,11 @@ import psutil
 import pytest
 import yaml
 
-from flows.deploy import state_dir, undeploy
-from schemas import load_config
-from tasks import registry
-from tasks.paths import mlcycle_home
-from tasks.registry.bundle import load_bundle
+from mlcycle.flows.deploy import state_dir, undeploy
+from mlcycle.schemas import load_config
+from mlcycle.tasks import registry
+from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.registry.bundle import load_bundle
 from tests.conftest import ROOT
 from tests.integration.conftest import SMALL_RUN, port_free
 
@@ -140,7 +140,7 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cycle]:
 
 
 def _mlcycle(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", *args], cwd=ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
@@ -230,7 +230,7 @@ def test_a_shifted_batch_is_detected_as_drift_and_retrains(cycle: Cycle) -> None
 
 
 def test_new_data_below_the_row_threshold_retrains_nothing(adult_run) -> None:  # type: ignore[no-untyped-def]
-    from flows.retrain import retrain_flow
+    from mlcycle.flows.retrain import retrain_flow
 
     config, _ = adult_run
     before = [v.tag for v in registry.versions("adult")]

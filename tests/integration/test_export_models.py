@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from schemas import resolve_schema
-from tasks.registry.bundle import load_bundle
-from tasks.registry.export import PARITY_TOLERANCE, export_model, records_of
-from tasks.registry.reproduce import rebuild_splits
-from tasks.registry.smoke import golden_records
+from mlcycle.flows.cli import app
+from mlcycle.schemas import resolve_schema
+from mlcycle.tasks.registry.bundle import load_bundle
+from mlcycle.tasks.registry.export import PARITY_TOLERANCE, export_model, records_of
+from mlcycle.tasks.registry.reproduce import rebuild_splits
+from mlcycle.tasks.registry.smoke import golden_records
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,14 @@ import httpx
 import pandas as pd
 import pytest
 
-from flows.deploy import deploy, undeploy
-from schemas import load_config
-from tasks import registry
-from tasks.monitor.feedback import read_logged, shadow_dir
-from tasks.monitor.labels import feedback_dir
-from tasks.paths import mlcycle_home
-from tasks.registry.bundle import load_bundle
-from tasks.registry.smoke import serving_model
+from mlcycle.flows.deploy import deploy, undeploy
+from mlcycle.schemas import load_config
+from mlcycle.tasks import registry
+from mlcycle.tasks.monitor.feedback import read_logged, shadow_dir
+from mlcycle.tasks.monitor.labels import feedback_dir
+from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.registry.bundle import load_bundle
+from mlcycle.tasks.registry.smoke import serving_model
 from tests.conftest import ROOT
 from tests.integration.conftest import SMALL_RUN
 from tests.integration.test_deployments import NEVER, Cycle
@@ -121,7 +121,7 @@ def test_labels_over_http_and_by_file_degrade_the_live_metric_and_retrain(cycle:
     lines = [*zip(ids[40:], [0] * 40, truth[40:], strict=True), (ids[0], 0, truth[0]), ("f" * 32, 0, 5)]
     pd.DataFrame(lines, columns=["request_id", "record", "label"]).to_csv(landing / "labels-1.csv", index=False)
     # 400 new labelled rows reach the store, so the degradation retraining has rows to learn from.
-    from flows.ingest import ingest_flow
+    from mlcycle.flows.ingest import ingest_flow
 
     new = bike_rows(400, 3100)
     (mlcycle_home() / "fb-new.csv").write_text(new.to_csv(index=False))

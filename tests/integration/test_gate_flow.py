@@ -9,12 +9,12 @@ import bentoml
 import numpy as np
 import pytest
 
-from flows.models import GATE_FILE
-from tasks import registry
-from tasks.registry.bundle import load_bundle, save_bundle
-from tasks.registry.gate import gate_challenger
-from tasks.registry.reproduce import rebuild_splits
-from tasks.train.prepare import encode_target
+from mlcycle.flows.models import GATE_FILE
+from mlcycle.tasks import registry
+from mlcycle.tasks.registry.bundle import load_bundle, save_bundle
+from mlcycle.tasks.registry.gate import gate_challenger
+from mlcycle.tasks.registry.reproduce import rebuild_splits
+from mlcycle.tasks.train.prepare import encode_target
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def test_a_challenger_the_real_service_cannot_start_is_rejected(adult_run, tmp_p
     # The challenger's request schema lives in a module only this process can import, as if it had not been
     # shipped with the service: offline predictions work, the served model does not start.
     (tmp_path / "private_adult_schema.py").write_text(
-        "from schemas.adult import AdultFeatures\n\n\nclass PrivateFeatures(AdultFeatures):\n    pass\n"
+        "from mlcycle.schemas.adult import AdultFeatures\n\n\nclass PrivateFeatures(AdultFeatures):\n    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     base = load_bundle(result.tag)

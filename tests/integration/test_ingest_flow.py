@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.ingest import IngestRejected, ingest_flow
-from schemas.config import PipelineConfig
-from tasks.ingest.store import DatasetStore, list_batches, read_snapshot, take_snapshot
+from mlcycle.flows.cli import app
+from mlcycle.flows.ingest import IngestRejected, ingest_flow
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, read_snapshot, take_snapshot
 from tests.ingest_fixtures import HEADER, good_rows, tiny_config
 
 pytestmark = pytest.mark.integration
@@ -149,10 +149,10 @@ def test_cli_replays_the_quarantine_after_a_schema_change(prefect_server: None, 
 
 def test_training_reads_the_snapshot_that_ingest_produced(prefect_server: None, tmp_path: Path) -> None:
     """The wiring proposed for flows/training.py: ingest first, then train on a snapshot of the curated store."""
-    from schemas import resolve_schema
-    from tasks.ingest.store import read_curated
-    from tasks.ingest.validate import validate_frame
-    from tasks.train.prepare import split_frame
+    from mlcycle.schemas import resolve_schema
+    from mlcycle.tasks.ingest.store import read_curated
+    from mlcycle.tasks.ingest.validate import validate_frame
+    from mlcycle.tasks.train.prepare import split_frame
 
     (tmp_path / "train.csv").write_text(HEADER + good_rows(30))
     (tmp_path / "test.csv").write_text(HEADER + good_rows(10, start=100))

@@ -11,13 +11,13 @@ import httpx
 import numpy as np
 import pytest
 
-from schemas import load_config, resolve_schema
-from schemas.penguins import SPECIES
-from tasks.paths import mlcycle_home
-from tasks.registry.bundle import load_bundle
-from tasks.registry.export import PARITY_TOLERANCE, export_model, records_of
-from tasks.registry.reproduce import rebuild_splits
-from tasks.registry.smoke import ServeError, golden_records, serving_model
+from mlcycle.schemas import load_config, resolve_schema
+from mlcycle.schemas.penguins import SPECIES
+from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.registry.bundle import load_bundle
+from mlcycle.tasks.registry.export import PARITY_TOLERANCE, export_model, records_of
+from mlcycle.tasks.registry.reproduce import rebuild_splits
+from mlcycle.tasks.registry.smoke import ServeError, golden_records, serving_model
 from tests.conftest import ROOT
 from tests.integration.conftest import SMALL_RUN
 
@@ -29,7 +29,7 @@ SETTINGS = {**{k: v for k, v in SMALL_RUN.items() if k != "source.sample_rows"},
 
 @pytest.fixture(scope="module")
 def penguins_run(prefect_server: None, local_ray: None):  # type: ignore[no-untyped-def]
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
     config = load_config(ROOT / "configs" / "penguins.yaml", SETTINGS)
     return config, train_flow(config)
@@ -41,7 +41,7 @@ def _records(tag: str) -> tuple[list[dict], np.ndarray]:  # type: ignore[type-ar
     fields = list(resolve_schema(bundle.config.features_schema_ref).to_schema().columns)
     test = rebuild_splits(bundle).test
     records = golden_records(bundle.config.name) + records_of(test, fields)
-    from tasks.records import check_records
+    from mlcycle.tasks.records import check_records
 
     frame, errors = check_records(records, resolve_schema(bundle.config.features_schema_ref), 10_000)
     assert frame is not None, errors
@@ -61,7 +61,7 @@ def test_the_flow_trains_evaluates_and_gates_a_multiclass_model(penguins_run) ->
     report = Path(result.report).parent
     assert (report / "confusion_matrix.png").stat().st_size > 0 and not (report / "roc.png").exists()
     assert result.decision in ("promote", "reject") and result.gate_reasons
-    from flows.models import GATE_FILE, bundle_folder
+    from mlcycle.flows.models import GATE_FILE, bundle_folder
 
     gate = __import__("json").loads((bundle_folder(result.tag) / GATE_FILE).read_text())
     smoke = next(c for c in gate["checks"] if c["rule"] == "smoke")
@@ -69,7 +69,7 @@ def test_the_flow_trains_evaluates_and_gates_a_multiclass_model(penguins_run) ->
 
 
 def test_the_real_service_answers_a_label_and_probabilities_equal_to_offline(penguins_run) -> None:  # type: ignore[no-untyped-def]
-    from tasks.monitor.drift import read_request_log
+    from mlcycle.tasks.monitor.drift import read_request_log
 
     config, result = penguins_run
     records, offline = _records(result.tag)
@@ -91,7 +91,7 @@ def test_the_real_service_answers_a_label_and_probabilities_equal_to_offline(pen
 
 
 def test_the_drift_check_compares_the_predicted_classes(penguins_run) -> None:  # type: ignore[no-untyped-def]
-    from flows.drift import drift_flow
+    from mlcycle.flows.drift import drift_flow
 
     config, result = penguins_run
     if not any(True for _ in (mlcycle_home() / "requests" / config.name).glob("*.parquet")):
@@ -110,8 +110,8 @@ def test_the_exported_model_matches_the_registered_one(penguins_run, fmt: str, t
 
 
 def test_a_refresh_keeps_the_classes_and_boosts_on_the_new_batch(penguins_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from flows.ingest import ingest_flow
-    from flows.training import refresh_flow
+    from mlcycle.flows.ingest import ingest_flow
+    from mlcycle.flows.training import refresh_flow
 
     config, result = penguins_run
     wheel = next((mlcycle_home() / "cache" / "wheels").glob("palmerpenguins-*.whl"))

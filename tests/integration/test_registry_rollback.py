@@ -8,10 +8,10 @@ import bentoml
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.models import RollbackError, rollback_flow
-from tasks import registry
-from tasks.registry.bundle import BOOSTER_FILE, load_bundle, save_bundle
+from mlcycle.flows.cli import app
+from mlcycle.flows.models import RollbackError, rollback_flow
+from mlcycle.tasks import registry
+from mlcycle.tasks.registry.bundle import BOOSTER_FILE, load_bundle, save_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from tasks.registry.reproduce import reproduce
+from mlcycle.flows.cli import app
+from mlcycle.tasks.registry.reproduce import reproduce
 
 pytestmark = pytest.mark.integration
 

@@ -21,14 +21,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from schemas import resolve_schema
-from schemas.adult import NATIVE_COUNTRY
-from tasks.ingest.read import read_source
-from tasks.ingest.validate import validate_frame
-from tasks.paths import mlcycle_home
-from tasks.records import check_records
-from tasks.registry.bundle import load_bundle
-from tasks.registry.smoke import ServeError, serving_model
+from mlcycle.schemas import resolve_schema
+from mlcycle.schemas.adult import NATIVE_COUNTRY
+from mlcycle.tasks.ingest.read import read_source
+from mlcycle.tasks.ingest.validate import validate_frame
+from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.records import check_records
+from mlcycle.tasks.registry.bundle import load_bundle
+from mlcycle.tasks.registry.smoke import ServeError, serving_model
 from tests.conftest import ADULT_RECORD, BIKE_RECORD, ROOT
 from tests.service_models import save_small_model
 
@@ -53,6 +53,30 @@ def test_served_predictions_equal_offline_predictions(adult_run, served_adult: s
     offline = load_bundle(result.tag).predict_raw(rows)
     np.testing.assert_allclose(served, offline, rtol=0, atol=1e-6)
     assert {p["label"] for p in body["predictions"]} <= {"<=50K", ">50K"}
+
+
+def test_the_python_api_answers_exactly_what_the_service_answers(adult_run, served_adult: str) -> None:  # type: ignore[no-untyped-def]
+    """`mlcycle.load(tag).predict(frame)` and `.explain(frame)` are the service's own path: the same bits."""
+    import mlcycle
+
+    config, result = adult_run
+    rows = _test_rows(config, 200).set_index(pd.RangeIndex(1000, 1200))
+    records = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.to_dict("records")]
+    model = mlcycle.load(result.tag)
+    served = httpx.post(f"{served_adult}/predict", json={"records": records}, timeout=30).json()["predictions"]
+    answered = model.predict(rows.assign(income_note="ignored: not a request field"))
+    assert list(answered.index) == list(rows.index)
+    assert answered["probability"].tolist() == [p["probability"] for p in served]
+    assert answered["label"].tolist() == [p["label"] for p in served]
+    explained = httpx.post(f"{served_adult}/explain", json={"records": records[:20]}, timeout=60).json()["explanations"]
+    mine = model.explain(rows.head(20))
+    for (_, row), theirs in zip(mine.iterrows(), explained, strict=True):
+        assert row["bias"] == theirs["bias"] and row["margin"] == theirs["margin"]
+        assert {f: row[f] for f in model.fields} == theirs["contributions"]
+    broken = rows.head(3).assign(age=[39, "old", 40])
+    with pytest.raises(mlcycle.ValidationError, match=r"row 1001, field 'age'") as error:
+        model.predict(broken)
+    assert [(e.row, e.field) for e in error.value.errors] == [(1001, "age")]
 
 
 def test_golden_rows_served_equal_offline_to_1e6(adult_run, served_adult: str) -> None:  # type: ignore[no-untyped-def]
@@ -164,13 +188,13 @@ def _serve(target: str, env: dict[str, str], cwd: Path = ROOT) -> Iterator[str]:
 def test_champion_change_is_served_without_downtime() -> None:
     """Served by name, the service follows real promotions: at once on POST /reload, and by polling the registry;
     requests sent all along are all answered."""
-    from tasks import registry
+    from mlcycle.tasks import registry
 
     name = "svc-reload"  # a model name of this test's own (bike schema), so no other test's champion moves
     first, second, third = (save_small_model("bike", seed=s, name=name) for s in (1, 2, 3))
     registry.promote(first, reason="test: initial champion")
     settings = {"reload_poll_s": 1, "request_log": {"flush_s": 1}}
-    with _serve("serving.service:MLCycleService", {"MLCYCLE_MODEL_TAG": name,
+    with _serve("mlcycle.serving.service:MLCycleService", {"MLCYCLE_MODEL_TAG": name,
                                                    "MLCYCLE_SERVING": json.dumps(settings)}) as url:  # fmt: skip
         answers: list[tuple[int, str | None]] = []
         stop = threading.Event()
@@ -232,7 +256,7 @@ def test_built_bento_holds_the_model_and_answers(adult_run) -> None:  # type: ig
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:  # type: ignore[type-arg]
-    from schemas.adult import AdultFeatures
+    from mlcycle.schemas.adult import AdultFeatures
 
     frame, errors = check_records(records, AdultFeatures, max_records=100)
     assert frame is not None and not errors

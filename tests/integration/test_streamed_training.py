@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import ray
 
-import tasks.train.dataset
-from schemas import load_config
-from tasks.registry.bundle import load_bundle
+import mlcycle.tasks.train.dataset
+from mlcycle.schemas import load_config
+from mlcycle.tasks.registry.bundle import load_bundle
 from tests.conftest import ROOT
 from tests.integration.conftest import SMALL_RUN
 
@@ -23,9 +23,9 @@ pytestmark = pytest.mark.integration
 def test_a_snapshot_larger_than_the_driver_holds_trains_from_ray_data(
     prefect_server: None, local_ray: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
-    monkeypatch.setattr(tasks.train.dataset, "SAMPLE_ROWS", 2500)  # of the 6,000 rows below
+    monkeypatch.setattr(mlcycle.tasks.train.dataset, "SAMPLE_ROWS", 2500)  # of the 6,000 rows below
     config = load_config(ROOT / "configs" / "adult.yaml",
                          {**SMALL_RUN, "name": "adult-streamed", "source.sample_rows": 3000, "gate.smoke_test": False})  # fmt: skip
     result = train_flow(config)
@@ -49,11 +49,11 @@ def test_streamed_rows_carry_the_sample_weights_and_every_class(
 ) -> None:
     """The weighted multiclass survey of test_weighted, larger than the driver holds: the Ray Data blocks carry the
     weight beside the label, and the classes come from every training row's label, not the driver's sample."""
-    from flows.training import train_flow
-    from schemas.config import PipelineConfig
+    from mlcycle.flows.training import train_flow
+    from mlcycle.schemas.config import PipelineConfig
     from tests.integration.test_weighted import survey_file
 
-    monkeypatch.setattr(tasks.train.dataset, "SAMPLE_ROWS", 600)  # of the 1,400 rows of the survey
+    monkeypatch.setattr(mlcycle.tasks.train.dataset, "SAMPLE_ROWS", 600)  # of the 1,400 rows of the survey
     raw = {"name": "survey_streamed", "schema_ref": "tests.integration.test_weighted:SurveySchema",
            "features_schema_ref": "tests.integration.test_weighted:SurveyFeatures", "target": "level",
            "task": "multiclass", "weight": "w", "source": {"kind": "files", "files": [{"path": str(survey_file(tmp_path))}]}}  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import load_config
+from mlcycle.schemas import load_config
 from tests.conftest import ROOT
 from tests.integration.conftest import SMALL_RUN
 
@@ -112,7 +112,7 @@ def champion_alias(ml: Any, name: str = "adult") -> str | None:
 
 def assert_mirrors_evidence(ml: Any, run: Any, tag: str, report: str | None) -> None:
     """The run's metrics are the bundle's; its trials are the search's, each with its learning curve."""
-    from tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.bundle import load_bundle
 
     bundle = load_bundle(tag)
     expected = {f"test/{k}": v for k, v in bundle.metrics["test"].items()}
@@ -141,10 +141,10 @@ def assert_mirrors_evidence(ml: Any, run: Any, tag: str, report: str | None) -> 
 
 def test_mirror_follows_training_promotion_and_rollback(prefect_server: None, local_ray: None, own_home: Path,
                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from flows.models import rollback_flow
-    from flows.training import train_flow
-    from tasks import registry
-    from tasks.registry.bundle import load_bundle
+    from mlcycle.flows.models import rollback_flow
+    from mlcycle.flows.training import train_flow
+    from mlcycle.tasks import registry
+    from mlcycle.tasks.registry.bundle import load_bundle
 
     with mlflow_server(tmp_path / "mlflow", free_port()) as url:
         settings = {**SMALL_RUN, "tracking.mlflow_uri": url}
@@ -183,8 +183,8 @@ def test_mirror_follows_training_promotion_and_rollback(prefect_server: None, lo
 
 def test_server_down_training_completes_and_sync_catches_up(prefect_server: None, local_ray: None, own_home: Path,
                                                             tmp_path: Path) -> None:  # fmt: skip
-    from flows.training import train_flow
-    from tasks import tracking
+    from mlcycle.flows.training import train_flow
+    from mlcycle.tasks import tracking
 
     port = free_port()  # no server there yet
     url = f"http://127.0.0.1:{port}"
@@ -224,8 +224,8 @@ def test_training_with_tracking_off_never_imports_mlflow(tmp_path: Path) -> None
     """The real training flow in a fresh interpreter (its own temporary Prefect server and Ray), tracking off."""
     code = f"""
 import sys
-from flows.training import train_flow
-from schemas import load_config
+from mlcycle.flows.training import train_flow
+from mlcycle.schemas import load_config
 result = train_flow(load_config("configs/adult.yaml", {{**{SMALL_RUN!r}, "gate.smoke_test": False}}))
 assert result.tracking == "tracking off", result.tracking
 print(sorted(name for name in sys.modules if name.partition(".")[0] == "mlflow"))

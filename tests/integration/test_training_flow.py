@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import xgboost
 
-from schemas import resolve_schema
-from tasks.ingest.store import DatasetStore, list_batches, snapshot_hash
-from tasks.registry.bundle import BOOSTER_FILE, load_bundle
+from mlcycle.schemas import resolve_schema
+from mlcycle.tasks.ingest.store import DatasetStore, list_batches, snapshot_hash
+from mlcycle.tasks.registry.bundle import BOOSTER_FILE, load_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from schemas.config import TuneConfig
-from tasks.train.boost import TrainingData
-from tasks.train.tune import tune_xgboost
+from mlcycle.schemas.config import TuneConfig
+from mlcycle.tasks.train.boost import TrainingData
+from mlcycle.tasks.train.tune import tune_xgboost
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -149,7 +149,7 @@ def test_a_killed_search_resumes_and_keeps_its_finished_trials(prefect_server: N
 
     env = {**os.environ, "MLCYCLE_HOME": str(tmp_path / "home"), "BENTOML_HOME": str(tmp_path / "home/bentoml"),
            "PREFECT_API_URL": str(PREFECT_API_URL.value())}  # fmt: skip
-    cmd = [sys.executable, "-c", "from flows.cli import main; main()", "train", "--config", "configs/adult.yaml",
+    cmd = [sys.executable, "-c", "from mlcycle.flows.cli import main; main()", "train", "--config", "configs/adult.yaml",
            "--set", "source.sample_rows=3000", "--set", "tune.num_samples=24",
            "--set", "tune.searcher=random", "--set", "tune.time_budget_s=null", "--set", "tune.max_rounds=1500",
            # no early stop of either kind: every trial boosts all its rounds, so the search outlasts the kill

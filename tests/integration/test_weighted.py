@@ -13,7 +13,7 @@ import pytest
 from pandera.typing import Series
 from sklearn import metrics as skm
 
-from schemas.config import PipelineConfig
+from mlcycle.schemas.config import PipelineConfig
 from tests.integration.conftest import SMALL_RUN
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def survey_file(folder: Path, n: int = 700, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def weighted_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None, local_ray: None):  # type: ignore[no-untyped-def]
-    from flows.training import train_flow
+    from mlcycle.flows.training import train_flow
 
     path = survey_file(tmp_path_factory.mktemp("survey"))
     raw = {"name": "survey_weighted", "schema_ref": "tests.integration.test_weighted:SurveySchema",
@@ -65,7 +65,7 @@ def weighted_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None,
 
 
 def test_the_model_learns_what_the_weights_say(weighted_run) -> None:  # type: ignore[no-untyped-def]
-    from tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.bundle import load_bundle
 
     _, result = weighted_run
     bundle = load_bundle(result.tag)
@@ -82,9 +82,9 @@ def test_the_model_learns_what_the_weights_say(weighted_run) -> None:  # type: i
 def test_every_metric_is_the_weighted_one_and_the_evidence_says_so(weighted_run) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from flows.models import GATE_FILE, bundle_folder
-    from tasks.registry.bundle import load_bundle
-    from tasks.registry.reproduce import rebuild_splits
+    from mlcycle.flows.models import GATE_FILE, bundle_folder
+    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.reproduce import rebuild_splits
 
     config, result = weighted_run
     bundle = load_bundle(result.tag)

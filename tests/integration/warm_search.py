@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import ray
 
-from schemas.config import TuneConfig
-from tasks.train.boost import TrainingData
-from tasks.train.preload import PRELOADED
-from tasks.train.tune import ensure_ray, tune_xgboost
+from mlcycle.schemas.config import TuneConfig
+from mlcycle.tasks.train.boost import TrainingData
+from mlcycle.tasks.train.preload import PRELOADED
+from mlcycle.tasks.train.tune import ensure_ray, tune_xgboost
 
 REPORT = "REPORT "  # marked: Ray's raylet may print warnings to stdout after it
 

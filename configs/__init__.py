@@ -1,0 +1,1 @@
+"""The built-in demo configs (`mlcycle train --config adult`): package data, read with importlib.resources."""
