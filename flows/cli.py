@@ -38,7 +38,7 @@ app = typer.Typer(help="mlcycle: the whole ML cycle for tabular data as Prefect 
                   epilog=exits.HELP, cls=_Commands)  # fmt: skip
 # Commands that run no Prefect flow and leave no process of theirs running: they need neither Prefect's console
 # quieted nor a supervising parent (`main`), and the quick ones among them stay quick.
-_NO_FLOWS = {"models", "schema", "serve", "export", "reproduce", "undeploy", "init", "quarantine"}
+_NO_FLOWS = {"models", "schema", "serve", "export", "reproduce", "undeploy", "init", "quarantine", "build"}
 
 
 @app.callback()
@@ -112,7 +112,7 @@ def _trained(result: TrainResult, as_json: bool) -> None:
 
 @app.command()
 def ingest(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Dataset config YAML.", exists=True, dir_okay=False)],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Dataset config YAML, or a built-in demo's name.")],
     paths: Annotated[
         list[str] | None, typer.Argument(help="Files, globs or folders to ingest instead of the config's source.")
     ] = None,
@@ -374,6 +374,18 @@ def export(
         c = report.compact
         typer.echo(f"compact: {c['trees_before']} → {c['trees']} trees of depth ≤ {c['max_depth']}; test {c['metric']} "
                    f"{c['full']:.4f} → {c['compact']:.4f} (costs {c['cost']:.4f})", err=True)  # fmt: skip
+
+
+@app.command()
+def build(tag: Annotated[str, typer.Argument(help="Full tag, or a name for its champion.")]) -> None:
+    """Build a Bento of one model: the installed mlcycle, the model (with its project's schema) and the exact
+    versions of what the service imports. Serve it with `bentoml serve`, or `bentoml containerize` it."""
+    from mlcycle.tasks import registry
+    from mlcycle.tasks.registry.bento import build_bento
+
+    built = build_bento(tag if ":" in tag else registry.serving_tag(tag))
+    typer.echo(f"built {built.tag} serving {built.model}")
+    typer.echo(f"  bentoml serve {built.tag}        # or: bentoml containerize {built.tag}")
 
 
 @app.command()

@@ -33,17 +33,31 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--print-prefect-yaml", help="Print the deployments as a prefect.yaml and start nothing."),
         ] = False,
+        git_repo: Annotated[
+            str | None,
+            typer.Option(help="The project's git repository, for workers on other machines: each run clones it."),
+        ] = None,
+        git_branch: Annotated[str | None, typer.Option(help="The branch workers clone (with --git-repo).")] = None,
+        git_token_secret: Annotated[
+            str | None,
+            typer.Option(help="A Prefect Secret block holding the token for a private --git-repo (its name)."),
+        ] = None,
     ) -> None:
         """Bring up the local production setup: Prefect server on loopback (unless PREFECT_API_URL names one),
         the `mlcycle` process work pool and a worker, and the same nine deployments for every config."""
-        from mlcycle.flows.deploy import deploy, render_prefect_yaml, summary
+        from mlcycle.flows.deploy import GitSource, deploy, render_prefect_yaml, summary
 
         files = config or sorted(Path("configs").glob("*.yaml"))
+        if not files:
+            typer.echo("error: no configs/*.yaml here: run `mlcycle deploy` in a project folder, or pass --config",
+                       err=True)  # fmt: skip
+            raise typer.Exit(exits.USAGE)
         configs = [load_pipeline(f, set_) for f in files]
+        git = GitSource(git_repo, git_branch, git_token_secret) if git_repo else None
         if print_prefect_yaml:
-            typer.echo(render_prefect_yaml(configs), nl=False)
+            typer.echo(render_prefect_yaml(configs, git), nl=False)
             return
-        result = deploy(configs, name)
+        result = deploy(configs, name, git=git)
         typer.echo(summary(result))
         typer.echo(f"export PREFECT_API_URL={result.api_url}   # then e.g. prefect deployment run 'train/bike'")
         typer.echo("stop with: mlcycle undeploy (or make undeploy)")

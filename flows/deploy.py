@@ -92,11 +92,7 @@ _HEADER = """\
 name: mlcycle
 prefect-version: {version}
 
-# The worker runs flows from the project folder it was started for.
-pull:
-  - prefect.deployments.steps.set_working_directory:
-      directory: "{{{{ $MLCYCLE_PROJECT_DIR }}}}"
-
+{pull}
 definitions:
   work_pools:
     mlcycle: &pool
@@ -242,16 +238,48 @@ _DATASET = """\
 """
 
 
+_LOCAL_PULL = """\
+# The worker runs flows from the project folder it was started for.
+pull:
+  - prefect.deployments.steps.set_working_directory:
+      directory: "{{ $MLCYCLE_PROJECT_DIR }}"
+"""
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """Where a worker on another machine gets the project (its configs, schemas and data paths): a git repository
+    it clones before each run; a private one's token is named by a Prefect Secret block, never written here."""
+
+    repository: str
+    branch: str | None = None
+    token_secret: str | None = None
+
+    def pull_steps(self) -> str:
+        lines = ["# The worker clones the project's repository and runs flows from the clone.", "pull:",
+                 "  - prefect.deployments.steps.git_clone:", "      id: clone-project",
+                 f"      repository: {json.dumps(self.repository)}"]  # fmt: skip
+        if self.branch:
+            lines.append(f"      branch: {json.dumps(self.branch)}")
+        if self.token_secret:
+            lines.append(f'      access_token: "{{{{ prefect.blocks.secret.{self.token_secret} }}}}"')
+        lines += ["  - prefect.deployments.steps.set_working_directory:",
+                  '      directory: "{{ clone-project.directory }}"']  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
 def variable_prefix(config: PipelineConfig) -> str:
     return f"mlcycle_{config.name.replace('-', '_')}"
 
 
-def render_prefect_yaml(configs: Iterable[PipelineConfig]) -> str:
-    """The deployments of every config, the same nine kinds each, as a `prefect.yaml`."""
+def render_prefect_yaml(configs: Iterable[PipelineConfig], git: GitSource | None = None) -> str:
+    """The deployments of every config, the same nine kinds each, as a `prefect.yaml`; with `git`, workers clone
+    the project's repository instead of running in the folder `deploy` ran in."""
     import prefect
 
     blocks = [_DATASET.format(name=c.name, var=variable_prefix(c)) for c in sorted(configs, key=lambda c: c.name)]
-    return _HEADER.format(version=prefect.__version__) + "\n".join(blocks)
+    pull = git.pull_steps() if git else _LOCAL_PULL
+    return _HEADER.format(version=prefect.__version__, pull=pull) + "\n".join(blocks)
 
 
 def publish_variables(api_url: str, configs: Iterable[PipelineConfig]) -> list[str]:
@@ -300,7 +328,7 @@ def deployment_env(api_url: str, overrides: dict[str, str] | None = None) -> dic
 
 
 def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startup_timeout_s: float = 180,
-           env_overrides: dict[str, str] | None = None) -> Deployed:  # fmt: skip
+           env_overrides: dict[str, str] | None = None, git: GitSource | None = None) -> Deployed:  # fmt: skip
     """Server (unless PREFECT_API_URL is set), work pool, worker, variables, then `prefect deploy`.
 
     `env_overrides` go to every process started (and only there), e.g. a temporary PREFECT_HOME in tests."""
@@ -312,7 +340,7 @@ def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startu
             f"already deployed ({', '.join(running)} running, pids in {folder}); `mlcycle undeploy` first"
         )
     try:
-        return _deploy(configs, names, startup_timeout_s, env_overrides or {}, folder)
+        return _deploy(configs, names, startup_timeout_s, env_overrides or {}, folder, git)
     except BaseException:
         # A failure or an interruption (Ctrl-C, SIGTERM) half-way: nothing it started is left running.
         undeploy()
@@ -320,7 +348,7 @@ def deploy(configs: list[PipelineConfig], names: list[str] | None = None, startu
 
 
 def _deploy(configs: list[PipelineConfig], names: list[str] | None, startup_timeout_s: float,
-            overrides: dict[str, str], folder: Path) -> Deployed:  # fmt: skip
+            overrides: dict[str, str], folder: Path, git: GitSource | None) -> Deployed:  # fmt: skip
     started: dict[str, int] = {}
     api_url = overrides.get("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", ""))
     if not api_url:
@@ -341,7 +369,7 @@ def _deploy(configs: list[PipelineConfig], names: list[str] | None, startup_time
     started["worker"] = worker.pid
     publish_variables(api_url, configs)
     project_file = folder / "prefect.yaml"
-    project_file.write_text(render_prefect_yaml(configs))
+    project_file.write_text(render_prefect_yaml(configs, git))
     selection = [arg for name in names for arg in ("--name", name)] if names else ["--all"]
     _run([*prefect_cli(), "--no-prompt", "deploy", "--prefect-file", str(project_file), *selection], env)
     return Deployed(api_url=api_url, started=started, state_dir=folder)

@@ -385,10 +385,7 @@ def summary_line(table: pd.DataFrame, promotions: pd.DataFrame, shadow: Policy) 
 
 def write_outputs(table: pd.DataFrame, promotions: pd.DataFrame, policies: list[Policy], out: Path, dataset: str,
                   elapsed_s: float, echo: Callable[[str], None]) -> None:  # fmt: skip
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "rmse_by_month.csv", index=False)
@@ -406,7 +403,8 @@ def write_outputs(table: pd.DataFrame, promotions: pd.DataFrame, policies: list[
         lines.append(f"| {POLICIES[p.key]} | {p.retrains} | {len(p.promotions)} | {int(mine['worse'].sum())} | "
                      f"{int((~mine['judged'].astype(bool)).sum())} | {len(p.shadowed) if p.key == 'shadow' else '-'} |")  # fmt: skip
     (out / "rmse_by_month.md").write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))  # no pyplot: the caller's plotting backend stays as it was
+    ax = fig.subplots()
     for column in columns:
         label = POLICIES.get(column, "frozen first model")
         ax.plot(table["month"], table[column], marker="o", label=f"{label} (mean {means[column]:.1f})")
@@ -416,7 +414,6 @@ def write_outputs(table: pd.DataFrame, promotions: pd.DataFrame, policies: list[
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "rmse_by_month.png", dpi=110)
-    plt.close(fig)
     echo("\n".join(lines))
     for p in policies:
         for note in p.notes[-5:]:

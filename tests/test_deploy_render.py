@@ -57,3 +57,20 @@ def test_every_shipped_config_passes_the_deployments_parameter_validation() -> N
     schema = parameter_schema(train_flow.fn).model_dump_for_openapi()
     for config in shipped():
         validate({"config": config.model_dump(mode="json")}, schema, raise_on_error=True, ignore_required=True)
+
+
+def test_workers_elsewhere_clone_the_project_and_a_token_is_only_named() -> None:
+    """`--git-repo`: each run clones the project's repository and runs in the clone; a private repository's token
+    is a Prefect Secret block named in the file, resolved by the worker, never the token itself."""
+    from mlcycle.flows.deploy import GitSource
+
+    adult = load_config(ROOT / "configs" / "adult.yaml")
+    git = GitSource("https://example.org/team/models.git", branch="release", token_secret="models-repo-token")
+    document = yaml.safe_load(render_prefect_yaml([adult], git))
+    clone, chdir = document["pull"]
+    assert clone["prefect.deployments.steps.git_clone"] == {
+        "id": "clone-project", "repository": "https://example.org/team/models.git", "branch": "release",
+        "access_token": "{{ prefect.blocks.secret.models-repo-token }}"}  # fmt: skip
+    assert chdir["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ clone-project.directory }}"
+    local = yaml.safe_load(render_prefect_yaml([adult]))["pull"]
+    assert local == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $MLCYCLE_PROJECT_DIR }}"}}]

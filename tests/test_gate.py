@@ -177,3 +177,25 @@ def test_latency_is_timed_on_the_service_path(holdout, monkeypatch: pytest.Monke
     monkeypatch.setattr(xgb.Booster, "inplace_predict", service_path)
     failed = next(c for c in gate_challenger(tag, test, y, trivial, rules, champion=None).checks if c.rule == "latency")
     assert failed.passed is False and failed.evidence["p99_ms"] >= 350 and "service's path" in failed.detail
+
+
+def test_a_project_dataset_named_like_a_demo_is_smoke_tested_with_its_own_rows() -> None:
+    """The demo's golden requests are the demo's: a project's `penguins`, with its own schema, is smoke-tested with
+    rows of its own holdout (the demo's `"year": 2007` does not fit a schema that types the year as a code)."""
+    import json
+
+    from mlcycle.schemas import load_config
+    from mlcycle.tasks.registry.smoke import golden_records
+    from tests.conftest import ROOT
+
+    demo = load_config(ROOT / "configs" / "penguins.yaml")
+    examples = json.loads((ROOT / "serving" / "examples" / "penguins.json").read_text())
+    assert golden_records(demo) == examples
+    project = demo.model_copy(update={"features_schema_ref": "schemas/penguins.py:PenguinsFeatures"})
+    holdout = pd.DataFrame({"island": ["Biscoe", "Dream"], "year": ["2007", "2009"]})
+    assert golden_records(project, holdout) == [
+        {"island": "Biscoe", "year": "2007"},
+        {"island": "Dream", "year": "2009"},
+    ]
+    with pytest.raises(FileNotFoundError, match="no golden requests for penguins"):
+        golden_records(project)

@@ -404,10 +404,10 @@ def export_model(tag: str, fmt: Format, out: Path | None = None, compact: bool =
     """Export a registered model (or a compact refit of it) and check it against the model on the golden rows."""
     from mlcycle.tasks.paths import mlcycle_home
     from mlcycle.tasks.registry.bundle import load_bundle
-    from mlcycle.tasks.registry.smoke import golden_records
+    from mlcycle.tasks.registry.smoke import bundle_golden_records
 
     bundle = load_bundle(tag)
-    records = records if records is not None else golden_records(bundle.config.name)
+    records = records if records is not None else bundle_golden_records(bundle)
     booster, info = bundle.booster, None
     if compact:
         booster, info = compact_booster(bundle, max_trees, max_depth)

@@ -425,7 +425,7 @@ def gate_challenger(tag: str, test: pd.DataFrame, y_test: np.ndarray, trivial: n
         from mlcycle.schemas import resolve_schema
 
         fields = list(resolve_schema(config.features_schema_ref).to_schema().columns)
-        records = golden_records(config.name, test[fields])
+        records = golden_records(config, test[fields])
         result = smoke_test(tag, records, rules.smoke_tolerance, rules.smoke_timeout_s)
         evidence = result.as_dict()
         checks.append(Check("smoke", result.passed, result.detail, evidence))

@@ -16,9 +16,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from mlcycle.schemas.config import PipelineConfig
+    from mlcycle.tasks.registry.bundle import ModelBundle
 
 EXAMPLES = Path(str(resources.files("mlcycle.serving") / "examples"))
 
@@ -96,14 +100,28 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     proc.wait(timeout=30)
 
 
-def golden_records(name: str, fallback: pd.DataFrame | None = None, rows: int = 5) -> list[dict[str, Any]]:
-    """The dataset's golden requests (`serving/examples/<name>.json`), or the first rows of `fallback`."""
-    path = EXAMPLES / f"{name}.json"
-    if path.exists():
+def golden_records(config: PipelineConfig, fallback: pd.DataFrame | None = None, rows: int = 5) -> list[dict[str, Any]]:
+    """A built-in demo's golden requests (`serving/examples/<name>.json`), else the first rows of `fallback`. A
+    project's dataset that happens to share a demo's name has its own schema: the demo's requests are not its."""
+    path = EXAMPLES / f"{config.name}.json"
+    if path.exists() and config.features_schema_ref.startswith(f"mlcycle.schemas.{config.name}:"):
         return list(json.loads(path.read_text()))
     if fallback is None or fallback.empty:
-        raise FileNotFoundError(f"{path}: no golden requests for {name}, and no holdout rows to take them from")
+        raise FileNotFoundError(f"no golden requests for {config.name} ({path.name} is the demo's), and no holdout "
+                                "rows to take them from")  # fmt: skip
     return list(json.loads(fallback.head(rows).to_json(orient="records", date_format="iso")))
+
+
+def bundle_golden_records(bundle: ModelBundle) -> list[dict[str, Any]]:
+    """A registered model's golden requests: the demo's, else the first rows of its test split, rebuilt from the
+    snapshot it was trained on."""
+    try:
+        return golden_records(bundle.config)
+    except FileNotFoundError:
+        from mlcycle.tasks.registry.reproduce import rebuild_splits
+
+        fields = list(bundle.features_schema.to_schema().columns)
+        return golden_records(bundle.config, rebuild_splits(bundle).test[fields])
 
 
 @dataclass

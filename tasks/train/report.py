@@ -91,18 +91,12 @@ def write_report(
     leakage: LeakageReport,
 ) -> ReportFiles:
     """Write the plots and a self-contained report.html (plots embedded) into `folder`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder.mkdir(parents=True, exist_ok=True)
     plots = []
 
     def save(fig: Any, name: str) -> None:
         fig.tight_layout()
         fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
         plots.append(folder / name)
 
     if task == "multiclass":
@@ -112,14 +106,14 @@ def write_report(
         totals = counts.sum(axis=1, keepdims=True)
         normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
         size = max(5.0, 0.6 * len(conf["classes"]) + 2)
-        fig, (left, right) = plt.subplots(1, 2, figsize=(2 * size, size))
+        fig, (left, right) = _subplots(1, 2, figsize=(2 * size, size))
         what = "weight" if conf["weighted"] else "rows"
         plot_confusion(left, counts, conf["classes"], f"Confusion matrix, test set ({what})",
                        ".3g" if conf["weighted"] else ".0f")  # fmt: skip
         plot_confusion(right, normalised, conf["classes"], "Normalised by true class (recall on the diagonal)", ".2f")
         save(fig, "confusion_matrix.png")
     elif task == "binary":
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = _subplots(figsize=(5, 5))
         for name, pred in {"tuned": predictions, **references}.items():
             if name != "trivial":
                 fpr, tpr, _ = roc_curve(y_test, pred)
@@ -130,7 +124,7 @@ def write_report(
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test set")
         ax.legend(loc="lower right")
         save(fig, "roc.png")
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = _subplots(figsize=(5, 5))
         table = metrics["calibration"]
         ax.plot([r["predicted"] for r in table], [r["observed"] for r in table], "o-", label="tuned")
         ax.plot([0, 1], [0, 1], "k:", label="perfect")
@@ -138,7 +132,7 @@ def write_report(
         ax.legend()
         save(fig, "calibration.png")
     else:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+        fig, (left, right) = _subplots(1, 2, figsize=(10, 4.5))
         left.scatter(y_test, predictions, s=4, alpha=0.4)
         top = float(max(y_test.max(), predictions.max()))
         left.plot([0, top], [0, top], "k:")
@@ -148,7 +142,7 @@ def write_report(
         save(fig, "residuals.png")
 
     gains = sorted(booster.get_score(importance_type="gain").items(), key=lambda kv: kv[1])[-20:]
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(gains) + 1.2))
+    fig, ax = _subplots(figsize=(6, 0.3 * len(gains) + 1.2))
     ax.barh([k for k, _ in gains], [v for _, v in gains])
     ax.set(xlabel="total gain", title="Feature importance")
     save(fig, "feature_importance.png")
@@ -156,7 +150,7 @@ def write_report(
     primary = metrics["primary"]
     columns = list(metrics["slices"])
     if columns:
-        fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
+        fig, axes = _subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
         for ax, column in zip(axes[0], columns, strict=True):
             rows = metrics["slices"][column]
             ax.bar([r["value"] for r in rows], [r[primary] for r in rows])
@@ -209,17 +203,21 @@ def _html(tag: str, metrics: dict[str, Any], leakage: LeakageReport, plots: list
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(tag)}</title><style>{style}</style></head><body>{''.join(sections)}</body></html>"
 
 
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], squeeze: bool = True) -> Any:
+    """A figure and its axes without pyplot: no global backend is chosen (a notebook that trains keeps showing its
+    own plots) and nothing is left open."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
 def write_tuning_report(files: ReportFiles, tuned: TuneResult) -> ReportFiles:
     """Add the best score over wall time (PNG) and every trial's record and curve (trials.json) to a report."""
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = tuned.best_over_time()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     if points:
         ax.step([p[0] for p in points], [p[1] for p in points], where="post")
     ax.set(xlabel="seconds since the search began", ylabel=f"best validation {tuned.metric}",
@@ -227,7 +225,6 @@ def write_tuning_report(files: ReportFiles, tuned: TuneResult) -> ReportFiles:
     fig.tight_layout()
     plot = files.folder / "tuning.png"
     fig.savefig(plot, dpi=110)
-    plt.close(fig)
     (files.folder / "trials.json").write_text(
         json.dumps({"trials": tuned.trials, "curves": tuned.curves}, indent=1, default=str)
     )

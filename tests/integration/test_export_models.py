@@ -22,7 +22,7 @@ def _rows(tag: str, n: int = 200) -> list[dict]:  # type: ignore[type-arg]
     """The golden requests plus `n` rows of the model's own test split, as request records."""
     bundle = load_bundle(tag)
     fields = list(resolve_schema(bundle.config.features_schema_ref).to_schema().columns)
-    return golden_records(bundle.config.name) + records_of(rebuild_splits(bundle).test.head(n), fields)
+    return golden_records(bundle.config) + records_of(rebuild_splits(bundle).test.head(n), fields)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "xgboost-json"])

@@ -40,7 +40,7 @@ def _records(tag: str) -> tuple[list[dict], np.ndarray]:  # type: ignore[type-ar
     bundle = load_bundle(tag)
     fields = list(resolve_schema(bundle.config.features_schema_ref).to_schema().columns)
     test = rebuild_splits(bundle).test
-    records = golden_records(bundle.config.name) + records_of(test, fields)
+    records = golden_records(bundle.config) + records_of(test, fields)
     from mlcycle.tasks.records import check_records
 
     frame, errors = check_records(records, resolve_schema(bundle.config.features_schema_ref), 10_000)

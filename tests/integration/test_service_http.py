@@ -234,18 +234,23 @@ def test_champion_change_is_served_without_downtime() -> None:
     assert {"temp", "hr", "_ts", "_request_id", "_prediction"} <= set(logged.columns)
 
 
-def test_built_bento_holds_the_model_and_answers(adult_run) -> None:  # type: ignore[no-untyped-def]
-    """`bentoml build` with serving/bentofile.yaml, then `bentoml serve` of the built Bento (not the source tree)."""
+def test_built_bento_holds_the_model_and_answers(adult_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`mlcycle build`, then `bentoml serve` of the built Bento from an empty folder (not the source tree)."""
     _, result = adult_run
-    env = {**os.environ, "MLCYCLE_MODEL_TAG": result.tag}
-    build = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", "serving/bentofile.yaml", "."],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    env = {**os.environ, "MLCYCLE_MODEL_TAG": ""}
+    build = subprocess.run([sys.executable, "-c", "from mlcycle.flows.cli import main; main()", "build", result.tag],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert build.returncode == 0, build.stdout + build.stderr
-    bento = re.search(r"mlcycle:[a-z0-9]+", build.stdout + build.stderr)
+    bento = re.search(r"built (mlcycle-adult:[a-z0-9]+)", build.stdout)
     assert bento, build.stdout
-    info = subprocess.run([sys.executable, "-m", "bentoml", "get", bento.group(0), "-o", "json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    info = subprocess.run([sys.executable, "-m", "bentoml", "get", bento.group(0), "-o", "json"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.tag in info.stdout  # the Bento pins the model it was built with
+    version = bento.group(0).partition(":")[2]
+    bento_home = Path(os.environ["BENTOML_HOME"]) / "bentos" / "mlcycle-adult" / version
+    assert (bento_home / "src" / "mlcycle" / "serving" / "service.py").is_file()  # the tool, not a checkout
+    requirements = (bento_home / "env" / "python" / "requirements.txt").read_text()
+    assert re.search(r"^xgboost==", requirements, re.M)  # the versions the service ran with here
     golden = json.loads((ROOT / "serving/examples/adult.json").read_text())
     with _serve(bento.group(0), {}, cwd=Path("/")) as url:  # no MLCYCLE_MODEL_TAG: the Bento's own model
         response = httpx.post(f"{url}/predict", json={"records": golden}, timeout=30)

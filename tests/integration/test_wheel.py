@@ -184,15 +184,22 @@ def test_init_train_serve_and_load_answer_the_same_from_any_folder(venv: Venv, t
 
 @pytest.fixture
 def deployed(venv: Venv, tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """`mlcycle deploy` of a project's config, from that project's folder; `mlcycle undeploy` after."""
+    """`mlcycle deploy` of a project under git, from that project's folder, for workers that clone it (here the
+    worker is local and the repository a folder); `mlcycle undeploy` after."""
     project = tmp_path / "deployed-project"
     project.mkdir()
     loans_csv(project, seed=5)
     init = venv.run(project, "mlcycle", "init", "loans.csv", "--target", "defaulted", "--name", "loansdeployed")
     assert init.returncode == 0, init.stderr[-3000:]
+    (project / ".gitignore").write_text(".mlcycle/\n.prefect/\n")
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        assert subprocess.run(["git", *command], cwd=project, capture_output=True).returncode == 0, command
+    # Only the clone has the schema now: a run that succeeds read it from the repository the pull step cloned.
+    (project / "schemas" / "loansdeployed.py").unlink()
     extra = {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "3"}
     try:
-        done = venv.run(project, "mlcycle", "deploy", "--name", "train_flow/loansdeployed", *QUICK, **extra)
+        done = venv.run(project, "mlcycle", "deploy", "--name", "train_flow/loansdeployed", *QUICK,
+                        "--git-repo", f"file://{project}", **extra)  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         yield project, (project / ".mlcycle" / "deploy" / "api_url").read_text().strip()
     finally:
@@ -215,5 +222,5 @@ def test_a_project_deploys_and_trains_through_prefect_deployment_run(venv: Venv,
     assert state is not None and state["type"] == "COMPLETED", state
     listed = venv.run(project, "python", "-c", "import mlcycle; print(mlcycle.models('loansdeployed').to_json())")
     assert listed.returncode == 0, listed.stderr[-3000:]
-    versions = pd.read_json(listed.stdout.strip().splitlines()[-1])
+    versions = pd.DataFrame(json.loads(listed.stdout.strip().splitlines()[-1]))
     assert len(versions) == 1 and bool(versions["champion"].iloc[0]) and versions["status"].iloc[0] == "champion"
