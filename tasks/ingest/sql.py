@@ -11,7 +11,9 @@ from typing import Any
 import pandas as pd
 
 from mlcycle.schemas.config import SqlSourceConfig
+from mlcycle.schemas.secrets import has_reference
 from mlcycle.tasks.ingest.read import SourceError
+from mlcycle.tasks.secrets import resolve_secrets, scrub
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ def sql_source_label(cfg: SqlSourceConfig) -> str:
     """`<url without password>#<table>`: how the registry names the source (and finds its last watermark)."""
     from sqlalchemy.engine import make_url
 
-    url = make_url(cfg.url).render_as_string(hide_password=True)
+    # A reference (`${PG_URL}`) is the label as written: it never holds the value, and the label stays the same
+    # when the value behind it changes.
+    url = cfg.url if has_reference(cfg.url) else make_url(cfg.url).render_as_string(hide_password=True)
     return f"{url}#{cfg.schema_name + '.' if cfg.schema_name else ''}{cfg.table}"
 
 
@@ -46,7 +50,7 @@ def read_sql_increment(cfg: SqlSourceConfig, after: str | None, keep_watermark: 
     import sqlalchemy as sa
 
     label = sql_source_label(cfg)
-    engine = sa.create_engine(cfg.url)
+    engine = sa.create_engine(resolve_secrets(cfg.url, "source.sql.url"))
     try:
         with engine.connect() as conn:
             try:
@@ -70,7 +74,9 @@ def read_sql_increment(cfg: SqlSourceConfig, after: str | None, keep_watermark: 
                 detail = getattr(exc, "orig", None) or exc
                 raise SourceError(f"{label}: query failed ({exc.__class__.__name__}: {detail})") from exc
     except sa.exc.OperationalError as exc:
-        raise SourceError(f"{label}: cannot connect ({exc.orig or exc})") from exc
+        raise SourceError(
+            f"{label}: cannot connect ({scrub(str(exc.orig or exc), cfg.url, 'source.sql.url')})"
+        ) from None
     finally:
         engine.dispose()
     if frame[cfg.watermark].isna().any():

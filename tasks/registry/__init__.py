@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS versions (
     primary_metric TEXT, metric REAL, data_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS champions (name TEXT PRIMARY KEY, tag TEXT NOT NULL, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS digests (tag TEXT PRIMARY KEY, files TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS shadows (name TEXT PRIMARY KEY, tag TEXT NOT NULL, since TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, name TEXT NOT NULL, action TEXT NOT NULL,
@@ -103,15 +104,28 @@ def _connect() -> Iterator[sqlite3.Connection]:
 
 
 def register(tag: str, *, primary_metric: str | None = None, metric: float | None = None,
-             data_hash: str | None = None, created: str | None = None) -> Version:  # fmt: skip
-    """Record a newly saved bundle as a challenger (idempotent: a known tag keeps its status)."""
+             data_hash: str | None = None, created: str | None = None,
+             digests: dict[str, str] | None = None) -> Version:  # fmt: skip
+    """Record a newly saved bundle as a challenger, with the SHA-256 of each of its files (idempotent: a known tag
+    keeps its status and its digests)."""
     name = tag.partition(":")[0]
     with _connect() as conn:
+        conn.execute("BEGIN IMMEDIATE")
         conn.execute(
             "INSERT OR IGNORE INTO versions VALUES (?, ?, ?, 'challenger', ?, ?, ?)",
             (tag, name, created or _now(), primary_metric, metric, data_hash),
         )
+        if digests is not None:
+            conn.execute("INSERT OR IGNORE INTO digests VALUES (?, ?)", (tag, json.dumps(digests, sort_keys=True)))
+        conn.execute("COMMIT")
         return _version(conn, tag)
+
+
+def digests(tag: str) -> dict[str, str] | None:
+    """The SHA-256 of each file of the bundle, recorded when it was saved; None for a tag saved without them."""
+    with _connect() as conn:
+        row = conn.execute("SELECT files FROM digests WHERE tag = ?", (tag,)).fetchone()
+    return None if row is None else dict(json.loads(row["files"]))
 
 
 def _version(conn: sqlite3.Connection, tag: str) -> Version:

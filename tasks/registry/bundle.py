@@ -3,7 +3,9 @@ BentoML model store under a versioned tag. Training writes it; the service and t
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ import xgboost as xgb
 
 from mlcycle.schemas import is_file_ref, resolve_schema
 from mlcycle.schemas.config import PipelineConfig
+from mlcycle.tasks.errors import UserError
 from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, unseen_categories
 from mlcycle.tasks.train.boost import dmatrix
 
+log = logging.getLogger("mlcycle.registry")
 BOOSTER_FILE = "booster.ubj"  # XGBoost's own binary JSON format: no pickle
 FILES = ("preprocessor.json", "config.json", "metrics.json", "lineage.json")
 SCHEMA_DIR = "schemas"  # copies of the project's schema files the config names (`schemas/x.py:XSchema`)
@@ -152,16 +156,85 @@ def save_bundle(
             "preprocessor.json": preprocessor.model_dump(mode="json"),
             "config.json": config.model_dump(mode="json"),
             "metrics.json": metrics,
-            "lineage.json": {**lineage, "classes": classes},
         }
         for name, payload in contents.items():
             (root / name).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
         copy_schema_files(config, root)
+        # The lineage names every other file's digest (a Bento, which has no registry, checks against it); the
+        # registry holds them all, the lineage's own included.
+        files = file_digests(root)
+        _write_json(root / "lineage.json", {**lineage, "classes": classes, "files": files})
+        files["lineage.json"] = sha256_of(root / "lineage.json")
         tag = str(model.tag)
     from mlcycle.tasks import registry
 
-    registry.register(tag, primary_metric=primary, metric=metrics["test"][primary], data_hash=lineage["data_hash"])
+    registry.register(tag, primary_metric=primary, metric=metrics["test"][primary], data_hash=lineage["data_hash"],
+                      digests=files)  # fmt: skip
     return tag
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of each file a bundle is made of (the booster, the JSON parts, the schema copy), by relative path."""
+    names = [BOOSTER_FILE, *(n for n in FILES if n != "lineage.json")]
+    names += sorted(str(p.relative_to(root)) for p in (root / SCHEMA_DIR).glob("*") if p.is_file())
+    return {name: sha256_of(root / name) for name in names if (root / name).is_file()}
+
+
+class IntegrityError(UserError, RuntimeError):
+    """A bundle file that is missing or differs from the digest recorded when the model was saved: never served."""
+
+    def __init__(self, tag: str, file: str, expected: str, found: str | None) -> None:
+        self.tag, self.file = tag, file
+        state = "is missing" if found is None else f"has sha256 {found[:16]}…, not the {expected[:16]}… recorded"
+        super().__init__(f"{tag}: {file} {state} when the model was saved: the model is refused (restore the file "
+                         "from a backup, or train again)")  # fmt: skip
+
+
+def verify_bundle(tag: str, root: Path, lineage: dict[str, Any]) -> None:
+    """Check every file against the registry's digests (or, with no registry entry, as in a Bento, the lineage's);
+    raise IntegrityError naming the first file that does not match, after logging it and emitting
+    `mlcycle.model.integrity-failed`."""
+    from mlcycle.tasks import registry
+
+    try:
+        expected = registry.digests(tag)
+    except Exception:  # no registry here (a built Bento): the lineage's record of the other files
+        expected = None
+    expected = expected if expected is not None else lineage.get("files")
+    if not expected:
+        log.warning("%s was saved before bundles recorded digests: its files cannot be checked", tag)
+        return
+    for name, digest in sorted(expected.items()):
+        path = root / name
+        found = sha256_of(path) if path.is_file() else None
+        if found != digest:
+            error = IntegrityError(tag, name, digest, found)
+            log.error("%s", error)
+            _emit_integrity_failed(tag, name, digest, found)
+            raise error
+
+
+def _emit_integrity_failed(tag: str, file: str, expected: str, found: str | None) -> None:
+    try:
+        from prefect.events import emit_event
+
+        emit_event(event="mlcycle.model.integrity-failed",
+                   resource={"prefect.resource.id": f"mlcycle.model.{tag.partition(':')[0]}"},
+                   payload={"tag": tag, "file": file, "expected": expected, "found": found})  # fmt: skip
+    except Exception:  # no Prefect API reachable: the log line and the error stand
+        log.warning("could not emit mlcycle.model.integrity-failed for %s", tag)
 
 
 def copy_schema_files(config: PipelineConfig, root: Path) -> None:
@@ -196,6 +269,8 @@ def load_bundle(tag: str) -> ModelBundle:
 
     model = bentoml.models.get(registry.resolve(tag))
     root = Path(model.path)
+    lineage = json.loads((root / "lineage.json").read_text())
+    verify_bundle(str(model.tag), root, lineage)
     booster = xgb.Booster()
     booster.load_model(str(root / BOOSTER_FILE))
     parts = {name: json.loads((root / name).read_text()) for name in FILES}

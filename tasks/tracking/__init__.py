@@ -27,6 +27,7 @@ from typing import Any
 
 from mlcycle.schemas.config import PipelineConfig
 from mlcycle.tasks.paths import mlcycle_home
+from mlcycle.tasks.secrets import resolve_secrets, scrub
 
 log = logging.getLogger("mlcycle.tracking")
 
@@ -35,8 +36,13 @@ OFF = "tracking off"  # what `mirror` says when no server is configured
 
 
 def tracking_uri(config: PipelineConfig) -> str | None:
-    """Where this config's runs are mirrored: `tracking.mlflow_uri`, else `MLFLOW_TRACKING_URI`, else nowhere."""
-    return config.tracking.mlflow_uri or os.environ.get(ENV_URI) or None
+    """Where this config's runs are mirrored: `tracking.mlflow_uri`, else `MLFLOW_TRACKING_URI`, else nowhere.
+
+    As written, secret references included (`${MLFLOW_URI}`): this is what queued records keep and messages show;
+    `_mirror` and `probe` resolve it when they connect. The variable is named, not copied, for the same reason."""
+    if config.tracking.mlflow_uri:
+        return config.tracking.mlflow_uri
+    return f"${{{ENV_URI}}}" if os.environ.get(ENV_URI) else None
 
 
 def experiment_of(config: PipelineConfig) -> str:
@@ -200,11 +206,12 @@ def push_pending(timeout_s: float, budget_s: float, uri: str | None = None, pati
                 if why is not None:
                     raise Transient(why)
             except Transient as exc:
-                outcome.unreachable[target] = str(exc)
+                outcome.unreachable[target] = scrub(str(exc), target, "tracking.mlflow_uri")
                 outcome.queued += 1
                 continue
             except Exception as exc:  # the server refused it, or the evidence it names is gone
-                _set_aside(path, record, f"{type(exc).__name__}: {exc}", outcome)
+                why = scrub(f"{type(exc).__name__}: {exc}", target, "tracking.mlflow_uri")
+                _set_aside(path, record, why, outcome)
                 continue
             path.unlink()
             outcome.pushed += 1
@@ -221,11 +228,12 @@ def _mirror(uri: str, timeout_s: float | None) -> Any:
         from mlcycle.tasks.tracking.mlflow_mirror import Mirror
     except ImportError as exc:  # the records wait for the package as they would for the server
         raise Transient(f"{exc}; install the extra: pip install -e '.[mlflow]'") from None
-    return Mirror(uri, timeout_s)
+    return Mirror(resolve_secrets(uri, "tracking.mlflow_uri"), timeout_s)
 
 
 def probe(uri: str, timeout_s: float) -> None:
     """A quick look at an HTTP server's health page before mlflow is even imported; raises `Transient`."""
+    uri = resolve_secrets(uri, "tracking.mlflow_uri")
     if not uri.startswith(("http://", "https://")):
         return  # a local store (file:, sqlite:) has no server to be down
     import httpx
