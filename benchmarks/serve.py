@@ -9,6 +9,7 @@ ways, one at a time, and drives each with the same low-overhead HTTP/1.1 keep-al
 Single-record requests at concurrency 1, 8 and 32, and 1,000-record requests at concurrency 2; requests/s, p50,
 p99, errors, rows/s. The machine is shared (2 cores, the load generator included): figures are noisy.
 Run: `.venv/bin/python benchmarks/serve.py [--seconds 10]`.
+`--small` (the suite runs it): a 20-tree model fitted on 300 made-up rows, 1 s per scenario, in about a minute.
 
 `--shadow`: instead, what scoring a challenger in shadow costs the champion's answers. Two `bentoml serve` of the
 same champion run side by side, one with a second model (200 trees, depth 5, its own preprocessing fitted on other
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -34,6 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SMALL_ROUNDS = 20
 
 FLOOR_APP = """
 import json, math
@@ -68,9 +71,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def train_model(shadow: bool = False) -> str:
+def train_model(shadow: bool = False, small: bool = False) -> str:
     """The benchmark's model, saved to the temporary model store as the Adult champion; returns its tag.
-    `shadow`: a second model (other rows, other shape), saved as a challenger and not promoted."""
+    `shadow`: a second model (other rows, other shape), saved as a challenger and not promoted. `small`: a 20-tree
+    model fitted on 300 made-up rows, as the service tests fit theirs."""
     from mlcycle.schemas import load_config, resolve_schema
     from mlcycle.tasks import registry
     from mlcycle.tasks.ingest.read import read_source
@@ -82,6 +86,14 @@ def train_model(shadow: bool = False) -> str:
     from mlcycle.tasks.train.prepare import encode_target, feature_columns, split_frame
 
     configure_environment()
+    if small:
+        sys.path.insert(0, str(ROOT))
+        from tests.service_models import save_small_model
+
+        tag = save_small_model("adult", rounds=SMALL_ROUNDS, seed=int(shadow))
+        if not shadow:
+            registry.promote(tag, reason="benchmark model")
+        return tag
     config = load_config(ROOT / "configs/adult.yaml")
     cache = Path(os.environ.get("MLCYCLE_WHEEL_CACHE", ROOT / ".mlcycle" / "cache" / "wheels"))  # kept across runs
     raw = read_source(config.source, cache, config.seed)
@@ -195,16 +207,14 @@ def shadow_metrics(port: int) -> dict[str, float]:
     return found
 
 
-def compare_shadow(home: Path, seconds: float, rounds: int) -> None:
+def compare_shadow(home: Path, seconds: float, rounds: int, small: bool) -> None:
     """Champion answers with and without a challenger in shadow, side by side on one machine."""
-    import shutil
-
     import httpx
 
     from mlcycle.tasks import registry
 
-    champion = train_model()
-    challenger = train_model(shadow=True)
+    champion = train_model(small=small)
+    challenger = train_model(shadow=True, small=small)
     off_home = home / "no-shadow"
     (off_home / "models").mkdir(parents=True)
     shutil.copy(registry.registry_path(), off_home / "models" / "registry.sqlite")  # before the shadow: none there
@@ -215,7 +225,8 @@ def compare_shadow(home: Path, seconds: float, rounds: int) -> None:
     env = {"MLCYCLE_MODEL_TAG": "adult", "MLCYCLE_SERVING": '{"batching": {"enabled": false}}'}
     servers = {"shadow-off": Server(bento, {**env, "MLCYCLE_HOME": str(off_home)}, ROOT),
                "shadow-on": Server(bento, env, ROOT)}  # fmt: skip
-    print(f"champion {champion} (300 trees, depth 6); in shadow {challenger} (200 trees, depth 5); {seconds:.0f} s "
+    shapes = ("20 trees, depth 4", "20 trees, depth 4") if small else ("300 trees, depth 6", "200 trees, depth 5")
+    print(f"champion {champion} ({shapes[0]}); in shadow {challenger} ({shapes[1]}); {seconds:.0f} s "
           f"per run, single records at concurrency 32, {rounds} rounds; loopback, 2 shared cores")  # fmt: skip
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     try:
@@ -230,7 +241,7 @@ def compare_shadow(home: Path, seconds: float, rounds: int) -> None:
         off = httpx.get(f"http://127.0.0.1:{servers['shadow-off'].port}/metadata", timeout=10).json()
         assert off.get("shadow") is None, off.get("shadow")
         for server in servers.values():
-            load(server.port, golden[:1], 4, 2)  # warm up
+            load(server.port, golden[:1], 4, 0.5 if small else 2)  # warm up
         print(f"{'server':<11} {'round':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
         for i in range(rounds):
             order = list(servers.items()) if i % 2 == 0 else list(reversed(servers.items()))
@@ -254,19 +265,10 @@ def compare_shadow(home: Path, seconds: float, rounds: int) -> None:
           f"records and dropped {scored['dropped']:,.0f} (~{answered:,.0f} answered, warm-up included)")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0, help="Per scenario.")
-    parser.add_argument("--shadow", action="store_true", help="Only the shadow on/off comparison.")
-    parser.add_argument("--rounds", type=int, default=3, help="--shadow: runs per server, alternating.")
-    args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="mlcycle-bench-serve-"))
-    os.environ["MLCYCLE_HOME"] = str(home)
-    os.environ["BENTOML_HOME"] = str(home / "bentoml")
-    if args.shadow:
-        compare_shadow(home, args.seconds, args.rounds)
-        return
-    tag = train_model()
+def compare_servers(home: Path, seconds: float, small: bool) -> None:
+    """The floor and `bentoml serve` with batching off and on, one at a time, under the same loads; prints the
+    table and the figure line."""
+    tag = train_model(small=small)
     import bentoml
 
     model_path = bentoml.models.get(tag).path
@@ -309,7 +311,8 @@ def main() -> None:
             ROOT,
         ),  # fmt: skip
     }
-    print(f"model {tag}: 300 trees, depth 6; {args.seconds:.0f} s per scenario; loopback, 2 shared cores")
+    shape = f"{SMALL_ROUNDS} trees, depth 4, on 300 made-up rows" if small else "300 trees, depth 6"
+    print(f"model {tag}: {shape}; {seconds:.0f} s per scenario; loopback, 2 shared cores")
     print(
         f"{'server':<10} {'records':>7} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'rows/s':>9}"
     )
@@ -318,9 +321,9 @@ def main() -> None:
         server = Server(cmd, env, cwd)
         try:
             server.wait_ready()
-            load(server.port, single, 4, 2)  # warm up
+            load(server.port, single, 4, 0.5 if small else 2)  # warm up
             for records, concurrency in ((single, 1), (single, 8), (single, 32), (batch, 2)):
-                r = load(server.port, records, concurrency, args.seconds)
+                r = load(server.port, records, concurrency, seconds)
                 results[(name, len(records), concurrency)] = r
                 print(f"{name:<10} {len(records):>7} {concurrency:>4} {r['rps']:>8.1f} {r['p50']:>8.2f} "
                       f"{r['p99']:>8.2f} {r['errors']:>6} {r['rows']:>9,.0f}", flush=True)  # fmt: skip
@@ -336,6 +339,26 @@ def main() -> None:
         f"req/s vs floor {ratio:.2f} at concurrency 32 ({best}); p99 at concurrency 8 {p99_8:.1f} ms; "
         f"batch scoring {rows:,.0f} rows/s ({rows / floor_rows:.2f} of the floor's {floor_rows:,.0f})"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=None, help="Per scenario (default 10, --small 1).")
+    parser.add_argument("--shadow", action="store_true", help="Only the shadow on/off comparison.")
+    parser.add_argument("--rounds", type=int, default=3, help="--shadow: runs per server, alternating.")
+    parser.add_argument("--small", action="store_true", help="A 20-tree model on made-up rows, 1 s per scenario.")
+    args = parser.parse_args()
+    seconds = args.seconds if args.seconds is not None else 1.0 if args.small else 10.0
+    home = Path(tempfile.mkdtemp(prefix="mlcycle-bench-serve-"))
+    os.environ["MLCYCLE_HOME"] = str(home)
+    os.environ["BENTOML_HOME"] = str(home / "bentoml")
+    try:
+        if args.shadow:
+            compare_shadow(home, seconds, args.rounds, args.small)
+        else:
+            compare_servers(home, seconds, args.small)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

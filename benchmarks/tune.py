@@ -21,6 +21,7 @@ Prints wall time, best validation AUC and test AUC per approach, Ray's start-up 
 ratios measured in this run; the sklearn ratio also counting all of Ray's start-up, as if nothing overlapped it.
 Run: `make bench` or `.venv/bin/python benchmarks/tune.py`; `seeds=42,7,1,123,2` runs the whole comparison per seed
 and ends with a table and the medians (one seed takes about two minutes). Not a test.
+`--small` (the suite runs it): 2,000 made-up rows in Adult's schema, 2 configurations of 50 rounds at most, ~1 min.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from scipy import stats
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV, train_test_split
 
-from mlcycle.flows.cli import parse_overrides
-from mlcycle.schemas import load_config, resolve_schema
+from mlcycle.flows.options import parse_overrides
+from mlcycle.schemas import adult, load_config, resolve_schema
 from mlcycle.schemas.config import TuneConfig
 from mlcycle.tasks.ingest.read import read_source
 from mlcycle.tasks.ingest.validate import validate_frame
@@ -50,26 +51,57 @@ from mlcycle.tasks.train.tune import ensure_ray, tune_xgboost
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CONFIGS = 24  # the default; `tune.num_samples=8` as an argument runs fewer
+SMALL = {"tune.num_samples": 2, "tune.max_rounds": 50}  # --small, over the overrides below
+SMALL_ROWS = 2000
 
 
-def bench_config(args: list[str]) -> Any:
+def bench_config(args: list[str], small: bool = False) -> Any:
     # Further overrides as KEY=VALUE arguments, as `mlcycle train --set` takes them: tune.report_every=50
     # The same sampled configurations for all three: random search, no wall-clock budget, up to 1,000 rounds (the
     # config's own profile uses Optuna, a time budget and more rounds).
     # ASHA at mlcycle's defaults, not the thorough profile's longer grace.
     asha = {f"tune.{name}": TuneConfig.model_fields[name].default for name in ("grace_progress", "reduction_factor")}
     overrides = {"tune.num_samples": N_CONFIGS, "tune.resume": False, "tune.searcher": "random",
-                 "tune.time_budget_s": None, "tune.max_rounds": 1000, **asha,
+                 "tune.time_budget_s": None, "tune.max_rounds": 1000, **asha, **(SMALL if small else {}),
                  **parse_overrides(args)}  # fmt: skip
     return load_config(ROOT / "configs/adult.yaml", overrides)
 
 
-def load_adult(config: Any) -> tuple[TrainingData, pd.DataFrame, np.ndarray]:
+def made_up_adult(n: int, seed: int) -> pd.DataFrame:
+    """Rows in Adult's schema (seeded), some categories missing, the label a noisy function of age, hours, schooling
+    and capital gain: the small mode's data."""
+    rng = np.random.default_rng(seed)
+
+    def pick(levels: list[str], missing: float = 0.0) -> np.ndarray:
+        values = rng.choice(np.array(levels, dtype=object), n)
+        values[rng.random(n) < missing] = None
+        return values
+
+    age, hours, schooling = rng.integers(17, 90, n), rng.integers(1, 99, n), rng.integers(1, 17, n)
+    gain = np.where(rng.random(n) < 0.1, rng.integers(1, 99_999, n), 0)
+    score = (age - 40) / 15 + (hours - 40) / 20 + (schooling - 10) / 3 + 2 * (gain > 5000) + rng.normal(0, 1, n)
+    return pd.DataFrame({
+        "age": age, "workclass": pick(adult.WORKCLASS, 0.05), "fnlwgt": rng.integers(10_000, 1_000_000, n),
+        "education": pick(adult.EDUCATION), "education_num": schooling, "marital_status": pick(adult.MARITAL_STATUS),
+        "occupation": pick(adult.OCCUPATION, 0.05), "relationship": pick(adult.RELATIONSHIP), "race": pick(adult.RACE),
+        "sex": pick(adult.SEX), "capital_gain": gain, "capital_loss": np.zeros(n, dtype=int), "hours_per_week": hours,
+        "native_country": pick(adult.NATIVE_COUNTRY, 0.02), "income": np.where(score > 1, ">50K", "<=50K"),
+    })  # fmt: skip
+
+
+def load_adult(config: Any, small: bool = False) -> tuple[TrainingData, pd.DataFrame, np.ndarray]:
+    """Adult's official train file split 80/20 into train and validation, and its official test file; or (small)
+    made-up rows, a quarter of them for test."""
     home = configure_environment()
-    raw = read_source(config.source, home / "cache" / "wheels", config.seed)
-    valid = validate_frame(raw.frame, resolve_schema(config.schema_ref)).valid
-    is_test = (raw.origin["part"] == "test").to_numpy()
-    train_all, test = valid[~is_test], valid[is_test]
+    if small:
+        valid = validate_frame(made_up_adult(SMALL_ROWS, config.seed), resolve_schema(config.schema_ref)).valid
+        train_all, test = train_test_split(valid, test_size=0.25, stratify=valid[config.target],
+                                           random_state=config.seed)  # fmt: skip
+    else:
+        raw = read_source(config.source, home / "cache" / "wheels", config.seed)
+        valid = validate_frame(raw.frame, resolve_schema(config.schema_ref)).valid
+        is_test = (raw.origin["part"] == "test").to_numpy()
+        train_all, test = valid[~is_test], valid[is_test]
     train, val = train_test_split(train_all, test_size=0.2, stratify=train_all[config.target], random_state=config.seed)
     spec = fit_preprocessor(train, feature_columns(list(train.columns), config), config.preprocess)
     data = TrainingData(apply_preprocessor(spec, train), encode_target(train[config.target], config),
@@ -153,8 +185,8 @@ def classifier_row(approach: str, wall: float, model: Any, data: TrainingData, x
             "test_auc": float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1]))}  # fmt: skip
 
 
-def run(config: Any, own: bool) -> dict[str, float]:
-    """One comparison at `config.seed`: prints its table and returns its figures."""
+def run(config: Any, own: bool, small: bool = False) -> dict[str, float]:
+    """One comparison at `config.seed` (`small`: on made-up rows): prints its table and returns its figures."""
     settings = config.tune
     rows = []
 
@@ -165,7 +197,7 @@ def run(config: Any, own: bool) -> dict[str, float]:
     ray_start = time.perf_counter() - began
     storage = tempfile.TemporaryDirectory()
     load_began = time.perf_counter()
-    data, x_test, y_test = load_adult(config)
+    data, x_test, y_test = load_adult(config, small)
     ready = time.perf_counter()
     result = tune_xgboost(data, "binary", settings, config.seed, Path(storage.name), "bench")
     done = time.perf_counter()
@@ -207,7 +239,8 @@ def run(config: Any, own: bool) -> dict[str, float]:
         wall, best = sklearn_search(data, own_draws(settings.space), settings, config.seed)
         rows.append(classifier_row("(c') own draws", wall, best, data, x_test, y_test))
 
-    print(f"Adult, seed {config.seed}: {len(data.x_train)} train, {len(data.x_valid)} validation, {len(x_test)} test "
+    what = "made-up Adult rows" if small else "Adult"
+    print(f"{what}, seed {config.seed}: {len(data.x_train)} train, {len(data.x_valid)} validation, {len(x_test)} test "
           f"rows; {settings.num_samples} configurations; up to {settings.max_rounds} rounds, early stopping "
           f"{settings.early_stopping_rounds}")  # fmt: skip
     print(f"{'approach':<15} {'wall s':>8} {'val AUC':>9} {'test AUC':>9}")
@@ -235,15 +268,17 @@ def verdict(figures: dict[str, float]) -> str:
 
 def main() -> None:
     # `seeds=42,7,1` runs the whole comparison once per seed and ends with the medians; `own=false` skips (c').
-    args = [a for a in sys.argv[1:] if not a.startswith(("seeds=", "own="))]
-    options = parse_overrides([a for a in sys.argv[1:] if a not in args])
+    small = "--small" in sys.argv[1:]
+    given = [a for a in sys.argv[1:] if a != "--small"]
+    args = [a for a in given if not a.startswith(("seeds=", "own="))]
+    options = parse_overrides([a for a in given if a not in args])
     seeds = options.get("seeds")
     seeds = [int(s) for s in str(seeds).split(",")] if seeds is not None else [None]
     configure_environment()  # telemetry off before Ray starts
     results = []
     for seed in seeds:
-        config = bench_config(args + ([f"seed={seed}"] if seed is not None else []))
-        results.append(run(config, own=bool(options.get("own", True))))
+        config = bench_config(args + ([f"seed={seed}"] if seed is not None else []), small)
+        results.append(run(config, own=bool(options.get("own", True)), small=small))
         print(verdict(results[-1]), flush=True)
     if len(results) > 1:
         print(

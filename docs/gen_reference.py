@@ -1,24 +1,29 @@
 """The reference pages, generated from the code so they cannot drift from it.
 
-- `reference/config.md`: every field of `PipelineConfig` (schemas/config.py), at any depth, with its type,
+- `reference/config.md`: every field of `PipelineConfig` (`mlcycle.schemas.config`), at any depth, with its type,
   constraints, default and description. A field without a description stops the generation, naming the field.
-- `reference/cli.md`: every `mlcycle` command and option, from the Typer app (flows/cli.py).
+- `reference/cli.md`: every `mlcycle` command and option, from the Typer app (`mlcycle.flows.cli`).
 
-MkDocs runs this file as a hook (`hooks:` in mkdocs.yml), so `mkdocs build` writes both pages into the site from
-the code it is built with; nothing generated is committed. Run it as a script to print a page or to list the
-fields that lack a description:
+Both pages are committed under docs/reference/, so that they read where the README is read (on the repository's
+web page, in an editor); `tests/test_docs.py` fails, naming the command to run, when they differ from what this
+file generates. MkDocs runs this file as a hook (`hooks:` in mkdocs.yml) and builds the site's two pages from the
+code it is built with, not from the committed files. As a script:
 
-    .venv/bin/python docs/gen_reference.py config      # or: cli, check
+    .venv/bin/python docs/gen_reference.py --write     # rewrite docs/reference/*.md from the code
+    .venv/bin/python docs/gen_reference.py config      # print a page (or: cli)
+    .venv/bin/python docs/gen_reference.py check       # list the config fields that lack a description
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -27,6 +32,10 @@ from pydantic_core import PydanticUndefined
 
 CONFIG_PAGE = "reference/config.md"
 CLI_PAGE = "reference/cli.md"
+DOCS = Path(__file__).resolve().parent
+WRITE_COMMAND = ".venv/bin/python docs/gen_reference.py --write"
+# The first line of a committed page: hidden where the Markdown is rendered, read where it is edited.
+GENERATED = f"<!-- Generated from the code by docs/gen_reference.py: do not edit; run `{WRITE_COMMAND}`. -->\n"
 
 
 class MissingDescriptions(ValueError):
@@ -44,6 +53,15 @@ class Section:
     @property
     def anchor(self) -> str:
         return self.key.replace("[]", "").replace(".<column>", "").replace(".", "-") or "top-level"
+
+    @property
+    def title(self) -> str:
+        return f"`{self.key}`" if self.key else "Top level"
+
+
+def heading_id(title: str) -> str:
+    """The id MkDocs and the repository's web page both give a heading: lower case, punctuation dropped."""
+    return re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", title).strip().lower())
 
 
 def nested_models(annotation: Any) -> Iterator[tuple[str, type[BaseModel]]]:
@@ -66,7 +84,7 @@ def sections(model: type[BaseModel] | None = None, key: str = "") -> list[Sectio
     """The config's models, depth first in field order, starting with the top level; each introduced by its
     docstring, or else by the description of the field that holds it."""
     if model is None:
-        from schemas.config import PipelineConfig
+        from mlcycle.schemas.config import PipelineConfig
 
         model = PipelineConfig
     found = [Section(key, model, first_paragraph(model.__doc__))]
@@ -163,16 +181,19 @@ def config_reference() -> str:
         "# Configuration reference",
         "",
         "Every setting of a dataset's YAML file (`configs/<name>.yaml`), generated from `PipelineConfig` in",
-        "`schemas/config.py`, the one place defaults live. Any of them can be overridden for one run with",
-        "`--set KEY=VALUE` (the value is read as YAML: `--set tune.num_samples=4`, `--set slices=[sex]`); the same",
-        "model is the parameter form of the `train/<name>` deployment in the Prefect UI.",
+        "`mlcycle.schemas.config` (`schemas/config.py`), the one place defaults live. Any of them can be overridden",
+        "for one run with `--set KEY=VALUE` (the value is read as YAML: `--set tune.num_samples=4`,",
+        "`--set slices=[sex]`) or, from Python, `mlcycle.train(config, tune={...})`; the same model is the parameter",
+        "form of the `train/<name>` deployment in the Prefect UI.",
         "",
         "A key ending in `[]` is an item of a list; `<column>` stands for a column name used as a mapping key.",
         "",
     ]
     for section in found:
-        title = section.key or "Top level"
-        lines += [f"## {title} {{#{section.anchor}}}", ""]
+        # A plain anchor, not `{#id}`: the page reads as committed Markdown too, where `{#id}` would show as text.
+        if heading_id(section.title) != section.anchor:
+            lines += [f'<a id="{section.anchor}"></a>', ""]
+        lines += [f"## {section.title}", ""]
         if section.about:
             lines += [section.about, ""]
         lines += ["| key | type | default | description |", "|---|---|---|---|"]
@@ -197,29 +218,53 @@ def cli_reference() -> str:
     from typer.core import MARKUP_MODE_KEY
     from typer.main import get_command
 
-    from flows.cli import app
+    from mlcycle.flows.cli import app
 
     command = get_command(app)
     ctx = typer.Context(command, info_name="mlcycle", obj={MARKUP_MODE_KEY: app.rich_markup_mode})
     body = get_docs_for_click(obj=command, ctx=ctx, name="mlcycle", title="CLI reference")
     intro = (
-        "Every `mlcycle` command, generated from the Typer app in `flows/cli.py`. Installed by `make install` as "
-        "`.venv/bin/mlcycle`; `mlcycle COMMAND --help` prints the same in the terminal.\n\n"
+        "Every `mlcycle` command, generated from the Typer app in `mlcycle.flows.cli` (`flows/cli.py`). "
+        "`mlcycle COMMAND --help` prints the same in the terminal.\n\n"
     )
     title, _, rest = body.partition("\n\n")
     return f"{title}\n\n{intro}{rest.strip()}\n"
 
 
+def pages() -> dict[str, str]:
+    """Every generated page by its path under docs/, as committed (the generated-file notice first)."""
+    return {CONFIG_PAGE: GENERATED + config_reference().rstrip("\n") + "\n",
+            CLI_PAGE: GENERATED + cli_reference().rstrip("\n") + "\n"}  # fmt: skip
+
+
+def stale_pages(docs: Path = DOCS, generated: dict[str, str] | None = None) -> list[str]:
+    """The committed pages under `docs` that are missing or differ from what the code generates now."""
+    generated = pages() if generated is None else generated
+    committed = {uri: docs / uri for uri in generated}
+    return [uri for uri, path in committed.items() if not path.is_file() or path.read_text("utf-8") != generated[uri]]
+
+
+def write_pages(docs: Path = DOCS) -> list[str]:
+    """Rewrite the committed pages that differ from the code; returns the ones written."""
+    generated = pages()
+    written = stale_pages(docs, generated)
+    for uri in written:
+        (docs / uri).parent.mkdir(parents=True, exist_ok=True)
+        (docs / uri).write_text(generated[uri], encoding="utf-8")
+    return written
+
+
 def on_files(files: Any, config: Any) -> Any:
-    """MkDocs hook: add the generated pages to the site before the navigation is built."""
+    """MkDocs hook: the site's reference pages, generated from the code the site is built with (they replace the
+    committed copies, which may lag behind a change until `--write` is run)."""
     from mkdocs.exceptions import PluginError
     from mkdocs.structure.files import File
 
     try:
-        pages = {CONFIG_PAGE: config_reference(), CLI_PAGE: cli_reference()}
+        generated = pages()
     except MissingDescriptions as exc:
         raise PluginError(str(exc)) from None
-    for uri, content in pages.items():
+    for uri, content in generated.items():
         existing = files.get_file_from_path(uri)
         if existing is not None:
             files.remove(existing)
@@ -234,11 +279,15 @@ def main(argv: list[str]) -> int:
         for key in missing:
             print(f"no description: {key}")
         return 1 if missing else 0
-    pages = {"config": config_reference, "cli": cli_reference}
-    if what not in pages:
-        print("usage: gen_reference.py [config|cli|check]", file=sys.stderr)
+    if what == "--write":
+        written = write_pages()
+        print("\n".join(f"wrote docs/{uri}" for uri in written) or "docs/reference/ is up to date")
+        return 0
+    printers = {"config": config_reference, "cli": cli_reference}
+    if what not in printers:
+        print("usage: gen_reference.py [--write | config | cli | check]", file=sys.stderr)
         return 2
-    print(pages[what]())
+    print(printers[what]())
     return 0
 
 

@@ -66,7 +66,7 @@ def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = N
     pipeline = load_pipeline(config, set_)
     from mlcycle.flows.training import train_flow
 
-    _trained(train_flow(pipeline), json_)
+    _trained(train_flow(pipeline), json_, config)
 
 
 @app.command(epilog=exits.HELP)
@@ -86,11 +86,12 @@ def refresh(
     if result is None:
         typer.echo(json.dumps({"refreshed": False}) if json_ else "nothing new since the base model's snapshot")
         return
-    _trained(result, json_)
+    _trained(result, json_, config)
 
 
-def _trained(result: TrainResult, as_json: bool) -> None:
-    """Print a training result (a summary, or JSON) and end with its exit code: 0 promoted, 3 rejected."""
+def _trained(result: TrainResult, as_json: bool, config: Path | None = None) -> None:
+    """Print a training result (a summary, or JSON) and end with its exit code: 0 promoted, 3 rejected. `config`:
+    the `--config` given, for the command that lists the quarantined rows."""
     if as_json:
         typer.echo(json.dumps(result.model_dump(), indent=2))
     else:
@@ -101,6 +102,11 @@ def _trained(result: TrainResult, as_json: bool) -> None:
                    f"{result.baseline[primary]:.4f}); {verdict}")  # fmt: skip
         for reason in result.gate_reasons:
             typer.echo(f"  {reason}")
+        if result.quarantined:
+            no_target = result.quarantined_no_target
+            typer.echo(f"quarantined at ingest: {result.quarantined:,} row(s)"
+                       + (f", {no_target:,} of them without a target" if no_target else "")
+                       + f"; list them: mlcycle quarantine show --config {config or result.tag.split(':')[0]}")  # fmt: skip
         if result.report:
             typer.echo(f"report: {result.report}")
         from mlcycle.tasks.tracking import OFF

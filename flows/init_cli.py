@@ -37,7 +37,33 @@ def register(app: typer.Typer) -> None:
         sep: Annotated[str, typer.Option(help="Field separator, any length, e.g. ';' or ', '.")] = ",",
         weight: Annotated[str | None, typer.Option(help="A column of sample weights (never a feature).")] = None,
         time_column: Annotated[
-            str | None, typer.Option(help="A date column that orders the rows: split by time.")
+            str | None,
+            typer.Option(
+                help="The column that orders the rows: split by time. A date or ISO 8601 timestamp (a zone is read as "
+                "UTC), or numbers: a year, a month (its year column beside it is used too), epoch seconds."
+            ),
+        ] = None,
+        test_from: Annotated[
+            str | None,
+            typer.Option(
+                help="Time split: rows at or after this moment are the test set, e.g. 2021-11-01 (or 2021 for a year "
+                "column); wins over the 15% test share."
+            ),
+        ] = None,
+        valid_from: Annotated[
+            str | None,
+            typer.Option(help="Time split: rows from this moment to the test cut are the validation set."),
+        ] = None,
+        drop: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Columns to leave out (never features nor request fields): 'A,B' or 'A:the reason' (a reason "
+                "holds no comma); may be repeated. Written to the config's drop: with the reason."
+            ),
+        ] = None,
+        test: Annotated[
+            Path | None,
+            typer.Option(help="An official test file with the same columns: every row of it is the test set."),
         ] = None,
         sample_rows: Annotated[int, typer.Option(min=100, help="Rows read to decide, at most.")] = 200_000,
         force: Annotated[bool, typer.Option(help="Overwrite existing schema and config files.")] = False,
@@ -47,12 +73,21 @@ def register(app: typer.Typer) -> None:
 
         Then `mlcycle train --config configs/<name>.yaml` trains with no edits.
         """
-        from mlcycle.tasks.ingest.draft import DraftError, InitDefect, draft_dataset, summary_lines, write_project
+        from mlcycle.tasks.ingest.draft import (
+            DraftError,
+            InitDefect,
+            draft_dataset,
+            parse_drop,
+            summary_lines,
+            write_project,
+        )
 
         try:
             csv = csv_options(path, sep, names, no_header)
             draft = draft_dataset(path, target, name=name, task=task, positive=positive, csv=csv, weight=weight,
-                                  time_column=time_column, max_rows=sample_rows)  # fmt: skip
+                                  time_column=time_column, test_from=test_from, valid_from=valid_from,
+                                  drop=parse_drop(drop), test=test,
+                                  max_rows=sample_rows)  # fmt: skip
             files = write_project(draft, Path("."), force=force)
         except (DraftError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)

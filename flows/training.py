@@ -21,7 +21,7 @@ from mlcycle.flows.models import flow_run_info, gate_task, record_decision_task
 from mlcycle.schemas import PipelineConfig, resolve_schema, schema_fingerprint
 from mlcycle.tasks import registry, tracking
 from mlcycle.tasks.ingest.read import RawData
-from mlcycle.tasks.ingest.store import DatasetStore, load_snapshot, read_new_batches, take_snapshot
+from mlcycle.tasks.ingest.store import DatasetStore, load_snapshot, read_ledger, read_new_batches, take_snapshot
 from mlcycle.tasks.ingest.validate import Validated, reasons_by_row, validate_frame
 from mlcycle.tasks.paths import mlcycle_home
 from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
@@ -78,8 +78,18 @@ class TrainResult(BaseModel):
     references: dict[str, dict[str, float]]
     rows: dict[str, int]
     likely_leaks: list[list[str]]
+    mostly_unseen: list[str] = Field(
+        default_factory=list,
+        description="Categorical features whose validation or test values are mostly values training never saw.",
+    )
     tuning_seconds: float
     report: str
+    quarantined: int = Field(
+        default=0, description="Rows of the snapshot's files quarantined at ingest (`mlcycle quarantine show`)."
+    )
+    quarantined_no_target: int = Field(
+        default=0, description="Of those, rows without a target (`not_nullable` on the target column)."
+    )
     decision: str = Field(default="", description="The gate's verdict on this model: promote or reject.")
     champion: str | None = Field(default=None, description="The champion of the name after the gate.")
     gate_reasons: list[str] = Field(default_factory=list, description="Why: each failed rule, or what passed.")
@@ -117,6 +127,25 @@ def write_quarantine_task(scan: SnapshotScan, config: PipelineConfig) -> Path | 
     target.parent.mkdir(parents=True, exist_ok=True)
     ledger.reset_index(names="input_row").to_parquet(target)
     return target
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """Rows of the snapshot's batches that ingest quarantined, and how many of them for a missing target."""
+
+    rows: int
+    no_target: int
+
+
+@task(name="count_quarantined", retries=2, **_pure)
+def quarantined_task(scan: SnapshotScan, config: PipelineConfig) -> Quarantined:
+    """Read the quarantine ledger of the snapshot's batches: the rows ingest set aside, not only the rows the
+    scan set aside now (`validated`, rows that no longer pass a changed schema)."""
+    batches = sorted({batch_id for batch_id, _, _ in scan.sources})
+    ledger = read_ledger(DatasetStore.for_dataset(config.name), batches)
+    no_target = ledger[(ledger["column"] == config.target) & (ledger["check"] == "not_nullable")]
+    return Quarantined(rows=len(ledger[["batch_id", "row"]].drop_duplicates()),
+                       no_target=len(no_target[["batch_id", "row"]].drop_duplicates()))  # fmt: skip
 
 
 @task(name="check_leakage", **_pure)
@@ -234,10 +263,10 @@ def write_report_task(tag: str, evaluation: Evaluation, booster: Any, leakage: L
 
 @task(name="publish_reports", **_pure)
 def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files: ReportFiles, tuned: TuneResult,
-                 splits: Splits, validated: Validated) -> None:  # fmt: skip
+                 splits: Splits, validated: Validated, quarantined: Quarantined | None = None) -> None:  # fmt: skip
     """The run's results where an operator looks: the terminal and Prefect artifacts."""
     metrics = evaluation.metrics
-    accounting = f"rows {splits.sizes()}, quarantined {validated.rows_quarantined} of {validated.rows_in}"
+    accounting = f"rows {splits.sizes()}, {quarantine_line(validated, quarantined)}"
     create_markdown_artifact(key="evaluation", markdown=f"{accounting}\n\n" + markdown_report(tag, metrics, leakage, files),
                              description=f"Evaluation of {tag}")  # fmt: skip
     create_table_artifact(
@@ -255,6 +284,16 @@ def publish_task(tag: str, evaluation: Evaluation, leakage: LeakageReport, files
     print(f"report: {files.html}")
 
 
+def quarantine_line(validated: Validated, quarantined: Quarantined | None) -> str:
+    """Where the rows that are not in the splits went: quarantined at ingest (for a missing target among them),
+    and set aside by this run's scan of the curated rows."""
+    line = ""
+    if quarantined is not None:
+        line = f"quarantined at ingest {quarantined.rows:,}"
+        line += f" ({quarantined.no_target:,} without a target), " if quarantined.no_target else ", "
+    return line + f"set aside by this run's schema {validated.rows_quarantined:,} of {validated.rows_in:,} curated"
+
+
 @flow(name="train", log_prints=True)
 def train_flow(config: PipelineConfig) -> TrainResult:
     """Ingest what is new, then train, evaluate and package a model on a snapshot of the curated store."""
@@ -265,6 +304,7 @@ def train_flow(config: PipelineConfig) -> TrainResult:
     split = scan_task(config)
     scan, splits = split.scan, split.splits
     write_quarantine_task(scan, config)
+    quarantined = quarantined_task(scan, config)
     classes = classes_task(split, config)
     leakage = leakage_task(split, config)
     preprocessor = fit_preprocessor_task(splits, config)
@@ -283,12 +323,13 @@ def train_flow(config: PipelineConfig) -> TrainResult:
          else f"refit ({config.tune.final_fit})", "rows": splits.sizes(), "rows_quarantined": validated.rows_quarantined,
          "sample_weight": config.weight,
          "likely_leaks": leakage.suspects, "duplicated_in_train": leakage.duplicated_in_train,
+         "mostly_unseen": leakage.unseen,
          "training_data": data_form(data, splits)},
     )  # fmt: skip
     metrics = evaluation.metrics
     tag = save_bundle_task(booster, preprocessor, config, classes, metrics, lineage)
     files = write_report_task(tag, evaluation, booster, leakage, tuned, config)
-    publish_task(tag, evaluation, leakage, files, tuned, splits, validated)
+    publish_task(tag, evaluation, leakage, files, tuned, splits, validated, quarantined)
     gate = record_decision_task(
         gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
     )
@@ -304,8 +345,11 @@ def train_flow(config: PipelineConfig) -> TrainResult:
         references=metrics["references"],
         rows=splits.sizes(),
         likely_leaks=[list(s["columns"]) for s in leakage.suspects],  # type: ignore[call-overload]
+        mostly_unseen=list(dict.fromkeys(str(u["column"]) for u in leakage.unseen)),
         tuning_seconds=tuned.elapsed_s,
         report=str(files.html),
+        quarantined=quarantined.rows,
+        quarantined_no_target=quarantined.no_target,
         decision=gate.decision,
         champion=registry.champion(config.name),
         gate_reasons=gate.reasons,

@@ -15,6 +15,7 @@ and the BentoML store below it) when it is called, as the `mlcycle` command does
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import pandera.pandas as pa
 
     from mlcycle.flows.training import TrainResult
+    from mlcycle.schemas.api import RequestFields
     from mlcycle.schemas.config import PipelineConfig
     from mlcycle.tasks.registry.bundle import ModelBundle
 
@@ -77,21 +79,29 @@ def init(
     positive: str | None = None,
     weight: str | None = None,
     time_column: str | None = None,
+    test_from: str | None = None,
+    valid_from: str | None = None,
+    drop: str | list[str] | dict[str, str] | None = None,
+    test: str | Path | None = None,
     sep: str = ",",
     names: list[str] | None = None,
     folder: str | Path = ".",
     force: bool = False,
 ) -> Project:
     """Draft a dataset from one raw file, as `mlcycle init` does: `configs/<name>.yaml` and `schemas/<name>.py` in
-    `folder` (the project; default the current folder). Raises `mlcycle.tasks.ingest.draft.DraftError` naming the
-    problem for a bad file or option."""
+    `folder` (the project; default the current folder). `drop` leaves columns out (names, or a mapping of name to
+    reason), `test` is an official test file (every row of it the test set); `test_from` / `valid_from` cut a time
+    split at a moment (`"2021-11-01"`, or a number for a numeric time column). Raises
+    `mlcycle.tasks.ingest.draft.DraftError` naming the problem for a bad file or option."""
     _setup()
     from mlcycle.schemas.config import CsvOptions
-    from mlcycle.tasks.ingest.draft import draft_dataset, summary_lines, write_project
+    from mlcycle.tasks.ingest.draft import draft_dataset, parse_drop, summary_lines, write_project
 
     csv = CsvOptions(header=names is None, names=names, sep=sep)
     draft = draft_dataset(Path(path), target, name=name, task=task, positive=positive, csv=csv, weight=weight,
-                          time_column=time_column)  # fmt: skip
+                          time_column=time_column, test_from=test_from, valid_from=valid_from,
+                          drop=parse_drop([drop] if isinstance(drop, str) else drop),
+                          test=None if test is None else Path(test))  # fmt: skip
     files = write_project(draft, Path(folder), force=force)
     return Project(name=draft.name, config=files.config, schema=files.schema, summary=summary_lines(draft))
 
@@ -181,8 +191,16 @@ class Model:
 
     @property
     def fields(self) -> list[str]:
-        """The request fields: the columns `predict` reads (others in the frame are ignored)."""
+        """The request fields: the features schema's columns (others in the frame are ignored). A column the model
+        does not read (one its config drops) may be absent; a code column may hold its numbers (95 is "95")."""
         return list(self.schema.to_schema().columns)
+
+    @functools.cached_property
+    def request_fields(self) -> RequestFields:
+        """Which fields are codes and which the model ignores, as the service reads them."""
+        from mlcycle.tasks.records import request_fields
+
+        return request_fields(self.schema, self.bundle.preprocessor, self.config.preprocess.categorical)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """What the service answers per row, indexed like `frame`: `probability` (of the positive class) and `label`
@@ -225,18 +243,19 @@ class Model:
         """The frame's request fields, validated by the features schema and encoded as the service encodes them."""
         import pandas as pd
 
-        from mlcycle.tasks.ingest.validate import validate_frame
         from mlcycle.tasks.preprocess import encode_frame
+        from mlcycle.tasks.records import validate_request_frame
 
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"predict takes a pandas DataFrame, got {type(frame).__name__}")
-        missing = [f for f in self.fields if f not in frame.columns]
+        read = [f for f in self.fields if f not in self.request_fields.ignored]
+        missing = [f for f in read if f not in frame.columns]
         if missing:
             raise ValidationError(self.tag, [RecordError(None, f, "missing column") for f in missing], len(frame))
         if frame.empty:
             raise ValidationError(self.tag, [RecordError(None, None, "the frame has no rows")], 0)
-        positions = frame[self.fields].reset_index(drop=True)
-        validated = validate_frame(positions, self.schema, what=f"{self.tag} request", whole_frame_errors=False)
+        positions = frame[read].reset_index(drop=True)
+        validated = validate_request_frame(positions, self.schema, self.request_fields, what=f"{self.tag} request")
         if not validated.quarantine.empty:
             ledger = validated.quarantine.sort_values(["row", "column"], kind="stable")
             errors = [RecordError(frame.index[int(r.row)], r.column, r.check, r.value) for r in ledger.itertuples()]

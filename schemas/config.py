@@ -6,19 +6,23 @@ no other module decides a default.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mlcycle.schemas.secrets import refuse_literal_secret
 
 TaskType = Literal["binary", "multiclass", "regression"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: an error names the field and the rule, never the value, which may be a secret
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class CsvOptions(_Strict):
@@ -103,7 +107,10 @@ class ParseRule(_Strict):
     thousands: str = Field(default=",", description="Thousands separator to remove (empty: none).")
     decimal: str = Field(default=".", description="Decimal mark as written in the file.")
     format: str | None = Field(
-        default=None, description="Dates: the `strptime` format the file writes, e.g. `%d-%b-%y` for `28-Feb-97`."
+        default=None,
+        description="Dates: the `strptime` format the file writes, e.g. `%d-%b-%y` for `28-Feb-97`, or `ISO8601` "
+        "for any ISO 8601 date or timestamp. A value with a zone (`%z`, or `Z`/`+02:00` under `ISO8601`) is kept as "
+        "the UTC time it names, without the zone.",
     )
     century_pivot: int | None = Field(
         default=None,
@@ -214,7 +221,23 @@ class SplitConfig(_Strict):
         default=0.15, gt=0, lt=0.5, description="Share of rows for validation (early stopping and the search)."
     )
     test_size: float = Field(default=0.15, gt=0, lt=0.5, description="Ignored when the source pins a test part.")
-    time_columns: list[str] = Field(default_factory=list, description="Columns that order rows in time.")
+    time_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns that order rows in time: a date or ISO 8601 timestamp (a zone is read as UTC), then "
+        "hours (numbers or `6am`); or numbers: a year, then its month (1-12), day and hour; epoch seconds; or any "
+        "other number that orders the rows (a period index).",
+    )
+    test_from: int | float | str | None = Field(
+        default=None,
+        description="Time splits: rows at or after this moment are the test part (a date or timestamp such as "
+        "`2021-11-01`, a year such as `2021` for year columns, a number for numeric time columns). Set, it wins over "
+        "`test_size`; a test part the source pins (an official test file) wins over both.",
+    )
+    valid_from: int | float | str | None = Field(
+        default=None,
+        description="Time splits: rows from this moment up to the test cut are the validation part. Set, it wins "
+        "over `valid_size`; unset, the last `valid_size` share of the rows before the test cut is validation.",
+    )
     leak_threshold: float = Field(
         default=0.95,
         gt=0,
@@ -222,6 +245,19 @@ class SplitConfig(_Strict):
         description="A feature (or sum of two) this correlated with the target is a likely leak.",
     )
     on_leak: Literal["warn", "fail"] = Field(default="warn", description="What a likely leak does to the run.")
+
+    @field_validator("test_from", "valid_from", mode="before")
+    @classmethod
+    def _moment_as_text(cls, value: Any) -> Any:
+        # YAML reads `2021-11-01` as a date and `2021-11-01T00:00:00Z` as a datetime: keep what was written, as text
+        return value.isoformat() if isinstance(value, dt.date) else value
+
+    @model_validator(mode="after")
+    def _cuts_need_time(self) -> SplitConfig:
+        cuts = [n for n in ("valid_from", "test_from") if getattr(self, n) is not None]
+        if cuts and self.strategy != "time":
+            raise ValueError(f"split.{cuts[0]} cuts a time split: set split.strategy: time and split.time_columns")
+        return self
 
 
 class PreprocessConfig(_Strict):
@@ -703,8 +739,14 @@ class PipelineConfig(_Strict):
         pattern=r"^[a-z][a-z0-9_-]*$",
         description="The dataset's name: its folder under `$MLCYCLE_HOME`, its model name, its deployments' suffix.",
     )
-    schema_ref: str = Field(description="`module:Class` of the pandera DataFrameModel for the training frame.")
-    features_schema_ref: str = Field(description="`module:Class` of the pandera model for serving requests.")
+    schema_ref: str = Field(
+        description="The pandera DataFrameModel of a training row: `schemas/<name>.py:Class`, a file of the project "
+        "read by path (relative to the folder mlcycle runs in), or `package.module:Class` (the built-in demos: "
+        "`mlcycle.schemas.adult:AdultSchema`)."
+    )
+    features_schema_ref: str = Field(
+        description="The pandera model of a serving request (the features), named the same two ways."
+    )
     target: str = Field(description="The column to predict.")
     task: TaskType = Field(
         description="`binary`, `regression`, or `multiclass`: its classes are the target's allowed values in the "
@@ -785,6 +827,13 @@ class PipelineConfig(_Strict):
             raise ValueError(f"weight {self.weight!r} is also the target or an id; name a column of its own")
         return self
 
+    @model_validator(mode="after")
+    def _no_secret_in_plain_text(self) -> PipelineConfig:
+        """Any string of the config that holds a password or token in plain text is refused (schemas/secrets.py)."""
+        for where, text in _strings(self.model_dump(), ""):
+            refuse_literal_secret(text, where)
+        return self
+
     def fingerprint(self) -> str:
         """A short, stable hash of the config, recorded in the model's lineage."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -834,3 +883,14 @@ def demo_config(path: Path) -> Path | None:
     if name not in demo_names():
         return None
     return Path(str(resources.files("mlcycle.configs") / f"{name}.yaml"))
+
+
+def _strings(value: Any, where: str) -> list[tuple[str, str]]:
+    """Every string in a dumped config, with its dotted place (`source.sql.url`)."""
+    if isinstance(value, str):
+        return [(where, value)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _strings(v, f"{where}[{i}]")]
+    return []

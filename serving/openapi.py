@@ -233,12 +233,19 @@ def _nullable(node: Any) -> Any:
         rest = [o for o in options if o != {"type": "null"}]
         node = {key: value for key, value in node.items() if key != "anyOf"}
         if len(rest) == 1 and "$ref" not in rest[0]:
-            node = {**rest[0], **node, "nullable": True}
-            if "enum" in node and None not in node["enum"]:  # OpenAPI 3.0.3: `nullable` does not widen an enum
-                node["enum"] = [*node["enum"], None]
+            node = _with_null({**rest[0], **node})
+        elif not any("$ref" in option for option in rest):  # a code: text or a number, each nullable
+            node = {**node, "anyOf": [_with_null(option) for option in rest]}
         else:  # a reference cannot carry siblings in OpenAPI 3.0: keep the choice, made nullable
             node = {**node, "anyOf": rest, "nullable": True}
     return {key: _nullable(value) for key, value in node.items()}
+
+
+def _with_null(node: dict[str, Any]) -> dict[str, Any]:
+    node = {**node, "nullable": True}
+    if "enum" in node and None not in node["enum"]:  # OpenAPI 3.0.3: `nullable` does not widen an enum
+        node["enum"] = [*node["enum"], None]
+    return node
 
 
 # What pandas reads as a missing value: a category spelled like one of these would not arrive as itself.
@@ -252,24 +259,31 @@ def upload_pattern(record: dict[str, Any], checked_elsewhere: set[str], max_rows
     range, numbers as whole values within it, empty for a nullable field). None when a field has rules a pattern
     cannot state (`checked_elsewhere`: the schema's own checks; a text pattern)."""
     cells = []
-    for name, prop in record.get("properties", {}).items():
+    required = set(record.get("required", []))
+    fields = {name: prop for name, prop in record.get("properties", {}).items() if name in required}  # no ignored
+    for name, prop in fields.items():
         if name in checked_elsewhere or "pattern" in prop or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             return None
         cell = _cell_pattern(prop)
         if cell is None:
             return None
-        cells.append(f"({cell})?" if prop.get("nullable") else f"({cell})")
+        nullable = prop.get("nullable") or any(o.get("nullable") for o in prop.get("anyOf", []))
+        cells.append(f"({cell})?" if nullable else f"({cell})")
     if not cells:
         return None
-    header = ",".join(record["properties"])
+    header = ",".join(fields)
     return f"^{header}(\\r?\\n{','.join(cells)}){{1,{max_rows}}}(\\r?\\n)?$"
 
 
 def _cell_pattern(prop: dict[str, Any]) -> str | None:
+    if "anyOf" in prop:  # a code: a cell of any of its forms (its text, its number)
+        cells = [cell for cell in map(_cell_pattern, prop["anyOf"]) if cell]
+        return "|".join(cells) or None
     kind = prop.get("type")
     if "enum" in prop:
         values = [v for v in prop["enum"] if isinstance(v, str) and v not in _PANDAS_NA
                   and not re.fullmatch(r"[-+0-9.eE ]*", v) and not re.search(r'[,"\r\n]', v)]  # fmt: skip
+        values += [str(v) for v in prop["enum"] if isinstance(v, int) and not isinstance(v, bool)]
         return "|".join(re.escape(v) for v in values) or None
     if kind in ("integer", "number"):
         low = prop.get("minimum", prop.get("exclusiveMinimum", -999_999))

@@ -44,7 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mlcycle.schemas.api import FieldError, RecordValidator, record_model
-from mlcycle.schemas.config import ServingConfig
+from mlcycle.schemas.config import PipelineConfig, ServingConfig
 from mlcycle.schemas.feedback import FeedbackLabel, FeedbackResponse
 from mlcycle.serving.batching import MicroBatcher
 from mlcycle.serving.feedback import FeedbackDesk, LiveGauges, feedback_metrics
@@ -52,7 +52,15 @@ from mlcycle.serving.shadow import ShadowScorer, shadow_refusal
 from mlcycle.tasks.monitor.labels import LabelTarget
 from mlcycle.tasks.monitor.request_log import RequestLog
 from mlcycle.tasks.preprocess import encode_records
-from mlcycle.tasks.registry.bundle import ModelBundle, answer_records, contributions, load_bundle, predict_features
+from mlcycle.tasks.records import request_fields
+from mlcycle.tasks.registry.bundle import (
+    IntegrityError,
+    ModelBundle,
+    answer_records,
+    contributions,
+    load_bundle,
+    predict_features,
+)
 
 log = logging.getLogger("mlcycle.serving")
 EXAMPLES = Path(__file__).parent / "examples"
@@ -112,7 +120,9 @@ class Predictor:
         bundle.booster.set_param({"nthread": threads})
         schema = bundle.features_schema
         sources = {d.name: d.source for d in bundle.preprocessor.derived}
-        return cls(bundle, record_model(schema, (example_records(bundle.config.name) or [None])[0]),
+        fields = request_fields(schema, bundle.preprocessor, bundle.config.preprocess.categorical)
+        example = _example_for(example_records(bundle.config), fields.ignored)
+        return cls(bundle, record_model(schema, example, fields),
                    [sources.get(n, n) for n in bundle.preprocessor.feature_names])  # fmt: skip
 
     @property
@@ -140,9 +150,18 @@ class Predictor:
         return contributions(self.bundle.booster, features, self.predict(features))
 
 
-def example_records(name: str) -> list[dict[str, Any]]:
-    path = EXAMPLES / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else []
+def example_records(config: PipelineConfig) -> list[dict[str, Any]]:
+    """A built-in demo's golden records (serving/examples/<name>.json); none for a project's dataset, whatever its
+    name: its schema is its own."""
+    path = EXAMPLES / f"{config.name}.json"
+    if not path.exists() or not config.features_schema_ref.startswith(f"mlcycle.schemas.{config.name}:"):
+        return []
+    return list(json.loads(path.read_text()))
+
+
+def _example_for(records: list[dict[str, Any]], ignored: frozenset[str]) -> dict[str, Any] | None:
+    """The documented example record: the first golden record without the fields the model ignores."""
+    return {k: v for k, v in records[0].items() if k not in ignored} if records else None
 
 
 # --- request bodies: read once, limits and API key checked before parsing --------------------------------------
@@ -295,7 +314,7 @@ def _startup_spec() -> tuple[type, ServingConfig]:
         log.warning("cannot load %s for the OpenAPI document: %s", model_ref(), exc)
         return RecordsInput, ServingConfig()
     config = serving_config(startup.bundle)
-    examples = example_records(startup.bundle.config.name)[:2]
+    examples = example_records(startup.bundle.config)[:2]
     return _input_spec(RecordsInput, startup.validator.model, config.max_records, examples), config
 
 
@@ -452,7 +471,11 @@ class MLCycleService:
                 return {"model": previous, "previous": previous, "changed": False}
             if self.refused_reload and target in self.refused_reload:  # the poll asks again: no second load
                 raise ContractChanged(self.refused_reload)
-            fresh = await asyncio.to_thread(Predictor.load, target, self.config.predict_threads)
+            try:
+                fresh = await asyncio.to_thread(Predictor.load, target, self.config.predict_threads)
+            except IntegrityError as exc:  # logged and emitted by the check; the last good model keeps answering
+                self.refused_reload = f"not serving {target}: {exc}; still serving {previous}"
+                raise ContractChanged(self.refused_reload) from exc
             change = contract_change(self.predictor, fresh)
             if change:
                 self.refused_reload = (f"not serving the new champion {target}: {change}, which would change the "
@@ -603,6 +626,9 @@ class MLCycleService:
             return None
         challenger = await asyncio.to_thread(Predictor.load, wanted, self.config.predict_threads)
         refusal = shadow_refusal(self.predictor, challenger)
+        unread = sorted(self.predictor.validator.ignored - challenger.validator.ignored)
+        if refusal is None and unread:  # the champion's records hold None there
+            refusal = f"{wanted} reads {unread}, which {self.predictor.tag} ignores"
         if refusal:
             log.warning("not scoring %s in shadow: %s", wanted, refusal)
             return None
@@ -671,6 +697,7 @@ class MLCycleService:
         import pandas as pd
 
         from mlcycle.serving.openapi import PARQUET, UPLOAD_TYPES
+        from mlcycle.tasks.ingest.validate import text_columns
 
         media = content_type.partition(";")[0].strip().lower()
         if media and media not in UPLOAD_TYPES:
@@ -679,8 +706,10 @@ class MLCycleService:
         if not body:
             return Refusal(400, "the upload is empty; send a CSV or Parquet file as the request body")
         is_parquet = body[:4] == b"PAR1" or media == PARQUET
+        # A text field of the CSV is read as written: a code "02134" stays "02134", not the number 2134.
+        texts = dict.fromkeys(text_columns(predictor.validator.schema), str)
         try:
-            frame = pd.read_parquet(io.BytesIO(body)) if is_parquet else pd.read_csv(io.BytesIO(body))
+            frame = pd.read_parquet(io.BytesIO(body)) if is_parquet else pd.read_csv(io.BytesIO(body), dtype=texts)
         except Exception as exc:  # any parser error is the upload's fault
             kind = "Parquet" if is_parquet else "CSV"
             return Refusal(400, f"cannot read the upload as {kind}: {type(exc).__name__}: {exc}")
@@ -797,7 +826,8 @@ MLCycleService.add_asgi_middleware(ContractDocument)
 
 
 class ContractChanged(RuntimeError):
-    """A new champion whose request contract differs from the one being served: not served, with the reason."""
+    """A new champion the service does not serve, with the reason: another request contract, or a file that fails
+    the digest recorded when the model was saved."""
 
 
 def contract_change(current: Predictor, fresh: Predictor) -> str | None:
@@ -811,6 +841,10 @@ def contract_change(current: Predictor, fresh: Predictor) -> str | None:
         return f"its classes are {new.classes}, not {now.classes}"
     if schema_fingerprint(current.validator.schema) != schema_fingerprint(fresh.validator.schema):
         return f"its features schema {new.config.features_schema_ref} differs from {now.config.features_schema_ref}"
+    for what, before, after in (("code fields", current.validator.codes, fresh.validator.codes),
+                                ("fields it ignores", current.validator.ignored, fresh.validator.ignored)):  # fmt: skip
+        if before != after:
+            return f"its {what} are {sorted(after) or 'none'}, not {sorted(before) or 'none'}"
     return None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -58,6 +58,25 @@ def clock_hour(values: pd.Series) -> pd.Series:
     return (hour + np.where(afternoon, 12, 0)).astype("float64")
 
 
+def parse_times(values: pd.Series) -> pd.Series:
+    """Dates and times as naive timestamps, the one reading of time that splits, derived features and the service
+    share. ISO 8601 text (`2021-03-04`, a `T` or a space before the time, seconds, fractions, `Z` or an offset such
+    as `+02:00`) and datetimes are read; a value with a zone becomes the UTC time it names, without the zone (so
+    `10:00+02:00` is 08:00), and a value without one is taken as written. Other text is left to pandas' guess;
+    what it cannot read is missing."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert(None)
+    if pd.api.types.is_datetime64_dtype(values) or (
+        pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    ):
+        return pd.to_datetime(values, errors="coerce")
+    when = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    rest = when.isna() & values.notna()
+    if rest.any():  # not ISO 8601: whatever pandas makes of it, as before ISO was read first
+        when = when.where(~rest, pd.to_datetime(values[rest].astype(str), utc=True, errors="coerce"))
+    return when.dt.tz_convert(None)
+
+
 def derive_features(frame: pd.DataFrame, derived: list[DerivedFeature]) -> pd.DataFrame:
     """Add the configured derived columns (a new frame; the input is not changed)."""
     new: dict[str, pd.Series] = {}
@@ -66,7 +85,7 @@ def derive_features(frame: pd.DataFrame, derived: list[DerivedFeature]) -> pd.Da
         if spec.kind == "clock_hour":
             new[spec.name] = clock_hour(column)
             continue
-        when = pd.to_datetime(column, errors="coerce")
+        when = parse_times(column)
         if spec.kind == "days":
             new[spec.name] = ((when - _EPOCH) / _DAY).astype("float64")
         else:
@@ -95,7 +114,7 @@ def _categorical_spec(name: str, column: pd.Series, config: PreprocessConfig) ->
     """The levels to keep: all of them when there are at most `max_categories`; else the most frequent (each with
     at least `min_category_rows` rows) and one `other` level for the rest, `max_categories` in all (ties broken by
     the value, so the same data gives the same levels)."""
-    counts = _as_text(column).value_counts()
+    counts = category_texts(column).value_counts()
     if len(counts) <= config.max_categories:
         return FeatureSpec(name=name, kind="categorical", categories=sorted(counts.index))
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
@@ -103,8 +122,8 @@ def _categorical_spec(name: str, column: pd.Series, config: PreprocessConfig) ->
     return FeatureSpec(name=name, kind="categorical", categories=[*sorted(kept), OTHER], other=True)
 
 
-def _as_text(column: pd.Series) -> pd.Series:
-    """Present values as category texts (`_category_text`)."""
+def category_texts(column: pd.Series) -> pd.Series:
+    """Present values as the category texts training and serving compare (`_category_text`)."""
     present = column.dropna()
     if pd.api.types.is_string_dtype(present) and not pd.api.types.is_object_dtype(present):
         return present.astype(str)
@@ -191,10 +210,14 @@ def encode_frame(spec: PreprocessorSpec, frame: pd.DataFrame) -> tuple[np.ndarra
 # The pandas-free path: the same spec, the same mapping, for a few validated records at a time (the service's hot
 # path, where building a DataFrame costs more than the prediction). Tests hold it equal to `apply_preprocessor`.
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# The ISO timestamps both `datetime.fromisoformat` and pandas read alike (microseconds at most: pandas keeps more).
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?$")
 _EPOCH_DATE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+# `days` as pandas computes it: whole microseconds since 1970 divided by a day's, in float64 (bit-equal).
 _PART = {"hour": lambda d: d.hour, "year": lambda d: d.year, "month": lambda d: d.month,
          "dayofweek": lambda d: d.weekday(), "dayofyear": lambda d: d.timetuple().tm_yday,
-         "days": lambda d: (d - _EPOCH_DATE).total_seconds() / 86400}  # fmt: skip
+         "days": lambda d: float((d - _EPOCH_DATE) // _MICROSECOND) / 86_400e6}  # fmt: skip
 
 
 def _clock_hour_value(value: Any) -> float:
@@ -212,7 +235,15 @@ def _date_part_value(value: Any, kind: str) -> float:
             return float(_PART[kind](datetime.strptime(value, "%Y-%m-%d")))
         except ValueError:
             return math.nan
-    # Anything but a plain ISO date: pandas decides, exactly as derive_features does.
+    if isinstance(value, str) and _ISO_TIME.match(value):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return math.nan
+        if when.tzinfo is not None:  # parse_times' rule: the UTC time it names, without the zone
+            when = when.astimezone(UTC).replace(tzinfo=None)
+        return float(_PART[kind](when))
+    # Anything else: pandas decides, exactly as derive_features does.
     return float(
         derive_features(pd.DataFrame({"v": [value]}), [DerivedFeature(name="p", source="v", kind=kind)])["p"].iloc[0]
     )  # type: ignore[arg-type]

@@ -18,13 +18,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from schemas.config import PipelineConfig
+from mlcycle.schemas.config import PipelineConfig
 from tests.conftest import ROOT
 
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
 # Commands the README shows that belong to the shell, not to mlcycle: nothing to check.
 SHELL_COMMANDS = {"export", "cp", "curl", "cat", "cd", "mkdir"}
+# Installers: not run here; installing the wheel with the lock as constraints is tests/integration/test_wheel.py's.
+INSTALLERS = {"pip"}
 # Commands the README already shows in their final form while they are being built: skipped, not failed, until then.
 BEING_BUILT = {"init"}
 
@@ -57,10 +59,29 @@ def test_the_site_builds_strictly_with_the_generated_references(tmp_path: Path) 
     assert not list((tmp_path / "site").rglob("*.py")), "the generator is a hook, not a page"
 
 
+def test_the_committed_references_are_what_the_code_generates() -> None:
+    """docs/reference/*.md are committed, so that the README's links to them lead somewhere in the repository; a
+    change to the config or the CLI rewrites them."""
+    generator = load_generator()
+    stale = [f"docs/{uri}" for uri in generator.stale_pages()]
+    assert stale == [], f"{', '.join(stale)}: not what the code generates; run `{generator.WRITE_COMMAND}`"
+
+
+def test_a_stale_or_missing_reference_page_is_found(tmp_path: Path) -> None:
+    generator = load_generator()
+    assert sorted(generator.write_pages(tmp_path)) == sorted([generator.CONFIG_PAGE, generator.CLI_PAGE])
+    assert generator.stale_pages(tmp_path) == []
+    assert generator.write_pages(tmp_path) == []
+    cli = tmp_path / generator.CLI_PAGE
+    cli.write_text(cli.read_text().replace("## `mlcycle train`", "## `mlcycle trains`"))
+    (tmp_path / generator.CONFIG_PAGE).unlink()
+    assert generator.stale_pages(tmp_path) == [generator.CONFIG_PAGE, generator.CLI_PAGE]
+
+
 def test_a_config_field_without_a_description_fails_the_build(tmp_path: Path) -> None:
     """A field added at any depth without `description=` stops `mkdocs build`, naming the field."""
     prelude = (
-        "import schemas.config as c\n"
+        "import mlcycle.schemas.config as c\n"
         "class Tune(c.TuneConfig):\n    shiny: int = 3\n"
         "class Config(c.PipelineConfig):\n    tune: Tune = c.Field(default_factory=Tune, description='t')\n"
         "c.PipelineConfig = Config\n"
@@ -159,7 +180,7 @@ def mlcycle_help(argvs: list[list[str]]) -> list[dict[str, Any]]:
 import json, sys
 from typer.main import get_command
 from typer.testing import CliRunner
-from flows.cli import app
+from mlcycle.flows.cli import app
 
 group = get_command(app)
 results = []
@@ -168,7 +189,7 @@ for argv in json.loads(sys.argv[1]):
     while hasattr(node, "commands") and len(argv) > len(path) and argv[len(path)] in node.commands:
         node = node.commands[argv[len(path)]]
         path.append(argv[len(path)])
-    known = bool(path) and not hasattr(node, "commands")
+    known = (bool(path) and not hasattr(node, "commands")) or argv == ["--help"]  # a command, or the program
     code = CliRunner().invoke(app, [*path, "--help"]).exit_code if known else None
     results.append({"argv": argv, "path": path, "known": known, "exit_code": code})
 print(json.dumps(results))
@@ -202,7 +223,7 @@ def test_the_readmes_commands_exist_as_written(help_results: dict[tuple[str, ...
     its `--help` (the command path exactly as written). The entry point itself runs as a program once."""
     commands = page_commands()["README.md"]
     programs = {program(c[0]) for c in commands}
-    unknown = programs - {"make", "mlcycle", "prefect"} - SHELL_COMMANDS
+    unknown = programs - {"make", "mlcycle", "prefect"} - SHELL_COMMANDS - INSTALLERS
     assert not unknown, f"README shows commands test_docs cannot check: {sorted(unknown)}"
 
     for words in (c for c in commands if c[0] == "make"):

@@ -67,3 +67,19 @@ def test_bike_fast_encoding_with_derived_features_equals_pandas() -> None:
     assert fast.shape[1] == 9 + 6  # nine request columns kept, six derived (clock hour and five date parts)
     np.testing.assert_array_equal(fast, slow)
     assert unseen == expected_unseen
+
+
+def test_iso_timestamps_with_zones_encode_alike_record_by_record_and_as_a_frame() -> None:
+    """ISO 8601 timestamps (`Z`, offsets, a space, fractions) give the service's records the numbers training's
+    frames give: days since 1970, month, day of week and hour, all read in UTC."""
+    values = ["2021-03-04T10:00:00Z", "2021-03-04T10:00:00+02:00", "2021-03-04 23:30:00-05:00",
+              "2021-03-04T10:00:00.123456", "2021-03-04T10:00", "2021-03-04T10:00:00+0530", "1969-12-31T23:59:59.5Z",
+              "2024-02-29T00:00:00.25+01:00", "2021-03-04", None]  # fmt: skip
+    derived = [DerivedFeature(name=f"t_{k}", source="t", kind=k) for k in ("days", "month", "dayofweek", "hour")]  # type: ignore[arg-type]
+    frame = pd.DataFrame({"t": values})
+    spec = fit_preprocessor(frame, [d.name for d in derived], PreprocessConfig(derived=derived))
+    prepared = apply_preprocessor(spec, frame)
+    fast, _ = encode_records(spec, [{"t": v} for v in values])
+    np.testing.assert_array_equal(fast, prepared.to_numpy("float64"))  # bit-equal, NaN in the same places
+    assert prepared["t_hour"].tolist()[:3] == [10.0, 8.0, 4.0]  # 23:30 at -05:00 is 04:30 UTC
+    assert prepared["t_dayofweek"].tolist()[2] == 4.0  # ... on the Friday

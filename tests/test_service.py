@@ -452,3 +452,94 @@ def test_a_challenger_in_shadow_scores_what_the_champion_answers(service_module:
                 enumerate(json.loads(a.body)["request_id"] for a in answers)}  # fmt: skip
     for rid, rows in mine.groupby("_request_id"):
         np.testing.assert_allclose(rows["_prediction"], expected[rid], rtol=0, atol=1e-6)
+
+
+# --- a model whose file holds codes and a column it drops (issue 27) ----------------------------------------------
+
+CODES_SCHEMA = """
+import pandera.pandas as pa
+from pandera.typing import Series
+
+
+class TripsFeatures(pa.DataFrameModel):
+    year: Series[str] = pa.Field()
+    zip: Series[str] = pa.Field(nullable=True)
+    distance: Series[float] = pa.Field(ge=0)
+    start_delay: Series[float] = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class TripsSchema(TripsFeatures):
+    late: Series[str] = pa.Field(isin=["no", "yes"])
+"""
+TRIP = {"year": "95", "zip": "02134", "distance": 12.5}
+
+
+@pytest.fixture(scope="module")
+def trips_tag(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small real model of a table with two codes (`year`, `zip`) and a column the config drops (`start_delay`)."""
+    from mlcycle.schemas import load_config
+    from mlcycle.tasks.preprocess import apply_preprocessor, fit_preprocessor
+    from mlcycle.tasks.registry.bundle import collect_lineage, save_bundle
+    from mlcycle.tasks.train.boost import fit_rounds, xgb_params
+    from mlcycle.tasks.train.prepare import encode_target, feature_columns
+
+    folder = tmp_path_factory.mktemp("trips")
+    (folder / "trips.py").write_text(CODES_SCHEMA)
+    (folder / "trips.yaml").write_text(
+        f"name: trips\nschema_ref: {folder}/trips.py:TripsSchema\nfeatures_schema_ref: {folder}/trips.py:TripsFeatures\n"
+        "target: late\ntask: binary\npositive_label: 'yes'\ndrop: {start_delay: known only after the trip starts}\n"
+        f"source: {{kind: files, files: [{{path: {folder}/trips.csv}}]}}\n"
+    )  # fmt: skip
+    config = load_config(folder / "trips.yaml")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"year": rng.choice(["91", "95", "99"], 300), "zip": rng.choice(["02134", "10001", None], 300),
+                          "distance": rng.uniform(0, 50, 300).round(1), "start_delay": rng.uniform(0, 9, 300)})  # fmt: skip
+    frame["late"] = np.where((frame["year"] == "95") ^ (frame["distance"] > 25), "yes", "no")
+    spec = fit_preprocessor(frame, feature_columns(list(frame.columns), config), config.preprocess)
+    params = xgb_params("binary", {"eta": 0.3, "max_depth": 3}, nthread=1, seed=0)
+    booster = fit_rounds(apply_preprocessor(spec, frame), encode_target(frame["late"], config), params, 20)
+    lineage = collect_lineage("test-trips", "test-schema", config, {"flow_run_id": None})
+    metrics: dict[str, Any] = {"primary": "roc_auc", "test": {"roc_auc": 0.8}}
+    return save_bundle(booster, spec, config, ["no", "yes"], metrics, lineage)
+
+
+def test_a_code_is_served_from_its_number_or_its_text(service_module: Any, trips_tag: str) -> None:
+    service = service_module.MLCycleService()
+    trips = service_module.Predictor.load(trips_tag)
+    assert trips.validator.codes == {"year", "zip"} and trips.validator.ignored == {"start_delay"}
+    records = [TRIP, {**TRIP, "year": 95, "start_delay": 4.0}, {**TRIP, "year": 95.0, "zip": None}]
+    rows = service.parse(json.dumps({"records": records}).encode(), trips)
+    assert [r["year"] for r in rows] == ["95"] * 3 and [r["start_delay"] for r in rows] == [None] * 3
+    raw, _ = asyncio.run(service.score(rows, trips))
+    assert raw[0] == raw[1]  # the same code, whichever way it was sent
+    refused = service.parse(json.dumps({"records": [{**TRIP, "year": True}, {**TRIP, "zip": 2.5}]}).encode(), trips)
+    assert refused.status == 422 and [(e.record, e.field, e.rule) for e in refused.errors] == [
+        (0, "year", "type"), (1, "zip", "type")]  # fmt: skip
+
+
+def test_an_upload_keeps_a_code_as_the_file_writes_it(service_module: Any, trips_tag: str) -> None:
+    service = service_module.MLCycleService()
+    trips = service_module.Predictor.load(trips_tag)
+    csv = b"year,zip,distance\n95,02134,12.5\n99,,3\n"  # no start_delay: the model does not read it
+    rows = service.parse_upload(csv, "text/csv", trips)
+    assert [(r["year"], r["zip"]) for r in rows] == [("95", "02134"), ("99", None)]
+    buffer = io.BytesIO()
+    pd.DataFrame({"year": [95, 99], "zip": ["02134", None], "distance": [12.5, 3.0], "start_delay": [1.0, None]}
+                 ).to_parquet(buffer)  # fmt: skip
+    assert service.parse_upload(buffer.getvalue(), "application/vnd.apache.parquet", trips) == rows
+
+
+def test_the_python_api_reads_codes_and_ignores_dropped_columns_as_the_service_does(trips_tag: str) -> None:
+    from mlcycle.api import Model
+    from mlcycle.tasks.registry.bundle import load_bundle
+
+    model = Model(load_bundle(trips_tag))
+    as_text = model.predict(pd.DataFrame([TRIP, {**TRIP, "year": "99"}]))
+    as_numbers = model.predict(
+        pd.DataFrame({"year": [95.0, 99.0], "zip": ["02134", "02134"], "distance": [12.5, 12.5]})
+    )
+    pd.testing.assert_frame_equal(as_text, as_numbers)

@@ -245,12 +245,21 @@ _TIME_CODES = ("%H", "%I", "%M", "%S", "%f", "%p", "%X", "%c", "%T", "%R")
 
 
 def _parse_dates(values: pd.Series, rule: ParseRule) -> pd.Series:
+    """Dates read by the rule's format, as ISO text (`format: ISO8601` reads any ISO 8601 value and writes a
+    timestamp). A value with a zone (`%z`, `%Z`, or `Z` or an offset under ISO8601) is written as the UTC time it
+    names, without the zone."""
     assert rule.format is not None
-    if pd.api.types.is_datetime64_any_dtype(values):
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        when = values.dt.tz_convert(None)
+    elif pd.api.types.is_datetime64_any_dtype(values):
         when = values
     else:
-        when = pd.to_datetime(values.astype("string").str.strip(), format=rule.format, errors="coerce")
-    with_time = any(code in rule.format for code in _TIME_CODES)
+        zoned = rule.format == "ISO8601" or "%z" in rule.format or "%Z" in rule.format
+        when = pd.to_datetime(values.astype("string").str.strip(), format=rule.format, errors="coerce", utc=zoned)
+        if zoned:
+            when = when.dt.tz_convert(None)
+    # ISO8601 writes the time always: whether a chunk of the file happens to hold only midnights must not matter.
+    with_time = rule.format == "ISO8601" or any(code in rule.format for code in _TIME_CODES)
     text = when.dt.strftime("%Y-%m-%dT%H:%M:%S" if with_time else "%Y-%m-%d")
     if rule.century_pivot is not None and "%y" in rule.format:
         two_digit = when.dt.year % 100

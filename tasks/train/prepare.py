@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from mlcycle.schemas import resolve_schema
 from mlcycle.schemas.config import PipelineConfig, SplitConfig
 from mlcycle.tasks.errors import UserError
-from mlcycle.tasks.preprocess import clock_hour
+from mlcycle.tasks.preprocess import category_texts, clock_hour, parse_times
 
 log = logging.getLogger("mlcycle.prepare")
 
@@ -195,36 +196,133 @@ def _cut(
 
 
 def time_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """A timestamp per row: the first column is a date or datetime, later ones add hours (numbers or '6am')."""
-    key = pd.to_datetime(frame[columns[0]], errors="coerce")
-    for column in columns[1:]:
-        values = frame[column]
-        hours = values.astype("float64") if pd.api.types.is_numeric_dtype(values) else clock_hour(values)
-        key = key + pd.to_timedelta(hours, unit="h")
+    """A moment per row, from the split's time columns (`split.time_columns`, where the rules are documented): a
+    timestamp for dates, years and epoch seconds, the number itself for any other number."""
+    return _time_key(frame, columns)[0]
+
+
+YEARS = (1000, 9999)  # whole numbers in this range are years
+EPOCH_SECONDS = (1e8, 1e10)  # whole numbers in this range are seconds since 1970 (1973 to 2286)
+_CALENDAR = ("year", "month", "day", "hour")
+
+
+def _time_key(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.Series, str]:
+    """The moments and what they were read from: `date` (a date or timestamp, later columns adding hours),
+    `year` (a year, then its month, day and hour), `epoch` (seconds since 1970) or `number` (anything else that
+    orders the rows, such as a period index)."""
+    first = frame[columns[0]]
+    numeric = pd.api.types.is_numeric_dtype(first) and not pd.api.types.is_bool_dtype(first)
+    if not numeric:
+        key, kind = parse_times(first), "date"
+        for column in columns[1:]:
+            values = frame[column]
+            hours = values.astype("float64") if pd.api.types.is_numeric_dtype(values) else clock_hour(values)
+            key = key + pd.to_timedelta(hours, unit="h")
+    else:
+        numbers = first.astype("float64")
+        present = numbers.dropna()
+        whole = bool((present % 1 == 0).all())
+        if whole and present.between(*YEARS).all():
+            if len(columns) > len(_CALENDAR):
+                raise LeakageError(f"time columns {columns}: a year takes at most its month, day and hour after it")
+            parts = {"year": numbers, "month": 1.0, "day": 1.0}
+            for part, column in zip(_CALENDAR[1:], columns[1:], strict=False):
+                values = frame[column]
+                parts[part] = pd.to_numeric(values, errors="coerce") if part != "hour" or pd.api.types.is_numeric_dtype(
+                    values) else clock_hour(values)  # fmt: skip
+            key, kind = pd.to_datetime(pd.DataFrame(parts, index=frame.index), errors="coerce"), "year"
+        elif whole and present.between(*EPOCH_SECONDS).all() and len(columns) == 1:
+            key, kind = pd.to_datetime(numbers, unit="s", errors="coerce"), "epoch"
+        elif len(columns) == 1:
+            key, kind = numbers, "number"
+        else:
+            raise LeakageError(f"time columns {columns}: after a number that is neither a year nor epoch seconds "
+                               "nothing can follow; name one column")  # fmt: skip
     if key.isna().any():
         bad = frame.index[key.isna()][:5].tolist()
-        raise LeakageError(f"time columns {columns} give no time for rows {bad}; a time split needs one per row")
-    return key
+        example = {c: _plain(frame.at[bad[0], c]) for c in columns}
+        raise LeakageError(f"time columns {columns} give no time for rows {bad} (e.g. {example}); a time split needs "
+                           "one per row")  # fmt: skip
+    return key, kind
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _moment(cut: int | float | str, kind: str, name: str, columns: list[str]) -> Any:
+    """A configured cut (`split.test_from`) as a moment of the time key's kind."""
+    if kind == "number":
+        try:
+            return float(cut)
+        except ValueError:
+            raise LeakageError(f"split.{name} {cut!r}: the time column {columns[0]!r} holds numbers, so the cut is a "
+                               "number too") from None  # fmt: skip
+    if kind == "epoch" and not isinstance(cut, str):
+        return pd.Timestamp(float(cut), unit="s")
+    text = str(int(cut)) if isinstance(cut, float) and cut.is_integer() else str(cut)
+    when = parse_times(pd.Series([text], dtype=object)).iloc[0]
+    if pd.isna(when):
+        raise LeakageError(f"split.{name} {cut!r} is not a date or timestamp (write e.g. 2021-11-01 or "
+                           "2021-11-01T06:00:00Z)")  # fmt: skip
+    return when
+
+
+def _shown(value: object) -> str:
+    """A moment as a person writes it: 2021-11-01, 2021-11-01 06:30:00, 2021, 12."""
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d") if value == value.normalize() else str(value)
+    return str(_plain(value))
 
 
 def _time_split(frame: pd.DataFrame, split: SplitConfig, has_test: bool, pinned: pd.Series) -> Splits:
-    key = time_key(frame, split.time_columns)
+    key, kind = _time_key(frame, split.time_columns)
+    cuts = {name: _moment(getattr(split, name), kind, name, split.time_columns)
+            for name in ("valid_from", "test_from") if getattr(split, name) is not None}  # fmt: skip
     if has_test:
-        rest, test = frame[~pinned], frame[pinned]
-        valid_cut = key[~pinned].quantile(1 - split.valid_size / (1 - split.test_size))
-        splits = Splits(train=rest[key[~pinned] < valid_cut], valid=rest[key[~pinned] >= valid_cut], test=test)
+        if "test_from" in cuts:
+            log.warning("split.test_from is not used: the source pins the test part (an official test file)")
+        rest, test, rest_key = frame[~pinned], frame[pinned], key[~pinned]
+        valid_cut = cuts.get("valid_from", rest_key.quantile(1 - split.valid_size / (1 - split.test_size)))
+        splits = Splits(train=rest[rest_key < valid_cut], valid=rest[rest_key >= valid_cut], test=test)
+        _check_cuts(splits, {k: v for k, v in cuts.items() if k == "valid_from"}, key, split.time_columns)
         check_time_order(splits, split.time_columns)
         return splits
-    test_cut = key.quantile(1 - split.test_size)
-    valid_cut = key.quantile(1 - split.test_size - split.valid_size)
+    test_cut = cuts.get("test_from")
+    if test_cut is None:
+        test_cut = key.quantile(1 - split.test_size)
+    if "valid_from" in cuts:
+        valid_cut = cuts["valid_from"]
+    elif "test_from" in cuts:  # the last valid_size share of the rows before the cut
+        before = key[key < test_cut]
+        valid_cut = before.quantile(1 - split.valid_size) if len(before) else test_cut
+    else:
+        valid_cut = key.quantile(1 - split.test_size - split.valid_size)
+    if "valid_from" in cuts and "test_from" in cuts and not valid_cut < test_cut:
+        raise LeakageError(f"split.valid_from {_shown(valid_cut)} is not before split.test_from {_shown(test_cut)}")
     # Each split keeps the rows in the frame's order, as every other split does (and as Ray Data reads them): the
     # order of the training rows is what XGBoost's row subsampling draws from.
     splits = Splits(
         train=frame[key < valid_cut], valid=frame[(key >= valid_cut) & (key < test_cut)], test=frame[key >= test_cut]
     )
-    log.info("time split at %s (valid) and %s (test)", valid_cut, test_cut)
+    log.info("time split at %s (valid) and %s (test)", _shown(valid_cut), _shown(test_cut))
+    _check_cuts(splits, cuts, key, split.time_columns)
     check_time_order(splits, split.time_columns)
     return splits
+
+
+def _check_cuts(splits: Splits, cuts: dict[str, Any], key: pd.Series, columns: list[str]) -> None:
+    """Refuse a configured cut that leaves a part without rows, naming the cut and the time columns' range."""
+    if not cuts:
+        return
+    span = f"{columns} run from {_shown(key.min())} to {_shown(key.max())}"
+    valid_or_test = "valid_from" if "valid_from" in cuts else "test_from"
+    for part, rows, cut in (("test", splits.test, "test_from"), ("validation", splits.valid, valid_or_test),
+                            ("training", splits.train, valid_or_test)):  # fmt: skip
+        if rows.empty and cut in cuts:
+            raise LeakageError(f"split.{cut} {_shown(cuts[cut])} leaves no {part} rows: the time columns {span}")
 
 
 def check_time_order(splits: Splits, time_columns: list[str]) -> None:
@@ -245,11 +343,60 @@ class LeakageReport:
 
     suspects: list[dict[str, object]]
     duplicated_in_train: dict[str, int]
+    # categorical features whose validation or test values are mostly ones training never saw (`mostly_unseen`)
+    unseen: list[dict[str, object]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         found = [f"likely leak: {s['columns']} ({s['reason']})" for s in self.suspects]
         dupes = ", ".join(f"{n} of {name}" for name, n in self.duplicated_in_train.items())
-        return [*found, f"rows also in training: {dupes}"]
+        return [*found, *unseen_lines(self.unseen), f"rows also in training: {dupes}"]
+
+
+UNSEEN_SHARE = 0.5  # a categorical feature whose validation or test rows hold more unseen values than this is named
+UNSEEN_MIN_ROWS = 10  # ... when the part holds at least this many of its values
+
+
+def mostly_unseen(splits: Splits, features: list[str], config: PipelineConfig) -> list[dict[str, object]]:
+    """The categorical features whose values in the validation or the test rows are mostly values the training rows
+    never hold (over `UNSEEN_SHARE` of those rows): the model learns nothing it can use there. A code under a time
+    split (a month, a year) is the usual cause: every later period is a value of its own."""
+    found: list[dict[str, object]] = []
+    for column in (c for c in features if c in splits.train.columns):
+        values = splits.train[column]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if numeric and column not in config.preprocess.categorical:
+            continue
+        seen = set(_distinct_texts(values))
+        for part, rows in (("validation", splits.valid), ("test", splits.test)):
+            present = rows[column].dropna() if column in rows.columns else pd.Series(dtype=object)
+            if len(present) < UNSEEN_MIN_ROWS:
+                continue
+            texts = _distinct_texts(present)  # each distinct value once: a large part costs its distinct values
+            new = texts[~texts.isin(seen)]
+            share = float(present.isin(new.index).mean())
+            if share > UNSEEN_SHARE:
+                found.append({"column": column, "part": part, "share": round(share, 4),
+                              "examples": sorted(new.tolist())[:3]})  # fmt: skip
+    return found
+
+
+def _distinct_texts(values: pd.Series) -> pd.Series:
+    """The distinct present values as category texts, indexed by the values."""
+    distinct = pd.Series(values.dropna().unique())
+    return pd.Series(category_texts(distinct).to_numpy(), index=distinct.to_numpy())
+
+
+def unseen_lines(unseen: list[dict[str, object]]) -> list[str]:
+    """One line per feature named by `mostly_unseen`, with what to do about it."""
+    lines = []
+    for column in dict.fromkeys(str(u["column"]) for u in unseen):
+        parts = [u for u in unseen if u["column"] == column]
+        shares = ", ".join(f"{float(u['share']):.0%} of {u['part']}" for u in parts)  # type: ignore[arg-type]
+        examples = ", ".join(dict.fromkeys(str(e) for u in parts for e in u["examples"]))  # type: ignore[attr-defined]
+        lines.append(f"mostly unseen in training: {column} ({shares} rows hold values training never saw, e.g. "
+                     f"{examples}): the model cannot use such a category there; make a period (month, weekday, "
+                     "hour) a number, or drop the column")  # fmt: skip
+    return lines
 
 
 LEAK_SCAN_ROWS = 200_000
@@ -307,9 +454,9 @@ def find_leaks(
                 suspects.append({"columns": [column], "correlation": round(auc, 4),
                                  "reason": f"alone it ranks the label with ROC AUC {auc:.3f}"})  # fmt: skip
     dupes = duplicated if duplicated is not None else _duplicates(splits, list(train.columns))
-    report = LeakageReport(suspects=suspects, duplicated_in_train=dupes)
+    report = LeakageReport(suspects=suspects, duplicated_in_train=dupes, unseen=mostly_unseen(splits, raw, config))
     for line in report.lines():
-        (log.warning if line.startswith("likely leak") else log.info)(line)
+        (log.warning if line.startswith(("likely leak", "mostly unseen")) else log.info)(line)
     if suspects and config.split.on_leak == "fail":
         raise LeakageError("; ".join(report.lines()[:-1]) + " (set split.on_leak: warn to train anyway)")
     return report
