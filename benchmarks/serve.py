@@ -7,7 +7,10 @@ ways, one at a time, and drives each with the same low-overhead HTTP/1.1 keep-al
   batch-off  `bentoml serve serving.service:MLCycleService`, batching off (the default)
   batch-on   the same with serving.batching.enabled
 Single-record requests at concurrency 1, 8 and 32, and 1,000-record requests at concurrency 2; requests/s, p50,
-p99, errors, rows/s. The machine is shared (2 cores, the load generator included): figures are noisy.
+p99, errors, rows/s. Then /explain on batch-off, one client: 1 record, and the largest request it allows
+(`serving.explain_max_records`, read from /metadata); the last line is
+`explain: largest request N records p99 X ms`. The machine is shared (2 cores, the load generator included):
+figures are noisy; take the benchmark lock for figures worth keeping (`flock /tmp/mlcycle-bench.lock ...`).
 Run: `.venv/bin/python benchmarks/serve.py [--seconds 10]`.
 `--small` (the suite runs it): a 20-tree model fitted on 300 made-up rows, 1 s per scenario, in about a minute.
 
@@ -175,9 +178,9 @@ async def _client(port: int, request: bytes, stop: float, latencies: list[float]
         writer.close()
 
 
-def load(port: int, records: list[dict], concurrency: int, seconds: float) -> dict[str, float]:
+def load(port: int, records: list[dict], concurrency: int, seconds: float, route: str = "/predict") -> dict[str, float]:
     body = json.dumps({"records": records}).encode()
-    request = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    request = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
     latencies: list[float] = []
     errors: list[str] = []
@@ -317,6 +320,7 @@ def compare_servers(home: Path, seconds: float, small: bool) -> None:
         f"{'server':<10} {'records':>7} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'rows/s':>9}"
     )
     results: dict[tuple[str, int, int], dict[str, float]] = {}
+    explained: dict[int, dict[str, float]] = {}
     for name, (cmd, env, cwd) in setups.items():
         server = Server(cmd, env, cwd)
         try:
@@ -327,6 +331,8 @@ def compare_servers(home: Path, seconds: float, small: bool) -> None:
                 results[(name, len(records), concurrency)] = r
                 print(f"{name:<10} {len(records):>7} {concurrency:>4} {r['rps']:>8.1f} {r['p50']:>8.2f} "
                       f"{r['p99']:>8.2f} {r['errors']:>6} {r['rows']:>9,.0f}", flush=True)  # fmt: skip
+            if name == "batch-off":
+                explained = explain_latency(server.port, golden, seconds)
         finally:
             server.stop()
     floor32 = results[("floor", 1, 32)]["rps"]
@@ -339,6 +345,23 @@ def compare_servers(home: Path, seconds: float, small: bool) -> None:
         f"req/s vs floor {ratio:.2f} at concurrency 32 ({best}); p99 at concurrency 8 {p99_8:.1f} ms; "
         f"batch scoring {rows:,.0f} rows/s ({rows / floor_rows:.2f} of the floor's {floor_rows:,.0f})"
     )
+    largest = max(explained)
+    print(f"explain: largest request {largest} records p99 {explained[largest]['p99']:.1f} ms")
+
+
+def explain_latency(port: int, golden: list[dict], seconds: float) -> dict[int, dict[str, float]]:
+    """/explain from one client: 1 record, then the largest request the server allows (its
+    `serving.explain_max_records`); prints p50/p99 of each and returns them by record count."""
+    import httpx
+
+    limit = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()["serving"]["explain_max_records"]
+    out = {}
+    for count in (1, limit):
+        records = (golden * (count // len(golden) + 1))[:count]
+        r = out[count] = load(port, records, 1, max(seconds, 2.0), route="/explain")  # a few large requests at least
+        print(f"explain    {count:>7} {1:>4} {r['rps']:>8.1f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>6} "
+              f"{r['rows']:>9,.0f}", flush=True)  # fmt: skip
+    return out
 
 
 def main() -> None:

@@ -57,7 +57,9 @@ class ErrorBody(BaseModel):
 class ExplainResponse(BaseModel):
     model: str = Field(description="The tag of the model that answered.")
     request_id: str
-    units: Literal["log-odds", "target"] = Field(description="log-odds for classification, target units otherwise.")
+    units: Literal["log-odds", "softmax margin of the predicted class", "target"] = Field(
+        description="log-odds (binary), the predicted class's softmax margin (multiclass), target units (regression)."
+    )
     explanations: list[dict[str, Any]] = Field(
         description="Per record: `bias`, `contributions` per field and `margin` (their sum), and the prediction."
     )
@@ -117,7 +119,11 @@ REFUSALS: dict[str, dict[int, str]] = {
     },
     "/model": {400: "A body other than nothing or `{}`."},
 }
-REFUSALS["/explain"] = REFUSALS["/predict"]
+REFUSALS["/explain"] = {
+    **REFUSALS["/predict"],
+    413: "The body is over `serving.max_body_bytes`, or holds more than `serving.explain_max_records` records "
+    "(fewer than /predict takes: exact SHAP values cost far more than a prediction).",
+}
 REFUSALS["/feedback"] = {status: why for status, why in FEEDBACK_REFUSALS.items() if status != 401}
 KEYED = ("/predict", "/explain", "/predict_batch", "/reload", "/feedback")  # need the API key when one is set
 ANSWERS: dict[str, type[BaseModel]] = {

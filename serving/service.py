@@ -15,7 +15,8 @@ a version the gate rejected only when pinned by its full tag, with a warning in 
 champion with another request contract is not loaded. A challenger the registry puts in shadow scores every logged
 request too, off the answer's path (serving/shadow.py).
 POST /predict is answered by the `DirectPredict` middleware (the same `predict_body` as the API method, documented
-by the API in OpenAPI), inside BentoML's tracing, metrics and limits but past its per-request API dispatch.
+by the API in OpenAPI), inside BentoML's metrics and limits but past its per-request API dispatch, and untraced
+unless `serving.trace_predict` (BentoML records spans it never samples).
 """
 
 from __future__ import annotations
@@ -275,12 +276,14 @@ class NoBody(IODescriptor):
         return cls.model_construct(refusal=Refusal(400, message))
 
 
-def _input_spec(base: type[IODescriptor], record: type[BaseModel], max_records: int, example: Any) -> type:
-    """A RecordsInput whose documented record type is the generated model (for the OpenAPI document)."""
+def _input_spec(base: type[IODescriptor], record: type[BaseModel], max_records: int, example: Any,
+                kind: str = "") -> type:  # fmt: skip
+    """A RecordsInput whose documented record type is the generated model (for the OpenAPI document); `kind`
+    names a second request of the same records with another limit (`Explain`)."""
     # extra="forbid": the document says what the service refuses, a top-level field other than `records`.
     config = ConfigDict(extra="forbid", json_schema_extra={"example": {"records": example}} if example else None)
     return create_model(  # type: ignore[call-overload, no-any-return]
-        f"{record.__name__}Request", __base__=base, __config__=config,
+        f"{record.__name__}{kind}Request", __base__=base, __config__=config,
         records=(list[record], Field(min_length=1, max_length=max_records,  # type: ignore[valid-type]
                                      description=f"1 to {max_records} records")),
     )  # fmt: skip
@@ -306,19 +309,23 @@ def _serving_tag(ref: str) -> str:
     return registry.serving_tag(ref)
 
 
-# The record model documented in OpenAPI: the one of the model chosen at start (a reload keeps its dataset).
-def _startup_spec() -> tuple[type, ServingConfig]:
+# The record model documented in OpenAPI: the one of the model chosen at start (a reload keeps its dataset). The
+# /explain request takes the same records, fewer of them (`serving.explain_max_records`: exact SHAP values cost far
+# more than a prediction), so it is a model of its own: the document states each limit as `maxItems`.
+def _startup_spec() -> tuple[type, type, ServingConfig]:
     try:
         startup = Predictor.load(_serving_tag(model_ref()))
     except Exception as exc:  # no model yet (e.g. `bentoml build` before training): a generic record model
         log.warning("cannot load %s for the OpenAPI document: %s", model_ref(), exc)
-        return RecordsInput, ServingConfig()
+        return RecordsInput, RecordsInput, ServingConfig()
     config = serving_config(startup.bundle)
     examples = example_records(startup.bundle.config)[:2]
-    return _input_spec(RecordsInput, startup.validator.model, config.max_records, examples), config
+    record = startup.validator.model
+    predict = _input_spec(RecordsInput, record, config.max_records, examples)
+    return predict, _input_spec(RecordsInput, record, config.explain_max_records, examples, "Explain"), config
 
 
-STARTUP_SPEC, STARTUP_CONFIG = _startup_spec()
+STARTUP_SPEC, EXPLAIN_SPEC, STARTUP_CONFIG = _startup_spec()
 
 
 def _feedback_spec() -> type:
@@ -356,7 +363,13 @@ async def _metadata_route(request: Request) -> Response:
 metadata_app.router.routes.append(Route("/metadata", _metadata_route, methods=["GET"]))
 
 
-@bentoml.service(name="mlcycle", traffic={"timeout": 60}, logging={"access": {"enabled": STARTUP_CONFIG.access_log}})
+# BentoML records every request's spans even when it samples none: /predict is left out unless asked for (profile
+# in docs/performance.md#serving). A regular expression searched in the URL: /predict, not /predict_batch.
+PREDICT_UNTRACED = {} if STARTUP_CONFIG.trace_predict else {"excluded_urls": [r"/predict(\?|$)"]}
+
+
+@bentoml.service(name="mlcycle", traffic={"timeout": 60}, logging={"access": {"enabled": STARTUP_CONFIG.access_log}},
+                 tracing=PREDICT_UNTRACED)  # fmt: skip
 @bentoml.asgi_app(metadata_app, path="/")
 class MLCycleService:
     # Resolved when BentoML imports the service, so `bentoml build` pins the champion into the Bento.
@@ -495,12 +508,13 @@ class MLCycleService:
 
     # --- the work, callable directly (tier-1 tests) -------------------------------------------------------------
 
-    def parse(self, body: bytes, predictor: Predictor) -> list[dict[str, Any]] | Refusal:
+    def parse(self, body: bytes, predictor: Predictor, limit: int | None = None,
+              route: str = "/predict") -> list[dict[str, Any]] | Refusal:  # fmt: skip
         """Validate a JSON body `{"records": [...]}` against the documented contract, JSON's own types (no
         pandera coercion: "39" is not an integer here, as the OpenAPI document says): 400 if it is not JSON or is
-        nested too deep to read, 413 over the record limit, 422 with record index and field for every broken
-        record."""
-        limit = self.config.max_records
+        nested too deep to read, 413 over the record limit (`limit`, default `max_records`; the message names
+        `route`'s), 422 with record index and field for every broken record."""
+        limit = limit or self.config.max_records
         validator = predictor.validator
         rows = validator.validate_json_fast(body, limit)  # the common case: well-formed, checked in one pass
         if rows is not None:
@@ -519,7 +533,10 @@ class MLCycleService:
         if not records:
             return Refusal(422, f"'records' is empty; send 1 to {limit} records")
         if len(records) > limit:
-            return Refusal(413, f"at most {limit} records per request, got {len(records)}")
+            if route == "/predict":
+                return Refusal(413, f"at most {limit} records per request, got {len(records)}")
+            return Refusal(413, f"at most {limit} records per {route} request (serving.explain_max_records), got "
+                           f"{len(records)}; send the rest in further requests")  # fmt: skip
         return _verdict(*validator.validate_python(records, strict=True), len(records))
 
     async def score(self, rows: list[dict[str, Any]], predictor: Predictor) -> tuple[np.ndarray, dict[str, int]]:
@@ -646,14 +663,16 @@ class MLCycleService:
         """Predict for 1 to `max_records` records. 422 names the record index and field of every problem."""
         return await self.predict_body(records)
 
-    @bentoml.api(route="/explain", input_spec=STARTUP_SPEC)
+    @bentoml.api(route="/explain", input_spec=EXPLAIN_SPEC)
     async def explain(self, records: Any) -> Any:
-        """Per-record, per-field SHAP contributions (XGBoost pred_contribs; derived features count to their source
-        field), in log-odds for binary, target units for regression; they sum to `margin` with `bias`. Multiclass:
-        those of each record's predicted class (`label`), in that class's softmax margin."""
+        """Per-record, per-field exact SHAP contributions (XGBoost pred_contribs; derived features count to their
+        source field), in log-odds for binary, target units for regression; they sum to `margin` with `bias`.
+        Multiclass: those of each record's predicted class (`label`), in that class's softmax margin. 1 to
+        `explain_max_records` records (fewer than /predict takes: exact SHAP values cost far more)."""
         request_id = uuid.uuid4().hex
         predictor = self.predictor
-        rows = records if isinstance(records, Refusal) else self.parse(records, predictor)
+        limit = self.config.explain_max_records
+        rows = records if isinstance(records, Refusal) else self.parse(records, predictor, limit, "/explain")
         if isinstance(rows, Refusal):
             return self.refuse(rows, request_id, predictor.tag)
         features, unseen = encode_records(predictor.bundle.preprocessor, rows)
@@ -763,9 +782,10 @@ class DirectPredict:
     """ASGI middleware that answers `POST /predict` with the served instance's `predict_body`, the same work and
     answer as the `predict` API below, without BentoML's per-request dispatch (routing, its request context, the
     IO descriptor and API call machinery), which cost more than mlcycle's whole prediction for one record
-    (README, serving benchmark). It sits inside BentoML's own middlewares, so tracing, BentoML's HTTP metrics,
-    access log, timeout and concurrency limit still see every request. Off (`serving.direct_predict: false`)
-    or with BentoML's CORS on (its headers come from a middleware inside this one), BentoML's route answers."""
+    (README, serving benchmark). It sits inside BentoML's own middlewares, so BentoML's HTTP metrics, access log,
+    timeout and concurrency limit (and tracing, with `serving.trace_predict`) still see every request. Off
+    (`serving.direct_predict: false`) or with BentoML's CORS on (its headers come from a middleware inside this
+    one), BentoML's route answers."""
 
     def __init__(self, app: Any) -> None:
         from bentoml._internal.configuration.containers import BentoMLContainer
@@ -777,6 +797,8 @@ class DirectPredict:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         service = _LIVE.get("service")
+        if scope["type"] == "http" and scope["path"] == "/predict":
+            _request_id()
         if (scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST" or self.cors
                 or service is None or not service.config.direct_predict):  # fmt: skip
             await self.app(scope, receive, send)
@@ -799,6 +821,15 @@ class DirectPredict:
             response.headers["X-BentoML-Request-ID"] = format(trace_context.request_id, self.id_format["span_id"])
         if self.trace_id_header and trace_context.trace_id is not None:
             response.headers["X-BentoML-Trace-ID"] = format(trace_context.trace_id, self.id_format["trace_id"])
+
+
+def _request_id() -> None:
+    """Give an untraced request (`serving.trace_predict` off) the request id its span would have given it, which
+    BentoML's route and `DirectPredict` send as X-BentoML-Request-ID."""
+    from bentoml._internal.context import trace_context
+
+    if trace_context.request_id is None:
+        trace_context.request_id = int.from_bytes(os.urandom(8), "big") or 1
 
 
 class ContractDocument:

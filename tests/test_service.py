@@ -96,7 +96,36 @@ def test_explain_contributions_add_up_to_the_prediction(client: TestClient) -> N
         assert 1 / (1 + math.exp(-item["margin"])) == pytest.approx(item["probability"], abs=1e-5)
 
 
+def test_direct_explain_over_its_limit_is_refused_naming_it(service_module: Any) -> None:
+    service = service_module.MLCycleService()
+    limit = service.config.explain_max_records
+    assert limit < service.config.max_records  # exact SHAP values cost far more than a prediction
+    over = asyncio.run(service.explain(json.dumps({"records": [ADULT_RECORD] * (limit + 1)}).encode()))
+    assert over.status_code == 413, over.body
+    assert f"at most {limit} records per /explain request" in json.loads(over.body)["error"]
+    full = asyncio.run(service.explain(json.dumps({"records": [ADULT_RECORD] * limit}).encode()))
+    assert full.status_code == 200 and len(json.loads(full.body)["explanations"]) == limit
+
+
 # --- tier 2: the ASGI app in-process --------------------------------------------------------------------------------
+
+
+def test_explain_has_a_record_limit_of_its_own(client: TestClient, service_module: Any) -> None:
+    limit = service_module._LIVE["service"].config.explain_max_records
+    records = [ADULT_RECORD] * (limit + 1)
+    assert client.post("/predict", json={"records": records}).status_code == 200
+    response = client.post("/explain", json={"records": records})
+    assert response.status_code == 413, response.text
+    assert f"at most {limit} records per /explain request" in response.json()["error"]
+    spec = client.get("/docs.json").json()
+
+    def request(route: str) -> dict[str, Any]:
+        operation = spec["paths"][route]["post"]
+        return operation["requestBody"]["content"]["application/json"]["schema"]  # type: ignore[no-any-return]
+
+    assert request("/explain")["properties"]["records"]["maxItems"] == limit
+    assert request("/predict")["properties"]["records"]["maxItems"] == 1000
+    assert "explain_max_records" in spec["paths"]["/explain"]["post"]["responses"]["413"]["description"]
 
 
 def test_asgi_golden_rows_equal_offline(client: TestClient, service_module: Any) -> None:
@@ -237,7 +266,8 @@ def test_bad_request_suite(client: TestClient, service_module: Any, monkeypatch:
         response = client.post(route, content=content, headers={"content-type": "application/json"})
         assert response.status_code == status, (route, direct, response.text)
         body = response.json()
-        assert message in body["error"] + " ".join(e["message"] for e in body["errors"]), body
+        expected = message.replace("at most 1000", "at most 50") if route == "/explain" else message  # its own limit
+        assert expected in body["error"] + " ".join(e["message"] for e in body["errors"]), body
         assert {(e["record"], e["field"]) for e in body["errors"]} == located
 
 
@@ -263,6 +293,16 @@ def test_direct_route_answers_like_bentoml_s_api_route(client: TestClient, servi
     for direct, status in ((True, 200), (False, 500)):
         monkeypatch.setattr(service, "config", service.config.model_copy(update={"direct_predict": direct}))
         assert client.post("/predict", json={"records": GOLDEN[:1]}).status_code == status
+
+
+def test_predict_alone_is_untraced_by_default(service_module: Any) -> None:
+    """BentoML records spans it never samples; /predict skips them (`serving.trace_predict`), the rest keep them."""
+    from opentelemetry.util.http import ExcludeList
+
+    excluded = ExcludeList(service_module.MLCycleService.config["tracing"]["excluded_urls"])
+    assert excluded.url_disabled("http://127.0.0.1:3000/predict")
+    for route in ("/predict_batch", "/explain", "/metadata"):
+        assert not excluded.url_disabled(f"http://127.0.0.1:3000{route}"), route
 
 
 UPLOAD_CASES = [

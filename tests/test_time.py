@@ -229,3 +229,17 @@ def test_training_names_a_category_mostly_unseen_in_training() -> None:
     assert [(u["column"], u["part"], u["share"]) for u in report.unseen] == [("month", "validation", 1.0),
                                                                             ("month", "test", 1.0)]  # fmt: skip
     assert any(line.startswith("mostly unseen in training: month") for line in report.lines())
+
+
+def test_under_a_time_split_a_date_enters_as_its_year_and_clock_hours_as_numbers(tmp_path: Path) -> None:
+    """Every test day is later than any training day, so `days since 1970` would put them all past the training
+    range; the year was seen in training. Hours written `6am` enter as 0-23, not 24 unordered categories."""
+    rows = [f"2021-{1 + i % 12:02d}-{1 + i % 28:02d},{(i % 12) or 12}{'am' if i % 24 < 12 else 'pm'},{i % 7}"
+            for i in range(300)]  # fmt: skip
+    path = tmp_path / "rides.csv"
+    path.write_text("day,hr,rides\n" + "\n".join(rows) + "\n")
+    by_time = draft_dataset(path, "rides", time_column="day", task="regression")
+    kinds = {d["name"]: d["kind"] for d in by_time.derived}
+    assert kinds == {"day_year": "year", "day_month": "month", "day_dayofweek": "dayofweek", "hr_hour": "clock_hour"}
+    shuffled = draft_dataset(path, "rides", task="regression")
+    assert {d["kind"] for d in shuffled.derived if d["source"] == "day"} == {"days", "month", "dayofweek"}

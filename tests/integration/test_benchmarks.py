@@ -30,6 +30,7 @@ class Benchmark:
     figure: str
     zero_allowed: tuple[str, ...] = ()  # figures that may be exactly 0 (an estimate clamped at 0)
     at_most_one: tuple[str, ...] = ()  # shares and AUCs
+    last: str | None = None  # a second figure line, the output's last (its figures checked like the first's)
 
     def __str__(self) -> str:
         return self.script
@@ -42,7 +43,10 @@ BENCHMARKS = [
         "own_data.py",
         rf"own data: sba auc (?P<auc>{DECIMAL}) vs reference (?P<reference>{DECIMAL}), "
         rf"outside-search share (?P<share>{DECIMAL})",
+        zero_allowed=("edits",),
         at_most_one=("auc", "reference", "share"),
+        last=rf"own data: bikes rmse (?P<rmse>{DECIMAL}) vs reference (?P<reference_rmse>{DECIMAL}), "
+        rf"better (?:yes|no), trials (?P<trials>\d+), edits (?P<edits>\d+)",
     ),
     Benchmark(
         "scale.py",
@@ -56,6 +60,7 @@ BENCHMARKS = [
         rf"req/s vs floor (?P<ratio>{DECIMAL}) at concurrency 32 \(batch-o(?:n|ff)\); "
         rf"p99 at concurrency 8 (?P<p99_ms>{DECIMAL}) ms; batch scoring (?P<rows_per_s>{COUNT}) rows/s "
         rf"\((?P<of_floor>{DECIMAL}) of the floor's (?P<floor_rows_per_s>{COUNT})\)",
+        last=rf"explain: largest request (?P<explain_records>{COUNT}) records p99 (?P<explain_p99_ms>{DECIMAL}) ms",
     ),
     Benchmark(
         "tune.py",
@@ -93,6 +98,10 @@ def test_small_mode_prints_its_figure_line(benchmark: Benchmark, tmp_path: Path,
     lines = [m for m in map(re.compile(benchmark.figure).fullmatch, run.stdout.splitlines()) if m]
     assert len(lines) == 1, f"no single figure line matching {benchmark.figure!r} in:\n{run.stdout[-3000:]}"
     figures = {name: float(text.replace(",", "")) for name, text in lines[0].groupdict().items()}
+    if benchmark.last is not None:
+        last = re.fullmatch(benchmark.last, run.stdout.splitlines()[-1])
+        assert last, f"the last line does not match {benchmark.last!r}:\n{run.stdout[-3000:]}"
+        figures.update({name: float(text.replace(",", "")) for name, text in last.groupdict().items()})
     for name, value in figures.items():
         assert math.isfinite(value), (name, value)
         assert value >= 0 if name in benchmark.zero_allowed else value > 0, (name, value)
