@@ -9,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import pandera.pandas as pa
+if TYPE_CHECKING:  # imported where used: `mlcycle.schemas.config` alone (schema infer, init) needs no pandera
+    import pandera.pandas as pa
 
 from mlcycle.schemas.config import PipelineConfig, load_config
 
@@ -21,6 +23,8 @@ def resolve_schema(ref: str) -> type[pa.DataFrameModel]:
     """The pandera model a config names: `path/to/file.py:Class` (a project's schema, loaded from that file; a
     relative path is relative to the current folder, the project's) or `package.module:Class` (imported, as the
     built-in demos are). A model bundle keeps a copy of its schema file and names that copy once loaded."""
+    import pandera.pandas as pa
+
     location, _, attr = ref.rpartition(":")
     if not location or not attr:
         raise ValueError(f"schema {ref!r} is not `path/to/file.py:Class` or `module:Class`")
