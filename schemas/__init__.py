@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # imported where used: `mlcycle.schemas.config` alone (schema
 
 from mlcycle.schemas.config import PipelineConfig, load_config
 
-__all__ = ["PipelineConfig", "is_file_ref", "load_config", "resolve_schema", "schema_fingerprint"]
+__all__ = ["PipelineConfig", "is_file_ref", "load_config", "load_schema_file", "resolve_schema", "schema_fingerprint"]
 
 
 def resolve_schema(ref: str) -> type[pa.DataFrameModel]:
@@ -30,7 +30,7 @@ def resolve_schema(ref: str) -> type[pa.DataFrameModel]:
         raise ValueError(f"schema {ref!r} is not `path/to/file.py:Class` or `module:Class`")
     try:
         if is_file_ref(ref):
-            model = getattr(_module_from_file(Path(location)), attr)
+            model = getattr(load_schema_file(Path(location)), attr)
         else:
             model = getattr(_import(location), attr)
     except (ImportError, AttributeError, OSError, SyntaxError) as exc:
@@ -55,8 +55,8 @@ def _import(module_name: str) -> ModuleType:
         raise
 
 
-def _module_from_file(path: Path) -> ModuleType:
-    """A schema file as a module of its own, named after its content: the same file loads once, an edited one
+def load_schema_file(path: Path) -> ModuleType:
+    """A project's schema file as a module of its own (what `resolve_schema` reads a file reference with), named after its content: the same file loads once, an edited one
     anew (a reloaded service compares the two), and no name of the user's project can shadow one of mlcycle's."""
     source = path.read_bytes()
     name = f"mlcycle_project_schema_{path.stem}_{hashlib.sha256(source).hexdigest()[:12]}"

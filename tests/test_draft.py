@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import pandas as pd
 import pytest
 import yaml
 
+from mlcycle.schemas import load_schema_file
 from mlcycle.schemas.config import CsvOptions, PipelineConfig
 from mlcycle.tasks.ingest.draft import DraftError, config_yaml, draft_dataset, schema_module, summary_lines
 
@@ -53,15 +53,10 @@ def loans(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     return draft_dataset(loans_file(folder), "default", name="loans", weight="survey_weight", today=TODAY)
 
 
-def import_file(path: Path, source: str) -> Any:
-    """A drafted schema module, imported as the training flow would import it."""
+def import_file(path: Path, source: str) -> ModuleType:
+    """A drafted schema module, written and loaded as the training flow loads a project's schema file."""
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_schema_file(path)
 
 
 def column(draft, name: str):  # type: ignore[no-untyped-def]
@@ -174,7 +169,8 @@ def test_a_headerless_file_with_a_two_character_separator(tmp_path: Path) -> Non
     assert column(draft, "workclass").missing_tokens == ["?"]
     assert column(draft, "age").kind == "integer"
     assert (
-        PipelineConfig.model_validate(yaml.safe_load(config_yaml(draft, "schemas/adult_data.py"))).source.csv.sep == ", "
+        PipelineConfig.model_validate(yaml.safe_load(config_yaml(draft, "schemas/adult_data.py"))).source.csv.sep
+        == ", "
     )
 
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlcycle.schemas import load_schema_file
 from mlcycle.schemas.api import record_model
 from mlcycle.schemas.config import PipelineConfig
 from mlcycle.tasks.ingest.draft import (
@@ -62,14 +63,10 @@ def column(draft: Draft, name: str):  # type: ignore[no-untyped-def]
     return next(c for c in draft.columns if c.name == name)
 
 
-def import_file(path: Path, source: str) -> Any:
+def import_file(path: Path, source: str) -> ModuleType:
+    """A drafted schema module, written and loaded as the training flow loads a project's schema file."""
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_schema_file(path)
 
 
 @pytest.mark.parametrize("task", ["binary", "regression"])

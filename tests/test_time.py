@@ -3,9 +3,7 @@ at a date, and codes that a time split makes useless. Small files written in eac
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlcycle.schemas import load_schema_file
 from mlcycle.schemas.config import DerivedFeature, ParseRule, PipelineConfig, SplitConfig
 from mlcycle.tasks.ingest.draft import Column, DraftError, config_yaml, draft_dataset, schema_module, summary_lines
 from mlcycle.tasks.ingest.read import parse_column
@@ -31,13 +30,9 @@ def _config(draft, tmp_path: Path) -> PipelineConfig:  # type: ignore[no-untyped
 
 
 def _import(path: Path, source: str) -> ModuleType:
+    """A drafted schema module, written and loaded as the training flow loads a project's schema file."""
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_schema_file(path)
 
 
 def _column(draft, name: str) -> Column:  # type: ignore[no-untyped-def]
