@@ -99,3 +99,15 @@ def test_streamed_rows_on_one_machine_train_one_trial_at_a_time_on_every_cpu() -
     assert one_trial_for_streamed_rows(streamed, chosen, cpus=4, nodes=1).cpus_per_trial == 1
     parallel = TuneConfig(data_parallel_workers=2)
     assert one_trial_for_streamed_rows(streamed, parallel, cpus=4, nodes=1).cpus_per_trial == 1
+
+
+def test_the_booster_keeper_keeps_the_best_offer_and_answers_with_its_score() -> None:
+    # A trial reads the answer later, without waiting, and offers nothing no better than it.
+    from mlcycle.tasks.train.trial import BoosterKeeper
+
+    keeper = BoosterKeeper()
+    assert keeper.best_score() == float("inf") and keeper.get() is None
+    assert keeper.offer(0.30, 40, "a", b"first") == 0.30
+    assert keeper.offer(0.35, 60, "b", b"worse") == 0.30
+    assert keeper.offer(0.25, 80, "b", b"better") == 0.25
+    assert keeper.get() == (0.25, 80, "b", b"better") and keeper.best_score() == 0.25

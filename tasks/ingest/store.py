@@ -11,6 +11,8 @@ Layout, per dataset (`<home>/datasets/<name>/`):
 - `quarantine/batch=<id>/part-<k>.parquet`: one line per failed check: batch, row, column, check, value; with the
   failed rows' values as read in `rows.parquet` (`rows-<k>.parquet` for later chunks).
 - `snapshots/<hash>.json`: a fixed list of accepted batches, named by its hash.
+- `claims/<batch id>.lock`: locked by the process working on a pending batch for as long as it works on it; a
+  pending batch whose lock is free was left by a run that died.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ import pandas as pd
 from mlcycle.tasks.errors import UserError
 from mlcycle.tasks.ingest.read import RawData
 from mlcycle.tasks.paths import mlcycle_home
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: a dead run's claim is only abandoned after `abandon_after_s`
+    fcntl = None  # type: ignore[assignment]
 
 BatchStatus = Literal["pending", "accepted", "rejected"]
 LEDGER_COLUMNS = ["batch_id", "row", "column", "check", "value"]
@@ -152,6 +159,9 @@ class DatasetStore:
     def snapshots_dir(self) -> Path:
         return self.root / "snapshots"
 
+    def claim_lock(self, batch_id: str) -> Path:
+        return self.root / "claims" / f"{batch_id}.lock"
+
     def curated_file(self, batch_id: str) -> Path:
         """The batch's first curated part (a batch ingested in chunks has `part-1.parquet`, ... after it)."""
         return self.curated_dir / f"batch={batch_id}" / "part-0.parquet"
@@ -210,40 +220,106 @@ def _to_row(record: BatchRecord) -> dict[str, Any]:
     return values
 
 
+# The claims this process holds: lock file path -> the file, open and locked until the batch's final state is written.
+_HELD: dict[Path, IO[str]] = {}
+
+
+def _hold_claim(store: DatasetStore, batch_id: str) -> None:
+    if fcntl is None:
+        return
+    path = store.claim_lock(batch_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _HELD[path] = lock
+
+
+def _release_claim(store: DatasetStore, batch_id: str, remove: bool = True) -> None:
+    """Unlock a claim; `remove` False keeps its lock file, which tells the next claim that nobody works on it."""
+    lock = _HELD.pop(store.claim_lock(batch_id), None)
+    if lock is not None:
+        if remove:
+            store.claim_lock(batch_id).unlink(missing_ok=True)
+        lock.close()
+
+
+def _claim_left_by_dead_run(store: DatasetStore, batch_id: str) -> bool:
+    """Whether a pending batch's lock is free: the process that claimed it has ended (the kernel releases a dead
+    process's locks). A claim without a lock file (from an older mlcycle) is only abandoned after the timeout."""
+    if fcntl is None or store.claim_lock(batch_id) in _HELD:
+        return False
+    try:
+        lock = store.claim_lock(batch_id).open("r")
+    except FileNotFoundError:
+        return False
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+    return True
+
+
+def _discard_dead_claim(store: DatasetStore, batch_id: str) -> None:
+    """Remove what a dead run wrote of a batch it never finished: its partitions, staging folders and lock."""
+    discard_batch_files(store, batch_id)
+    for folder in (store.curated_dir, store.quarantine_dir):
+        for staging in folder.glob(f".staging-batch={batch_id}-*"):
+            shutil.rmtree(staging, ignore_errors=True)
+    store.claim_lock(batch_id).unlink(missing_ok=True)
+
+
 def claim_batch(store: DatasetStore, record: BatchRecord, abandon_after_s: float = 3600) -> BatchRecord | None:
     """Register `record` as pending unless the same content is already live (pending or accepted) or was
     rejected under the same schema and admission rules; returns that earlier record, or None when the claim
-    succeeded.
+    succeeded. The claim holds a lock (`claims/<batch id>.lock`) until `record_batch` writes the batch's final state.
 
-    A claim pending for longer than `abandon_after_s` belongs to a run that died: it is marked rejected (as an
-    internal failure) so that its content is not blocked for ever.
+    A claim whose lock is free belongs to a run that died (killed, or the machine went down): it is marked rejected
+    (as an internal failure) and what it wrote is removed, so that its content is ingested again at once. A claim
+    without a lock is abandoned the same way once pending for longer than `abandon_after_s`.
     """
     cutoff = (datetime.now(UTC) - timedelta(seconds=abandon_after_s)).isoformat(timespec="milliseconds")
     abandoned = json.dumps([f"abandoned: still pending after {abandon_after_s:.0f} s; the run that claimed it died"])
-    with _registry(store) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "UPDATE batches SET status = 'rejected', failed_internally = 1, reasons = ?, finished_at = ? "
-                "WHERE status = 'pending' AND started_at < ?",
-                (abandoned, now_utc(), cutoff),
-            )
-            earlier = conn.execute(
-                "SELECT * FROM batches WHERE content_hash = ? AND content_hash != '' AND (status IN "
-                "('pending', 'accepted') OR (status = 'rejected' AND schema_hash = ? AND rules_hash = ? AND NOT "
-                "failed_internally)) ORDER BY started_at LIMIT 1",
-                (record.content_hash, record.schema_hash, record.rules_hash),
-            ).fetchone()
-            if earlier is None:
-                values = _to_row(replace(record, status="pending"))
+    dead = json.dumps(["abandoned: the run that claimed it ended before it finished the batch"])
+    _hold_claim(store, record.batch_id)
+    try:
+        with _registry(store) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
                 conn.execute(
-                    f"INSERT INTO batches ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                    list(values.values()),
+                    "UPDATE batches SET status = 'rejected', failed_internally = 1, reasons = ?, finished_at = ? "
+                    "WHERE status = 'pending' AND started_at < ?",
+                    (abandoned, now_utc(), cutoff),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+                for row in conn.execute("SELECT batch_id FROM batches WHERE status = 'pending'").fetchall():
+                    if _claim_left_by_dead_run(store, row["batch_id"]):
+                        conn.execute(
+                            "UPDATE batches SET status = 'rejected', failed_internally = 1, reasons = ?, "
+                            "finished_at = ? WHERE batch_id = ?",
+                            (dead, now_utc(), row["batch_id"]),
+                        )
+                        _discard_dead_claim(store, row["batch_id"])
+                earlier = conn.execute(
+                    "SELECT * FROM batches WHERE content_hash = ? AND content_hash != '' AND (status IN "
+                    "('pending', 'accepted') OR (status = 'rejected' AND schema_hash = ? AND rules_hash = ? AND NOT "
+                    "failed_internally)) ORDER BY started_at LIMIT 1",
+                    (record.content_hash, record.schema_hash, record.rules_hash),
+                ).fetchone()
+                if earlier is None:
+                    values = _to_row(replace(record, status="pending"))
+                    conn.execute(
+                        f"INSERT INTO batches ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                        list(values.values()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    except BaseException:
+        _release_claim(store, record.batch_id)
+        raise
+    if earlier is not None:
+        _release_claim(store, record.batch_id)
     return _from_row(earlier) if earlier is not None else None
 
 
@@ -262,13 +338,21 @@ def seen_files(store: DatasetStore) -> set[tuple[str, int, int]]:
 
 
 def record_batch(store: DatasetStore, record: BatchRecord) -> BatchRecord:
-    """Write the final state of a batch (insert or update): the commit point of an ingest."""
+    """Write the final state of a batch (insert or update): the commit point of an ingest. The claim is released
+    even when the write fails (a full disk): the batch then stays pending with its lock free, and the next claim
+    of its content abandons it."""
     values = _to_row(record)
-    with _registry(store) as conn:
-        conn.execute(
-            f"INSERT OR REPLACE INTO batches ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-            list(values.values()),
-        )
+    written = False
+    try:
+        with _registry(store) as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO batches ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                list(values.values()),
+            )
+        written = True
+    finally:
+        if record.status != "pending":
+            _release_claim(store, record.batch_id, remove=written)
     return record
 
 

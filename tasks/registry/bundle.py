@@ -135,7 +135,54 @@ def save_bundle(
     metrics: dict[str, Any],
     lineage: dict[str, Any],
 ) -> str:
-    """Write a new version of the model to the BentoML model store and return its tag."""
+    """Write a new version of the model to the BentoML model store and return its tag.
+
+    Raises:
+        BundleSaveError: the disk under the model store is full: nothing was registered.
+    """
+    primary = metrics["primary"]
+    try:
+        tag, digests = _write_bundle(booster, preprocessor, config, classes, metrics, lineage)
+    except OSError as exc:  # shutil.Error, the store's copy of the staged files, is one too
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        raise BundleSaveError(
+            f"{config.name}: the model could not be saved in the model store: {full}; nothing was "
+            "registered (free space under MLCYCLE_HOME or BENTOML_HOME and train again)"
+        ) from exc
+    from mlcycle.tasks import registry
+
+    registry.register(tag, primary_metric=primary, metric=metrics["test"][primary], data_hash=lineage["data_hash"],
+                      digests=digests)  # fmt: skip
+    return tag
+
+
+class BundleSaveError(UserError, RuntimeError):
+    """The model store's disk is full; BentoML removed the half-copied version, and nothing was registered."""
+
+
+def _disk_full(exc: OSError) -> str | None:
+    """The reason, when `exc` says the disk is full (directly, or for a file of a copy: shutil.Error lists them)."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{exc.strerror} (errno {exc.errno})"
+    failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [str(f[-1]) for f in failures if isinstance(f, tuple) and f]
+    full = [r for r in reasons if f"[Errno {errno.ENOSPC}]" in r or f"[Errno {errno.EDQUOT}]" in r]
+    return full[0].split(": '")[0] if full else None
+
+
+def _write_bundle(
+    booster: xgb.Booster,
+    preprocessor: PreprocessorSpec,
+    config: PipelineConfig,
+    classes: list[str],
+    metrics: dict[str, Any],
+    lineage: dict[str, Any],
+) -> tuple[str, dict[str, str]]:
+    """The bundle's files in a new version of the model store; its tag and the SHA-256 of each file."""
     import bentoml
 
     primary = metrics["primary"]
@@ -165,12 +212,7 @@ def save_bundle(
         files = file_digests(root)
         _write_json(root / "lineage.json", {**lineage, "classes": classes, "files": files})
         files["lineage.json"] = sha256_of(root / "lineage.json")
-        tag = str(model.tag)
-    from mlcycle.tasks import registry
-
-    registry.register(tag, primary_metric=primary, metric=metrics["test"][primary], data_hash=lineage["data_hash"],
-                      digests=files)  # fmt: skip
-    return tag
+    return str(model.tag), files
 
 
 def _write_json(path: Path, payload: Any) -> None:

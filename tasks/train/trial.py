@@ -109,32 +109,45 @@ def run_trial(sampled: dict[str, Any], data: TrainingData, settings: TrialSettin
     keeper.report({**reporter.metrics(), **reporter.extra, "done": True})
 
 
-OFFER_WAIT_S = 30.0  # the most a report waits for the keeper to take its trial's booster
-
-
 class BestBooster:
-    """Reports to Tune and, whenever the trial's best score has improved since its last report, offers its booster
-    cut at the best round to the search's `BoosterKeeper`, which keeps the best of all trials: the model the search
-    measured, which the final fit can take as it is instead of boosting the same rounds again (`tune.final_fit:
-    train`). The offer goes out before the report, and the report waits until the keeper has it (a round trip, only
-    when the score improved): a trial the scheduler stops is killed right after its report, and an offer still
-    queued in it was lost, or reached the keeper after the search had read it, and the final fit boosted again."""
+    """Reports to Tune and, whenever the trial's best score has improved since its last report and beats the best
+    the keeper holds (as last heard), offers its booster cut at the best round to the search's `BoosterKeeper`,
+    which keeps the best of all trials: the model the search measured, which the final fit can take as it is
+    instead of boosting the same rounds again (`tune.final_fit: train`).
+
+    The offer goes out before the report and the trial does not wait for it: the search waits instead, for the
+    best trial's offer only, when it reads the keeper (`tasks.train.tune`); an offer that never arrives costs the
+    final fit a refit. Ray runs one caller's calls to an actor in order, and Tune reuses a stopped trial's process
+    for the next trial or ends it gracefully. Waiting for every offer (a round trip to the keeper's process, which
+    shares the cores) held up every improving report. An offer no better than the keeper's best is not made at all:
+    the keeper would drop it, and serialising the booster and the keeper reading it take CPU the trials share."""
 
     def __init__(self, keeper: str | None) -> None:
         self.keeper = ray.get_actor(keeper) if keeper else None
         self.booster: xgb.Booster | None = None
         self.offered = math.inf
+        self.kept = math.inf  # the keeper's best score, as last heard
+        # the keeper's answer to the last call, not waited for: read when it has come
+        self.answer = self.keeper.best_score.remote() if self.keeper is not None else None
 
     def report(self, metrics: dict[str, Any]) -> None:
         score, best_round = float(metrics["valid_score"]), int(metrics["rounds"])
-        if self.keeper is not None and self.booster is not None and score < self.offered and best_round > 0:
+        if self.booster is not None and best_round > 0 and score < self.offered and score < self._kept():
             best = self.booster[:best_round] if best_round < self.booster.num_boosted_rounds() else self.booster
-            trial_id = tune.get_context().get_trial_id()
-            taken = self.keeper.offer.remote(score, best_round, trial_id, bytes(best.save_raw("ubj")))
-            with contextlib.suppress(Exception):  # a keeper gone or slow costs the final fit a refit, not the trial
-                ray.get(taken, timeout=OFFER_WAIT_S)
+            trial_id, raw = tune.get_context().get_trial_id(), bytes(best.save_raw("ubj"))
+            self.answer = self.keeper.offer.remote(score, best_round, trial_id, raw)  # type: ignore[union-attr]
             self.offered = score
         tune.report(metrics)
+
+    def _kept(self) -> float:
+        """The keeper's best score as last heard (minus infinity with no keeper: nothing to offer to)."""
+        if self.keeper is None:
+            return -math.inf
+        if self.answer is not None and ray.wait([self.answer], timeout=0)[0]:
+            with contextlib.suppress(Exception):  # a keeper gone costs the final fit a refit, not the trial
+                self.kept = min(self.kept, float(ray.get(self.answer)))
+            self.answer = None
+        return self.kept
 
 
 class BoosterKeeper:
@@ -144,9 +157,14 @@ class BoosterKeeper:
     def __init__(self) -> None:
         self.best: tuple[float, int, str, bytes] | None = None
 
-    def offer(self, score: float, rounds: int, trial_id: str, raw: bytes) -> None:
+    def offer(self, score: float, rounds: int, trial_id: str, raw: bytes) -> float:
+        """Keep the booster if it is the best offered so far; returns the best score kept."""
         if self.best is None or score < self.best[0]:
             self.best = (score, rounds, trial_id, raw)
+        return self.best[0]
+
+    def best_score(self) -> float:
+        return math.inf if self.best is None else self.best[0]
 
     def get(self) -> tuple[float, int, str, bytes] | None:
         return self.best

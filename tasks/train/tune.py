@@ -6,17 +6,18 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import ray
 from ray import tune
-from ray.tune.logger import TBXLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -107,6 +108,7 @@ def _init_ray(address: str | None) -> None:
         # node a few seconds after they were ready, before a search could use them (seen in the raylet's log), and
         # started fresh ones for the trials. This Ray lives as long as the flow's process.
         _let_trials_start_warm()
+        _quiet_ray_notices()
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                  _node_ip_address="127.0.0.1",
                  _system_config={"preload_python_modules": ["mlcycle.tasks.train.preload"], "kill_idle_workers_interval_ms": 0})  # fmt: skip
@@ -217,24 +219,57 @@ class _LendFreedCpus(tune.Callback):
         self._share(trials, ending=trial)
 
 
-class _NoTensorBoard(TBXLoggerCallback):
-    """Takes the place of the TensorBoard logger Tune adds to every search unless one is given, and writes nothing.
-    mlcycle's own records are `trials.json`, the leaderboard and the plot of the best score over time; Tune's
-    JSON and CSV logs stay (resuming and the result grid read them). The TensorBoard files cost the driver 1.6 ms
-    a report (0.43 s of 1.26 s over a 264-report search, profiled): time the reporting trial waits for, spent on
-    the trials' own cores."""
+# Ray Tune's own output, off for the search (read when the search starts, so set only while it runs):
+# - no TensorBoard logger: Tune adds one to every search unless told not to, and then prints "To visualize your
+#   results with TensorBoard, run: ..." (a subclass that writes nothing still counts as one). mlcycle's own records
+#   are `trials.json`, the leaderboard and the plot of the best score over time; the JSON and CSV loggers are given
+#   explicitly (resuming and the result grid read them). TensorBoard files also cost the driver 1.6 ms a report
+#   (0.43 s of 1.26 s over a 264-report search, profiled): time the reporting trial waits for.
+# - Tune's older output engine at verbosity 0, which prints nothing: the newer one prints its configuration table
+#   and "View detailed results here" whatever the verbosity. mlcycle's `_ProgressLog` reports the search.
+_QUIET_TUNE = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}
 
-    def __init__(self) -> None:  # no tensorboardX writer
-        pass
 
-    def log_trial_start(self, trial: Any) -> None:
-        pass
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in _QUIET_TUNE}
+    os.environ.update(_QUIET_TUNE)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
-    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
-        pass
 
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        pass
+class _DropNotices(logging.Filter):
+    """Drops the log records of a Ray logger that begin with one of `prefixes`."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+# Notices a local Ray of mlcycle's own prints as it starts, which a user reads as instructions: its SIGTERM handler
+# is not set because `start_ray` starts it on a thread on purpose (mlcycle's supervising parent handles SIGTERM,
+# flows/exits.py); token authentication is on, as it should be for a Ray that listens on 127.0.0.1 only, and the
+# notice says how to turn it off.
+_RAY_NOTICES = {
+    "ray._private.worker": ("SIGTERM handler is not set",),
+    "ray._private.authentication.authentication_token_setup": ("Token authentication is enabled",),
+}
+
+
+def _quiet_ray_notices() -> None:
+    for name, prefixes in _RAY_NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices(prefixes))
 
 
 class _ProgressLog(tune.Callback):
@@ -291,8 +326,10 @@ def _searcher(settings: TuneConfig, seed: int, concurrent: int) -> Any:
             raise RuntimeError(
                 "tune.searcher: optuna needs the optuna package (pip install 'mlcycle[optuna]')"
             ) from exc
+        import optuna
         from ray.tune.search import ConcurrencyLimiter
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" in every run
         return ConcurrencyLimiter(OptunaSearch(seed=seed), max_concurrent=concurrent)
     return BasicVariantGenerator(random_state=seed, max_concurrent=concurrent)
 
@@ -355,9 +392,9 @@ def tune_xgboost(
     settings = one_trial_for_streamed_rows(data, settings, cpus, nodes=len(ray.nodes()))
     if deadline is not None and deadline.refit_share is not None:
         deadline.refit_share *= settings.cpus_per_trial / configured  # a refit on all CPUs: as fast as such a trial
-    path = storage.resolve() / experiment
+    path, claim = _claim_experiment(storage.resolve() / experiment)
     callbacks: list[Any] = [_ProgressLog(settings.num_samples, STOPPING_METRIC[task], settings.log_every,
-                                         settings.time_budget_s), _NoTensorBoard()]  # fmt: skip
+                                         settings.time_budget_s), CSVLoggerCallback(), JsonLoggerCallback()]  # fmt: skip
     share: Path | None = None
     keeper: Any = None
     if settings.data_parallel_workers:
@@ -400,12 +437,37 @@ def tune_xgboost(
         settings = settings.model_copy(update={"time_budget_s": budget})
     try:
         tuner, resumed = _tuner(trainable, task, settings, seed, path, cpus, callbacks, deadline)
-        with _mlflow_unseen():
+        with _mlflow_unseen(), _quiet_tune():
             grid = tuner.fit()
+        return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed, keeper)
     finally:
         if share is not None:
             share.unlink(missing_ok=True)
-    return _collect(grid, STOPPING_METRIC[task], time.monotonic() - started, resumed, keeper)
+        if claim is not None:
+            claim.close()
+        if keeper is not None:  # also after a failed search: the next attempt in this process takes its name
+            with contextlib.suppress(Exception):
+                ray.kill(keeper)
+
+
+def _claim_experiment(path: Path) -> tuple[Path, IO[str] | None]:
+    """The experiment's folder for this search alone, and the lock that says so (held until the search ends). Two
+    runs of the same command at once (two triggers, a second terminal) would otherwise drive one Tune experiment from
+    two processes, each restoring and rewriting the other's trials; the second searches in a fresh folder instead."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: unguarded, as before
+        return path, None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = (path.parent / f".{path.name}.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        fresh = path.with_name(f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        log.info("another run is searching in %s: this one searches in %s", path, fresh)
+        return fresh, None
+    return path, lock
 
 
 def one_trial_for_streamed_rows(data: TrainingData | StreamedData, settings: TuneConfig, cpus: int,
@@ -457,6 +519,13 @@ def _tuner(
     log.info("tuning: %d trials, %d at a time on %d CPUs, %d thread(s) each",
              settings.num_samples, concurrent, cpus, settings.cpus_per_trial)  # fmt: skip
     resumed = settings.resume and tune.Tuner.can_restore(str(path))
+    if resumed and not _any_trial_reported(path):
+        # Nothing to keep, and restoring would fail at once: the trials it holds ended without a result (a time
+        # budget that ran out before they started, a run killed as they started) and its searcher has drawn every
+        # sample already, so no new trial would start.
+        log.info("the search in %s ended before any trial reported: starting it again", path)
+        shutil.rmtree(path)
+        resumed = False
     if resumed:
         log.info("resuming the search in %s: finished trials are kept", path)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -500,6 +569,11 @@ def _tuner(
     return tuner, False
 
 
+def _any_trial_reported(path: Path) -> bool:
+    """Whether a trial of the experiment at `path` reported a result (Tune's JSON logger writes one line a report)."""
+    return any(f.stat().st_size > 0 for f in path.glob("*/result.json"))
+
+
 def _collect(grid: Any, metric: str, elapsed: float, resumed: bool, keeper: Any = None) -> TuneResult:
     trials = [_trial_record(r) for r in grid]
     curves = {t["trial_id"]: _curve(r) for t, r in zip(trials, grid, strict=True)}
@@ -512,7 +586,10 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool, keeper: Any 
     best_id, rounds = str(best.metrics.get("trial_id", "")), int(best.metrics["rounds"])
     score, boosted = float(best.metrics["valid_score"]), int(best.metrics.get("boosted", 0))
     log.info("tuning done in %.0f s: best valid %s %.5f at %d rounds", elapsed, metric, score, rounds)
-    booster, kept = None, _kept(keeper)
+    # The best trial offered its booster as it reported this score (tasks.train.trial.BestBooster), unless it reported
+    # before this run began (a resumed search): the offer may still be on its way to the keeper.
+    offered = float(best.metrics.get("timestamp", 0)) >= time.time() - elapsed - 1
+    booster, kept = None, _kept(keeper, score if offered else math.inf)
     if kept is not None and kept[2] == best_id and kept[0] < score:
         # The search stopped the best trial (its time budget) after the trial offered a better booster but before
         # Tune recorded that report: the kept booster is the best model measured, at the trial's own config.
@@ -544,11 +621,20 @@ def _collect(grid: Any, metric: str, elapsed: float, resumed: bool, keeper: Any 
     )
 
 
-def _kept(keeper: Any) -> tuple[float, int, str, bytes] | None:
-    """What the search's keeper holds (score, best round, trial id, booster bytes), the keeper then ended."""
+OFFER_WAIT_S = 10.0  # the most the search waits for the best trial's booster to reach the keeper
+
+
+def _kept(keeper: Any, offered: float = math.inf) -> tuple[float, int, str, bytes] | None:
+    """What the search's keeper holds (score, best round, trial id, booster bytes), the keeper then ended. Trials do
+    not wait for their offers to arrive, so this waits (up to `OFFER_WAIT_S`) until the keeper holds a booster
+    scoring `offered` or better: the best trial's, still on its way when the search ended."""
     if keeper is None:
         return None
+    until = time.monotonic() + OFFER_WAIT_S
     kept = ray.get(keeper.get.remote())
+    while (kept is None or kept[0] > offered) and time.monotonic() < until:
+        time.sleep(0.05)
+        kept = ray.get(keeper.get.remote())
     ray.kill(keeper)
     return kept
 

@@ -48,6 +48,8 @@ def test_the_seed_fixes_the_sampled_configurations(local_ray: None, tmp_path: Pa
     assert all(t["status"] in {"finished", "stopped early"} for t in first.trials)
     assert all(first.curves[t["trial_id"]] for t in first.trials)  # every trial's metric curve is kept
     assert all(t["rounds"] % settings.eval_every == 0 for t in first.trials)  # the best of the rounds it scored
+    # the best trial's own booster reached the keeper, though no trial waits for its offers
+    assert first.best_booster is not None and first.best_booster.num_boosted_rounds() == first.best_rounds
     # Tune's own JSON logs are written (resuming reads them), its TensorBoard files are not
     assert len(list((tmp_path / "a").glob("*/result.json"))) == 3 and not list(tmp_path.rglob("events.out.tfevents*"))
 
