@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mlcycle.schemas import load_config
 from mlcycle.schemas.config import PipelineConfig
@@ -128,3 +129,19 @@ def test_a_time_split_of_the_scan_is_split_frame_s(tmp_path: Path) -> None:
     assert (codes >= 0).all()
     for old, new in zip((before.train, before.valid, before.test), (after.train, after.valid, after.test), strict=True):
         assert sorted(new.index) == sorted(old.index) and len(new) > 0
+
+
+def test_a_truncated_curated_part_stops_training_naming_the_file(tmp_path: Path) -> None:
+    """A curated part damaged on disk is refused with its path and batch: nothing is trained on it."""
+    from mlcycle.tasks.ingest.store import StoreError
+    from mlcycle.tasks.train.dataset import snapshot_parts
+    from tests.ingest_fixtures import good_rows
+
+    store = DatasetStore(tmp_path / "store")
+    (tmp_path / "a.csv").write_text("id,color,score\n" + good_rows(40))
+    batch = admit_file(tmp_path / "a.csv", store).record
+    assert batch is not None
+    part = store.curated_files(batch.batch_id)[0]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    with pytest.raises(StoreError, match=rf"{part.name}.*batch {batch.batch_id} cannot be read"):
+        snapshot_parts(store, take_snapshot(store))

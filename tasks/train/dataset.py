@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,6 @@ class SnapshotScan:
 def snapshot_parts(store: DatasetStore, snapshot: Snapshot) -> tuple[list[str], list[tuple[str, str, str]]]:
     """The Parquet parts of a snapshot's batches in order, each with its batch id, source and part; checked
     against the registry's row counts."""
-    import pyarrow.parquet as pq
 
     records = {b.batch_id: b for b in list_batches(store)}
     files: list[str] = []
@@ -84,13 +84,26 @@ def snapshot_parts(store: DatasetStore, snapshot: Snapshot) -> tuple[list[str], 
                 f"{store.root.name}: snapshot {snapshot.hash} names batch {batch_id}, which is not accepted"
             )
         parts = store.curated_files(batch_id)
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        rows = sum(_part_rows(p, batch_id) for p in parts)
         if rows != record.rows_accepted:
             raise StoreError(f"{store.curated_file(batch_id).parent}: {rows} rows, the registry says "
                              f"{record.rows_accepted}")  # fmt: skip
         files.extend(str(p.resolve()) for p in parts)
         sources.extend((batch_id, record.source, record.part) for _ in parts)
     return files, sources
+
+
+def _part_rows(path: Path, batch_id: str) -> int:
+    """A curated part's row count from its footer; a part that cannot be read (truncated, overwritten) stops the run,
+    naming the file: nothing is trained on a damaged store."""
+    import pyarrow as pyarrow_lib
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, pyarrow_lib.ArrowException) as exc:
+        raise StoreError(f"{path}: the curated part of batch {batch_id} cannot be read ({exc}); restore it, or "
+                         "ingest its raw copy again (`raw/` keeps every input)") from None  # fmt: skip
 
 
 def scan_snapshot(
