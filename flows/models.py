@@ -126,10 +126,14 @@ def rollback_target(name: str, to: str | None) -> str:
 
 @task(name="smoke_test_target", cache_policy=NO_CACHE)
 def smoke_target_task(tag: str) -> dict[str, Any]:
-    from mlcycle.tasks.registry.bundle import load_bundle
+    from mlcycle.tasks.registry.bundle import IntegrityError, load_bundle
     from mlcycle.tasks.registry.smoke import bundle_golden_records, smoke_test
 
-    result = smoke_test(tag, bundle_golden_records(load_bundle(tag)))
+    try:
+        bundle = load_bundle(tag)
+    except IntegrityError as exc:
+        raise RollbackError(f"{tag} failed its integrity check, the champion is unchanged: {exc}") from None
+    result = smoke_test(tag, bundle_golden_records(bundle))
     if not result.passed:
         raise RollbackError(f"{tag} failed its smoke test, the champion is unchanged: {result.detail}")
     return result.as_dict()
