@@ -243,16 +243,16 @@ def test_built_bento_holds_the_model_and_answers(adult_run, tmp_path: Path) -> N
     assert build.returncode == 0, build.stdout + build.stderr
     bento = re.search(r"built (mlcycle-adult:[a-z0-9]+)", build.stdout)
     assert bento, build.stdout
-    info = subprocess.run([sys.executable, "-m", "bentoml", "get", bento.group(0), "-o", "json"], cwd=tmp_path,
+    info = subprocess.run([sys.executable, "-m", "bentoml", "get", bento.group(1), "-o", "json"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.tag in info.stdout  # the Bento pins the model it was built with
-    version = bento.group(0).partition(":")[2]
+    version = bento.group(1).partition(":")[2]
     bento_home = Path(os.environ["BENTOML_HOME"]) / "bentos" / "mlcycle-adult" / version
     assert (bento_home / "src" / "mlcycle" / "serving" / "service.py").is_file()  # the tool, not a checkout
     requirements = (bento_home / "env" / "python" / "requirements.txt").read_text()
     assert re.search(r"^xgboost==", requirements, re.M)  # the versions the service ran with here
     golden = json.loads((ROOT / "serving/examples/adult.json").read_text())
-    with _serve(bento.group(0), {}, cwd=Path("/")) as url:  # no MLCYCLE_MODEL_TAG: the Bento's own model
+    with _serve(bento.group(1), {}, cwd=Path("/")) as url:  # no MLCYCLE_MODEL_TAG: the Bento's own model
         response = httpx.post(f"{url}/predict", json={"records": golden}, timeout=30)
     assert response.status_code == 200, response.text
     assert response.json()["model"] == result.tag
