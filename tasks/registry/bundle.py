@@ -3,7 +3,6 @@ BentoML model store under a versioned tag. Training writes it; the service and t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import xgboost as xgb
 from mlcycle.schemas import is_file_ref, resolve_schema
 from mlcycle.schemas.config import PipelineConfig
 from mlcycle.tasks.errors import UserError
+from mlcycle.tasks.ingest.read import sha256_file
 from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, unseen_categories
 from mlcycle.tasks.train.boost import dmatrix
 
@@ -211,7 +211,7 @@ def _write_bundle(
         # registry holds them all, the lineage's own included.
         files = file_digests(root)
         _write_json(root / "lineage.json", {**lineage, "classes": classes, "files": files})
-        files["lineage.json"] = sha256_of(root / "lineage.json")
+        files["lineage.json"] = sha256_file(root / "lineage.json")
     return str(model.tag), files
 
 
@@ -219,19 +219,11 @@ def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_digests(root: Path) -> dict[str, str]:
     """SHA-256 of each file a bundle is made of (the booster, the JSON parts, the schema copy), by relative path."""
     names = [BOOSTER_FILE, *(n for n in FILES if n != "lineage.json")]
     names += sorted(str(p.relative_to(root)) for p in (root / SCHEMA_DIR).glob("*") if p.is_file())
-    return {name: sha256_of(root / name) for name in names if (root / name).is_file()}
+    return {name: sha256_file(root / name) for name in names if (root / name).is_file()}
 
 
 class IntegrityError(UserError, RuntimeError):
@@ -260,7 +252,7 @@ def verify_bundle(tag: str, root: Path, lineage: dict[str, Any]) -> None:
         return
     for name, digest in sorted(expected.items()):
         path = root / name
-        found = sha256_of(path) if path.is_file() else None
+        found = sha256_file(path) if path.is_file() else None
         if found != digest:
             error = IntegrityError(tag, name, digest, found)
             log.error("%s", error)

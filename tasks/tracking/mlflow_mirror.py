@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import tempfile
 import time
@@ -27,6 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from mlcycle.schemas.config import PipelineConfig
 from mlcycle.tasks import registry
+from mlcycle.tasks.processes import environment
 from mlcycle.tasks.registry.bundle import ModelBundle, load_bundle
 
 ALIAS = "champion"
@@ -80,16 +80,8 @@ class Mirror:
             return
         limits = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(self.timeout_s))),
                   "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # fmt: skip
-        saved = {name: os.environ.get(name) for name in limits}
-        os.environ.update(limits)
-        try:
+        with environment(limits):
             yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     def _push_run(self, record: dict[str, Any], deadline: float) -> None:
         bundle = load_bundle(record["tag"])  # the evidence: what MLflow gets is what mlcycle recorded

@@ -22,6 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from mlcycle.schemas.config import PipelineConfig, TaskType, TuneConfig
+from mlcycle.tasks.processes import environment
 from mlcycle.tasks.train.boost import STOPPING_METRIC, StreamedData, TrainingData, xgb_params
 
 log = logging.getLogger("mlcycle.tune")
@@ -230,18 +231,8 @@ class _LendFreedCpus(tune.Callback):
 _QUIET_TUNE = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}
 
 
-@contextlib.contextmanager
-def _quiet_tune() -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in _QUIET_TUNE}
-    os.environ.update(_QUIET_TUNE)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _quiet_tune() -> contextlib.AbstractContextManager[None]:
+    return environment(_QUIET_TUNE)
 
 
 class _DropNotices(logging.Filter):

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from mlcycle.tasks import registry
-from mlcycle.tasks.registry.bundle import IntegrityError, load_bundle, sha256_of
+from mlcycle.tasks.ingest.read import sha256_file
+from mlcycle.tasks.registry.bundle import IntegrityError, load_bundle
 from mlcycle.tasks.registry.smoke import ServeError, serving_model
 from tests.conftest import ADULT_RECORD, ROOT
 from tests.service_models import save_small_model
@@ -35,7 +36,7 @@ def test_every_file_is_recorded_in_the_registry_and_the_lineage() -> None:
     recorded = registry.digests(tag)
     assert recorded is not None and set(recorded) >= {"booster.ubj", "config.json", "preprocessor.json",
                                                       "metrics.json", "lineage.json"}  # fmt: skip
-    assert all(sha256_of(folder / name) == digest for name, digest in recorded.items())
+    assert all(sha256_file(folder / name) == digest for name, digest in recorded.items())
     lineage = json.loads((folder / "lineage.json").read_text())
     assert lineage["files"] == {k: v for k, v in recorded.items() if k != "lineage.json"}
     assert load_bundle(tag).tag == tag
