@@ -59,14 +59,23 @@ def _setup(
 
 
 @app.command(epilog=exits.HELP)
-def train(config: ConfigOption = Path("configs/adult.yaml"), set_: SetOption = None, json_: JsonOption = False) -> None:
+def train(
+    config: ConfigOption = Path("configs/adult.yaml"),
+    set_: SetOption = None,
+    json_: JsonOption = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Compute every step again, even those whose inputs did not change.")
+    ] = False,
+) -> None:
     """Run the training flow: ingest, validate, split, preprocess, tune, evaluate, package, gate.
 
-    Exits 0 when the model was promoted, 3 when the gate rejected it, 1 when training failed."""
+    A step whose inputs (data, schema, the config it reads, code) did not change since a run computed it is
+    reused: the same config on the same data is the same model. Exits 0 when the model was promoted (or is the
+    champion), 3 when the gate rejected it, 1 when training failed."""
     pipeline = load_pipeline(config, set_)
     from mlcycle.flows.training import train_flow
 
-    _trained(train_flow(pipeline), json_, config)
+    _trained(train_flow(pipeline, cache=not no_cache), json_, config)
 
 
 @app.command(epilog=exits.HELP)
@@ -98,6 +107,10 @@ def _trained(result: TrainResult, as_json: bool, config: Path | None = None) -> 
         primary = result.primary_metric
         verdict = ("promoted: the champion now" if result.decision == "promote" else
                    f"REJECTED by the promotion gate; the champion is {result.champion or 'none'}")  # fmt: skip
+        if "model" in result.reused:
+            verdict = f"reused from run {result.reused['model']}; " + (
+                "the champion" if result.decision == "promote" else f"{result.decision}, the champion is "
+                f"{result.champion or 'none'}")  # fmt: skip
         typer.echo(f"{result.tag}: test {primary} {result.test[primary]:.4f} (trivial baseline "
                    f"{result.baseline[primary]:.4f}); {verdict}")  # fmt: skip
         for reason in result.gate_reasons:

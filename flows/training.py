@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -21,11 +21,21 @@ from mlcycle.flows.models import flow_run_info, gate_task, record_decision_task
 from mlcycle.schemas import PipelineConfig, resolve_schema, schema_fingerprint
 from mlcycle.tasks import registry, tracking
 from mlcycle.tasks.ingest.read import RawData
-from mlcycle.tasks.ingest.store import DatasetStore, load_snapshot, read_ledger, read_new_batches, take_snapshot
+from mlcycle.tasks.ingest.store import (
+    DatasetStore,
+    Snapshot,
+    list_batches,
+    load_snapshot,
+    read_ledger,
+    read_new_batches,
+    snapshot_hash,
+    take_snapshot,
+)
 from mlcycle.tasks.ingest.validate import Validated, reasons_by_row, validate_frame
 from mlcycle.tasks.paths import mlcycle_home
 from mlcycle.tasks.preprocess import PreprocessorSpec, apply_preprocessor, fit_preprocessor
 from mlcycle.tasks.registry.bundle import ModelBundle, collect_lineage, load_bundle, predict_raw, save_bundle
+from mlcycle.tasks.registry.gate import GateRecord
 from mlcycle.tasks.train.boost import StreamedData, TrainingData, refresh_booster, xgb_params
 from mlcycle.tasks.train.dataset import (
     SnapshotScan,
@@ -61,6 +71,15 @@ from mlcycle.tasks.train.report import (
     write_report,
     write_tuning_report,
 )
+from mlcycle.tasks.train.steps import (
+    Reused,
+    StepKeys,
+    StepStore,
+    gate_key,
+    load_search,
+    save_search,
+    stored_model,
+)
 from mlcycle.tasks.train.tune import RunDeadline, TuneResult, after_search_s, experiment_name, start_ray, tune_xgboost
 
 # DataFrames and boosters are poor cache keys: no task here caches on its inputs.
@@ -94,6 +113,10 @@ class TrainResult(BaseModel):
     champion: str | None = Field(default=None, description="The champion of the name after the gate.")
     gate_reasons: list[str] = Field(default_factory=list, description="Why: each failed rule, or what passed.")
     tracking: str = Field(default=tracking.OFF, description="What the mirror to MLflow did, or why it waits.")
+    reused: dict[str, str] = Field(
+        default_factory=dict,
+        description="Steps not computed again (`search`, `model`), each with the flow run that computed it.",
+    )
 
 
 @dataclass(frozen=True)
@@ -106,13 +129,20 @@ class Evaluation:
     references: dict[str, np.ndarray]
 
 
-@task(name="scan_snapshot", retries=2, retry_delay_seconds=5, **_pure)
-def scan_task(config: PipelineConfig) -> SplitSnapshot:
-    """One pass over the curated rows of a fixed snapshot (its hash is the data hash in the model's lineage), rows
-    no longer passing the schema set aside, then every row's split: see tasks.train.dataset. (One task, so that
-    the rows the driver holds are held once: as the splits'.)"""
+@task(name="take_snapshot", retries=2, **_pure)
+def snapshot_task(config: PipelineConfig) -> Snapshot:
+    """The rows this run trains on: `source.snapshot`, or every accepted batch (its hash is the data hash in the
+    model's lineage and in every step's key)."""
     store = DatasetStore.for_dataset(config.name)
-    snapshot = load_snapshot(store, config.source.snapshot) if config.source.snapshot else take_snapshot(store)
+    return load_snapshot(store, config.source.snapshot) if config.source.snapshot else take_snapshot(store)
+
+
+@task(name="scan_snapshot", retries=2, retry_delay_seconds=5, **_pure)
+def scan_task(config: PipelineConfig, snapshot: Snapshot) -> SplitSnapshot:
+    """One pass over the curated rows of the snapshot, rows no longer passing the schema set aside, then every
+    row's split: see tasks.train.dataset. (One task, so that the rows the driver holds are held once: as the
+    splits'.)"""
+    store = DatasetStore.for_dataset(config.name)
     return split_snapshot(scan_snapshot(store, snapshot, config, resolve_schema(config.schema_ref)), config)
 
 
@@ -138,11 +168,10 @@ class Quarantined:
 
 
 @task(name="count_quarantined", retries=2, **_pure)
-def quarantined_task(scan: SnapshotScan, config: PipelineConfig) -> Quarantined:
+def quarantined_task(snapshot: Snapshot, config: PipelineConfig) -> Quarantined:
     """Read the quarantine ledger of the snapshot's batches: the rows ingest set aside, not only the rows the
     scan set aside now (`validated`, rows that no longer pass a changed schema)."""
-    batches = sorted({batch_id for batch_id, _, _ in scan.sources})
-    ledger = read_ledger(DatasetStore.for_dataset(config.name), batches)
+    ledger = read_ledger(DatasetStore.for_dataset(config.name), sorted(snapshot.batch_ids))
     no_target = ledger[(ledger["column"] == config.target) & (ledger["check"] == "not_nullable")]
     return Quarantined(rows=len(ledger[["batch_id", "row"]].drop_duplicates()),
                        no_target=len(no_target[["batch_id", "row"]].drop_duplicates()))  # fmt: skip
@@ -295,27 +324,59 @@ def quarantine_line(validated: Validated, quarantined: Quarantined | None) -> st
 
 
 @flow(name="train", log_prints=True)
-def train_flow(config: PipelineConfig) -> TrainResult:
-    """Ingest what is new, then train, evaluate and package a model on a snapshot of the curated store."""
-    # Ray's start-up (about 7 s here) and its trial workers' imports (tasks.train.preload) overlap ingest and preparation
-    start_ray(config.tune.ray_address)
+def train_flow(config: PipelineConfig, cache: bool = True) -> TrainResult:
+    """Ingest what is new, then train, evaluate and package a model on a snapshot of the curated store.
+
+    Steps whose inputs did not change are reused (tasks.train.steps): the same config on the same data and code is
+    the same model, under the same tag; a changed gate judges that model again; a changed slice reuses the search.
+    `cache=False` (`mlcycle train --no-cache`) computes every step again."""
+    steps = StepStore.for_dataset(config.name)
+    schema_hash = schema_fingerprint(resolve_schema(config.schema_ref))
+    # Ray's start-up (about 7 s here) and its trial workers' imports (tasks.train.preload) overlap ingest and
+    # preparation, unless the search is stored for the data as it stands: then Ray starts only if ingest adds rows
+    if not (cache and search_stored(steps, config, schema_hash)):
+        start_ray(config.tune.ray_address)
     if config.source.snapshot is None:
         ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected
-    split = scan_task(config)
+    snapshot = snapshot_task(config)
+    keys = StepKeys.of(config, snapshot.hash, schema_hash)
+    reused: dict[str, Reused] = {}
+    base = reused_model_task(steps, keys) if cache else None
+    if base is not None:
+        reused["model"] = base[1]
+        decided = prior_decision(steps, base[0].tag, config)
+        if decided is not None:
+            return reused_result(config, snapshot, base[0], decided, reused)
+    split = scan_task(config, snapshot)
     scan, splits = split.scan, split.splits
     write_quarantine_task(scan, config)
-    quarantined = quarantined_task(scan, config)
+    quarantined = quarantined_task(snapshot, config)
+    if base is not None:  # a stored model whose gate runs again: its own preprocessing, classes and booster
+        bundle = base[0]
+        data = prepare_scan_task(split, bundle.preprocessor, config, bundle.classes)
+        evaluation = evaluate_task(bundle.booster, bundle.preprocessor, splits, data, config, bundle.classes)
+        print(f"{reused['model'].line()}: {bundle.tag}, judged again (the gate's rules or the champion changed)")
+        gate = judge(bundle.tag, splits, evaluation, config, steps)
+        return run_result(config, bundle.tag, bundle.metrics, bundle.lineage, splits, quarantined, gate,
+                          mirror_run_task(config, "train", bundle.tag, None, gate.decision, gate.reasons), reused)  # fmt: skip
     classes = classes_task(split, config)
     leakage = leakage_task(split, config)
     preprocessor = fit_preprocessor_task(splits, config)
     data = prepare_scan_task(split, preprocessor, config, classes)
-    tuned = tune_task(data, config, scan.content_hash, splits.sizes()["test"])
+    stored = load_search_task(steps, keys.search) if cache else None
+    if stored is not None:
+        tuned, reused["search"] = stored
+        print(reused["search"].line())
+    else:
+        start_ray(config.tune.ray_address)  # the data changed during ingest, or --no-cache
+        tuned = tune_task(data, config, scan.content_hash, splits.sizes()["test"])
+        store_search_task(steps, keys.search, tuned)
     booster = fit_final_task(data, tuned, config)
     evaluation = evaluate_task(booster, preprocessor, splits, data, config, classes)
     validated = scan.validated
     lineage = collect_lineage(
         scan.content_hash,
-        schema_fingerprint(resolve_schema(config.schema_ref)),
+        schema_hash,
         config,
         {"flow_run_id": flow_run.id, "best_trial_id": tuned.best_trial_id, "best_config": tuned.best_config,
          "best_rounds": tuned.best_rounds, "best_boosted": tuned.best_boosted,
@@ -324,18 +385,126 @@ def train_flow(config: PipelineConfig) -> TrainResult:
          "sample_weight": config.weight,
          "likely_leaks": leakage.suspects, "duplicated_in_train": leakage.duplicated_in_train,
          "mostly_unseen": leakage.unseen,
-         "training_data": data_form(data, splits)},
+         "training_data": data_form(data, splits),
+         "steps": {"keys": asdict(keys), "reused": {step: r.flow_run_id for step, r in reused.items()}}},
     )  # fmt: skip
     metrics = evaluation.metrics
     tag = save_bundle_task(booster, preprocessor, config, classes, metrics, lineage)
+    store_model_task(steps, keys.model, tag)
     files = write_report_task(tag, evaluation, booster, leakage, tuned, config)
     publish_task(tag, evaluation, leakage, files, tuned, splits, validated, quarantined)
-    gate = record_decision_task(
-        gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
-    )
+    gate = judge(tag, splits, evaluation, config, steps)
     mirrored = mirror_run_task(config, "train", tag, files.folder, gate.decision, gate.reasons)
     primary = metrics["primary"]
     print(f"model {tag}: test {primary} {metrics['test'][primary]:.4f} (trivial {metrics['baseline'][primary]:.4f})")
+    return run_result(config, tag, metrics, lineage, splits, quarantined, gate, mirrored, reused,
+                      tuning_seconds=0.0 if "search" in reused else tuned.elapsed_s, report=str(files.html))  # fmt: skip
+
+
+def search_stored(steps: StepStore, config: PipelineConfig, schema_hash: str) -> bool:
+    """Whether the search is stored for the snapshot the run would take if ingest found nothing new."""
+    store = DatasetStore.for_dataset(config.name)
+    if config.source.snapshot:
+        data_hash = config.source.snapshot
+    elif accepted := list_batches(store, status="accepted"):
+        data_hash = snapshot_hash(accepted)
+    else:
+        return False
+    return steps.get("search", StepKeys.of(config, data_hash, schema_hash).search) is not None
+
+
+@task(name="reuse_model", **_pure)
+def reused_model_task(steps: StepStore, keys: StepKeys) -> tuple[ModelBundle, Reused] | None:
+    """The model this config made from this data before, loaded (its digests checked), or None. A stored model
+    that no longer loads is trained again, with a warning saying why."""
+    stored = stored_model(steps, keys.model)
+    if stored is None:
+        return None
+    try:
+        return load_bundle(stored.value["tag"]), stored
+    except Exception as exc:  # deleted from the model store, or its files no longer match their digests
+        get_run_logger().warning("steps: %s, stored for this run's key, does not load (%s): training again",
+                                 stored.value["tag"], exc)  # fmt: skip
+        return None
+
+
+@task(name="reuse_search", **_pure)
+def load_search_task(steps: StepStore, key: str) -> tuple[TuneResult, Reused] | None:
+    return load_search(steps, key)
+
+
+@task(name="store_search", **_pure)
+def store_search_task(steps: StepStore, key: str, tuned: TuneResult) -> None:
+    save_search(steps, key, tuned, str(flow_run.id) if flow_run.id else None)
+
+
+@task(name="store_model", **_pure)
+def store_model_task(steps: StepStore, key: str, tag: str) -> None:
+    steps.put("model", key, {"tag": tag}, str(flow_run.id) if flow_run.id else None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A gate decision this run did not make again, and why."""
+
+    decision: str
+    reasons: list[str]
+
+
+def prior_decision(steps: StepStore, tag: str, config: PipelineConfig) -> Decision | None:
+    """The decision that stands for a stored model, or None when the gate must judge it again (it was rejected,
+    and its rules or the champion have changed since). A champion is not judged against itself, a model in shadow
+    waits for its live evidence, and a retired model (replaced, or rolled back) is not brought back by a run that
+    changed nothing: `mlcycle promote` does that."""
+    name = config.name
+    champion = registry.champion(name)
+    if tag == champion:
+        return Decision("promote", [f"{tag} is the champion since {registry.champion_since(name)}: the same model "
+                                    "is not judged again (a new one: --no-cache)"])  # fmt: skip
+    if tag == registry.shadow(name):
+        return Decision("shadow", [f"{tag} is in shadow since {registry.shadow_since(name)}: live evidence decides"])
+    if registry.version(tag).status == "retired":
+        return Decision("reject", [f"{tag} was the champion and was replaced or rolled back: a run that changed "
+                                   f"nothing does not bring it back (`mlcycle promote {tag}` does)"])  # fmt: skip
+    stored = steps.get("gate", gate_key(tag, config, champion))
+    if stored is None:
+        return None
+    return Decision(stored.value["decision"], [*stored.value["reasons"], stored.line()])
+
+
+def judge(tag: str, splits: Splits, evaluation: Evaluation, config: PipelineConfig, steps: StepStore) -> GateRecord:
+    """The gate's decision on `tag`, made real and stored under its key (the rules and the champion it faced)."""
+    gate = record_decision_task(
+        gate_task(tag, splits.test, evaluation.y_test, evaluation.references["trivial"], config)
+    )
+    steps.put("gate", gate_key(tag, config, gate.champion), {"decision": gate.decision, "reasons": gate.reasons},
+              str(flow_run.id) if flow_run.id else None)  # fmt: skip
+    return gate
+
+
+def reused_result(config: PipelineConfig, snapshot: Snapshot, bundle: ModelBundle, decided: Decision,
+                  reused: dict[str, Reused]) -> TrainResult:  # fmt: skip
+    """The answer of a run whose model is stored and whose decision stands: no row was read, no model fitted."""
+    quarantined = quarantined_task(snapshot, config)
+    print(f"{reused['model'].line()}: {bundle.tag}, decision: {decided.decision}")
+    for reason in decided.reasons:
+        print(f"  {reason}")
+    report = mlcycle_home() / "reports" / config.name / bundle.tag.split(":")[-1] / "report.html"
+    gate = Decision(decided.decision, decided.reasons)
+    return run_result(config, bundle.tag, bundle.metrics, bundle.lineage, None, quarantined, gate, tracking.OFF,
+                      reused, report=str(report) if report.exists() else "")  # fmt: skip
+
+
+def run_result(config: PipelineConfig, tag: str, metrics: dict[str, Any], lineage: dict[str, Any],
+               splits: Splits | None, quarantined: Quarantined, gate: GateRecord | Decision, mirrored: str,
+               reused: dict[str, Reused], tuning_seconds: float = 0.0, report: str = "") -> TrainResult:  # fmt: skip
+    """A run's answer, and in the Prefect UI the table of its steps: computed, or reused from which run."""
+    rows = [{"step": step, "reused from run": r.flow_run_id or "local", "stored at": r.at, "key": r.key}
+            for step, r in reused.items()]  # fmt: skip
+    if rows:
+        create_table_artifact(key=f"steps-{config.name}".replace("_", "-"), table=rows,
+                              description=f"Steps of this run reused from earlier runs ({tag})")  # fmt: skip
+    primary = metrics["primary"]
     return TrainResult(
         tag=tag,
         task=config.task,
@@ -343,17 +512,18 @@ def train_flow(config: PipelineConfig) -> TrainResult:
         test=metrics["test"],
         baseline=metrics["baseline"],
         references=metrics["references"],
-        rows=splits.sizes(),
-        likely_leaks=[list(s["columns"]) for s in leakage.suspects],  # type: ignore[call-overload]
-        mostly_unseen=list(dict.fromkeys(str(u["column"]) for u in leakage.unseen)),
-        tuning_seconds=tuned.elapsed_s,
-        report=str(files.html),
+        rows=splits.sizes() if splits is not None else lineage.get("rows", {}),
+        likely_leaks=[list(s["columns"]) for s in lineage.get("likely_leaks", [])],
+        mostly_unseen=list(dict.fromkeys(str(u["column"]) for u in lineage.get("mostly_unseen", []))),
+        tuning_seconds=tuning_seconds,
+        report=report,
         quarantined=quarantined.rows,
         quarantined_no_target=quarantined.no_target,
         decision=gate.decision,
         champion=registry.champion(config.name),
         gate_reasons=gate.reasons,
         tracking=mirrored,
+        reused={step: r.flow_run_id or "local" for step, r in reused.items()},
     )
 
 

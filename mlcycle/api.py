@@ -106,18 +106,20 @@ def init(
     return Project(name=draft.name, config=files.config, schema=files.schema, summary=summary_lines(draft))
 
 
-def train(config: str | Path | PipelineConfig, **overrides: Any) -> TrainResult:
+def train(config: str | Path | PipelineConfig, *, cache: bool = True, **overrides: Any) -> TrainResult:
     """Run the training flow (ingest, validate, split, tune, evaluate, package, gate) and return its result: the
-    model's `tag`, its `test` metrics beside the `baseline`'s, the gate's `decision` and `gate_reasons`, and the
-    `report` path.
+    model's `tag`, its `test` metrics beside the `baseline`'s, the gate's `decision` and `gate_reasons`, the
+    `report` path, and the steps `reused` from earlier runs.
 
     `config` is a config file, a built-in demo's name (`"adult"`) or a loaded `PipelineConfig`; `overrides` change
     its fields, nested (`tune={"time_budget_s": 60}`) or dotted (`**{"tune.time_budget_s": 60}`), as `--set` does.
+    A step whose inputs did not change is reused (the same config on the same data is the same model);
+    `cache=False` computes every step again.
     """
     _setup()
     from mlcycle.flows.training import train_flow
 
-    return train_flow(_config(config, overrides))
+    return train_flow(_config(config, overrides), cache=cache)
 
 
 def load(ref: str) -> Model:

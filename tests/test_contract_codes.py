@@ -182,8 +182,8 @@ def test_the_train_summary_counts_rows_quarantined_at_ingest_for_a_missing_targe
     path.write_text("distance,delay\n3.5,12\n4.0,\n-1,3\n8.2,\n6.1,0\n")  # two cancelled trips, one bad distance
     result = admit_batch(FileInput(str(path)), config, DatasetStore.for_dataset("trips"), TripsSchema)
     assert result.record is not None
-    scan = SimpleNamespace(sources=[(result.record.batch_id, str(path), "")])
-    counted = quarantined_task.fn(scan, config)
+    snapshot = SimpleNamespace(batch_ids=(result.record.batch_id,))
+    counted = quarantined_task.fn(snapshot, config)
     assert (counted.rows, counted.no_target) == (3, 2)
     curated = Validated(valid=pd.DataFrame(), quarantine=pd.DataFrame({"row": []}), rows_in=2)
     assert quarantine_line(curated, counted).startswith("quarantined at ingest 3 (2 without a target)")

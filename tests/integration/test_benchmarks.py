@@ -40,6 +40,11 @@ BENCHMARKS = [
     Benchmark("cli.py", rf"cli: slowest quick command (?P<slowest_s>{DECIMAL}) s"),
     Benchmark("ingest.py", rf"validation/read ratio (?P<ratio>{DECIMAL})"),
     Benchmark(
+        "iterate.py",
+        rf"iterate: unchanged (?P<unchanged_s>{DECIMAL}) s, gate-only (?P<gate_only_s>{DECIMAL}) s, "
+        rf"new data (?P<new_data_s>{DECIMAL}) s, first (?P<first_s>{DECIMAL}) s",
+    ),
+    Benchmark(
         "own_data.py",
         rf"own data: sba auc (?P<auc>{DECIMAL}) vs reference (?P<reference>{DECIMAL}), "
         rf"outside-search share (?P<share>{DECIMAL})",
