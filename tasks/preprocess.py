@@ -274,13 +274,19 @@ def encode_records(spec: PreprocessorSpec, rows: list[dict[str, Any]]) -> tuple[
             # A value outside the levels: the `other` level of a capped feature, else missing (and counted unseen).
             absent = float(len(categories) - 1) if feature.other else math.nan
             # Validated category fields hold texts already; anything else is compared as its text, like pandas does.
-            column = np.array([code(v, absent) if v.__class__ is str else math.nan if v is None
+            # Missing: None, or NaN (a derived category such as the hour of a date, where the date is missing).
+            column = np.array([code(v, absent) if v.__class__ is str else math.nan if _missing(v)
                                else code(_category_text(v), absent) for v in values], dtype=np.float64)  # fmt: skip
             out[:, j] = column
-            lost = 0 if feature.other else int(np.count_nonzero(np.isnan(column))) - values.count(None)
+            nans = 0 if feature.other else int(np.count_nonzero(np.isnan(column)))
+            lost = nans - sum(1 for v in values if _missing(v)) if nans else 0  # counted only when something is NaN
             if lost:
                 unseen[feature.name] = lost
     return out, unseen
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 @functools.lru_cache(maxsize=256)

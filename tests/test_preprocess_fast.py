@@ -69,6 +69,26 @@ def test_bike_fast_encoding_with_derived_features_equals_pandas() -> None:
     assert unseen == expected_unseen
 
 
+def test_a_derived_hour_as_a_category_encodes_alike_and_a_missing_time_is_missing_not_unseen() -> None:
+    """An hour of the day is a category (as `init` drafts it): its levels are the hours training saw; a record
+    without a time has no hour, which is missing, as in the frame, and not an unseen value."""
+    derived = [DerivedFeature(name="t_hour", source="t", kind="hour"), DerivedFeature(name="h", source="hr",
+                                                                                      kind="clock_hour")]  # fmt: skip
+    config = PreprocessConfig(derived=derived, categorical=["t_hour", "h"])
+    train = pd.DataFrame({"t": ["2021-03-04T06:00:00", "2021-03-04T17:30:00Z"], "hr": ["6am", "5pm"]})
+    spec = fit_preprocessor(train, ["t_hour", "h"], config)
+    assert [f.categories for f in spec.features] == [["17", "6"], ["17", "6"]]
+    values = [("2021-03-05T06:10:00", "6 AM"), ("2021-03-05T09:00:00", "9am"), (None, None)]
+    frame = pd.DataFrame(values, columns=["t", "hr"])
+    prepared = apply_preprocessor(spec, frame)
+    fast, unseen = encode_records(spec, [{"t": t, "hr": h} for t, h in values])
+    slow = np.column_stack([prepared[c].cat.codes.where(prepared[c].notna(), np.nan).astype("float64")
+                            for c in prepared.columns])  # fmt: skip
+    np.testing.assert_array_equal(fast, slow)
+    assert fast[0].tolist() == [1.0, 1.0] and np.isnan(fast[1:]).all()
+    assert unseen == unseen_categories(spec, frame, prepared) == {"t_hour": 1, "h": 1}  # 9 o'clock only
+
+
 def test_iso_timestamps_with_zones_encode_alike_record_by_record_and_as_a_frame() -> None:
     """ISO 8601 timestamps (`Z`, offsets, a space, fractions) give the service's records the numbers training's
     frames give: days since 1970, month, day of week and hour, all read in UTC."""

@@ -77,6 +77,7 @@ def test_init_types_iso_timestamps_as_dates_with_an_hour(tmp_path: Path) -> None
     departure = _column(draft, "departure")
     assert departure.kind == "date" and departure.has_time and departure.unreadable == 0
     assert {d["kind"] for d in draft.derived if d["source"] == "departure"} == {"days", "month", "dayofweek", "hour"}
+    assert _config(draft, tmp_path).preprocess.categorical == ["departure_hour"]  # the hour of the day: a category
     # the drafted schema accepts every form the file writes, and refuses what is no moment
     module = _import(tmp_path / "trips_schema.py", schema_module(draft))
     rows = pd.DataFrame({"departure": SAME_MOMENT, "distance": [5] * 4, "delay": [1] * 4})
@@ -226,9 +227,10 @@ def test_training_names_a_category_mostly_unseen_in_training() -> None:
     assert any(line.startswith("mostly unseen in training: month") for line in report.lines())
 
 
-def test_under_a_time_split_a_date_enters_as_its_year_and_clock_hours_as_numbers(tmp_path: Path) -> None:
+def test_under_a_time_split_a_date_enters_as_its_year_and_clock_hours_as_categories(tmp_path: Path) -> None:
     """Every test day is later than any training day, so `days since 1970` would put them all past the training
-    range; the year was seen in training. Hours written `6am` enter as 0-23, not 24 unordered categories."""
+    range; the year was seen in training. Hours written `6am` enter as the hour 0-23 (`6 AM` is the same hour), a
+    category: one split groups a day's peaks."""
     rows = [f"2021-{1 + i % 12:02d}-{1 + i % 28:02d},{(i % 12) or 12}{'am' if i % 24 < 12 else 'pm'},{i % 7}"
             for i in range(300)]  # fmt: skip
     path = tmp_path / "rides.csv"
@@ -236,5 +238,6 @@ def test_under_a_time_split_a_date_enters_as_its_year_and_clock_hours_as_numbers
     by_time = draft_dataset(path, "rides", time_column="day", task="regression")
     kinds = {d["name"]: d["kind"] for d in by_time.derived}
     assert kinds == {"day_year": "year", "day_month": "month", "day_dayofweek": "dayofweek", "hr_hour": "clock_hour"}
+    assert _config(by_time, tmp_path).preprocess.categorical == ["hr_hour"]
     shuffled = draft_dataset(path, "rides", task="regression")
     assert {d["kind"] for d in shuffled.derived if d["source"] == "day"} == {"days", "month", "dayofweek"}
