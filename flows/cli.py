@@ -115,6 +115,8 @@ def _trained(result: TrainResult, as_json: bool, config: Path | None = None) -> 
                    f"{result.baseline[primary]:.4f}); {verdict}")  # fmt: skip
         for reason in result.gate_reasons:
             typer.echo(f"  {reason}")
+        if "search" in result.reused:
+            typer.echo(f"reused: the search of run {result.reused['search']} (--no-cache to search again)")
         if result.quarantined:
             no_target = result.quarantined_no_target
             typer.echo(f"quarantined at ingest: {result.quarantined:,} row(s)"

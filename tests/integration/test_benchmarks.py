@@ -63,7 +63,8 @@ BENCHMARKS = [
     Benchmark(
         "serve.py",
         rf"req/s vs floor (?P<ratio>{DECIMAL}) at concurrency 32 \(batch-o(?:n|ff)\); "
-        rf"p99 at concurrency 8 (?P<p99_ms>{DECIMAL}) ms; batch scoring (?P<rows_per_s>{COUNT}) rows/s "
+        rf"p99 (?P<p99_ms>{DECIMAL}) ms \((?P<p99_of_floor>{DECIMAL}) of the floor's (?P<floor_p99_ms>{DECIMAL})\); "
+        rf"batch scoring (?P<rows_per_s>{COUNT}) rows/s "
         rf"\((?P<of_floor>{DECIMAL}) of the floor's (?P<floor_rows_per_s>{COUNT})\)",
         last=rf"explain: largest request (?P<explain_records>{COUNT}) records p99 (?P<explain_p99_ms>{DECIMAL}) ms",
     ),

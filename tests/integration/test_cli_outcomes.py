@@ -4,6 +4,7 @@ nothing behind when it is told to stop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -138,7 +139,7 @@ def test_sigterm_to_train_stops_every_process_it_started(tmp_path: Path) -> None
             assert time.monotonic() < deadline, "the search did not start within 300 s"
             time.sleep(0.5)
         tree = psutil.Process(train.pid).children(recursive=True)
-        commands = " ".join(" ".join(p.cmdline()) for p in tree)
+        commands = _command_lines(tree)
         assert "uvicorn" in commands and "raylet" in commands  # Prefect's temporary server and Ray's node
 
         train.send_signal(signal.SIGTERM)
@@ -155,6 +156,15 @@ def test_sigterm_to_train_stops_every_process_it_started(tmp_path: Path) -> None
 def _running(pid: int) -> str:
     """The command lines below `pid`, joined (empty when it has none yet)."""
     try:
-        return " ".join(" ".join(p.cmdline()) for p in psutil.Process(pid).children(recursive=True))
+        return _command_lines(psutil.Process(pid).children(recursive=True))
     except psutil.NoSuchProcess:
         return ""
+
+
+def _command_lines(processes: list[psutil.Process]) -> str:
+    """Their command lines, joined; a process that has ended (or is a zombie, its parent yet to reap it) has none."""
+    lines = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):  # ZombieProcess is one too
+            lines.append(" ".join(process.cmdline()))
+    return " ".join(lines)
