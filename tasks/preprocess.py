@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -249,20 +250,40 @@ def _date_part_value(value: Any, kind: str) -> float:
     )  # type: ignore[arg-type]
 
 
+def input_fields(spec: PreprocessorSpec) -> list[str]:
+    """The record fields encoding reads: each derived feature's source, and every other feature."""
+    derived = {d.name for d in spec.derived}
+    return list(
+        dict.fromkeys([d.source for d in spec.derived] + [f.name for f in spec.features if f.name not in derived])
+    )
+
+
+def record_columns(rows: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
+    """Records → one list of values per named field: what `encode_columns` reads, and what the request log keeps
+    (so a served request is taken apart once, and its records need not outlive it)."""
+    return {name: [row[name] for row in rows] for name in names}
+
+
 def encode_records(spec: PreprocessorSpec, rows: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, int]]:
     """Validated records → the model's input as a float64 array (category codes in training-vocabulary order,
     missing and unseen as NaN), and the unseen categories per feature: `apply_preprocessor` without pandas."""
+    return encode_columns(spec, record_columns(rows, input_fields(spec)), len(rows))
+
+
+def encode_columns(spec: PreprocessorSpec, fields: Mapping[str, list[Any]],
+                   count: int) -> tuple[np.ndarray, dict[str, int]]:  # fmt: skip
+    """`encode_records` for records already taken apart by `record_columns` (at least `input_fields`)."""
     columns: dict[str, list[Any]] = {}
     for derived in spec.derived:
-        source = [r[derived.source] for r in rows]
+        source = fields[derived.source]
         if derived.kind == "clock_hour":
             columns[derived.name] = [_clock_hour_value(v) for v in source]
         else:
             columns[derived.name] = [_date_part_value(v, derived.kind) for v in source]
-    out = np.empty((len(rows), len(spec.features)), dtype=np.float64)
+    out = np.empty((count, len(spec.features)), dtype=np.float64)
     unseen: dict[str, int] = {}
     for j, feature in enumerate(spec.features):
-        values = columns[feature.name] if feature.name in columns else [r[feature.name] for r in rows]
+        values = columns[feature.name] if feature.name in columns else fields[feature.name]
         if feature.kind == "numeric":
             array = np.array(values, dtype=np.float64)
             if feature.fill is not None:

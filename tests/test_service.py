@@ -554,7 +554,7 @@ def test_a_code_is_served_from_its_number_or_its_text(service_module: Any, trips
     records = [TRIP, {**TRIP, "year": 95, "start_delay": 4.0}, {**TRIP, "year": 95.0, "zip": None}]
     rows = service.parse(json.dumps({"records": records}).encode(), trips)
     assert [r["year"] for r in rows] == ["95"] * 3 and [r["start_delay"] for r in rows] == [None] * 3
-    raw, _ = asyncio.run(service.score(rows, trips))
+    raw, _ = asyncio.run(service.score(trips.values(rows), len(rows), trips))
     assert raw[0] == raw[1]  # the same code, whichever way it was sent
     refused = service.parse(json.dumps({"records": [{**TRIP, "year": True}, {**TRIP, "zip": 2.5}]}).encode(), trips)
     assert refused.status == 422 and [(e.record, e.field, e.rule) for e in refused.errors] == [
@@ -583,3 +583,38 @@ def test_the_python_api_reads_codes_and_ignores_dropped_columns_as_the_service_d
         pd.DataFrame({"year": [95.0, 99.0], "zip": ["02134", "02134"], "distance": [12.5, 12.5]})
     )
     pd.testing.assert_frame_equal(as_text, as_numbers)
+
+
+def test_the_request_timeout_leaves_no_timer_behind_and_still_answers_504(service_module: Any) -> None:
+    # BentoML 1.4's TimeoutMiddleware leaves each request's timer scheduled for the whole timeout; under load that
+    # was 150,000 live timers for the garbage collector to walk. The service's app uses the cancelling one instead.
+    app = service_module.MLCycleService.to_asgi()
+    assert service_module.CancellingTimeout in [m.cls for m in app.user_middleware]
+
+    async def quick(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def stuck(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(30)
+
+    async def scenario() -> tuple[int, list[int]]:
+        loop = asyncio.get_running_loop()
+        statuses: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "path": "/predict", "method": "POST"}
+        for _ in range(200):
+            await service_module.CancellingTimeout(quick, timeout=60)(scope, receive, send)
+        live = sum(1 for handle in loop._scheduled if not handle.cancelled())  # asyncio's timer heap
+        await service_module.CancellingTimeout(stuck, timeout=0.05)(scope, receive, send)
+        return live, statuses
+
+    live, statuses = asyncio.run(scenario())
+    assert live == 0 and statuses == [200] * 200 + [504]
