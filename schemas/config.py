@@ -360,10 +360,10 @@ class TuneConfig(_Strict):
         "does, at a cost in search time. The final model's fit scores every round, and so do data-parallel trials.",
     )
     grace_progress: float = Field(
-        default=4.0,
+        default=3.0,
         gt=0,
         description="ASHA: the learning progress (boosting rounds × learning rate) a trial makes before it may be "
-        "stopped: 4 is 400 rounds at eta 0.01 and 20 at eta 0.2. ASHA compares trials again every "
+        "stopped: 3 is 300 rounds at eta 0.01 and 15 at eta 0.2. ASHA compares trials again every "
         "`reduction_factor` times as much progress. Progress, not rounds: a boosted ensemble's fit grows with "
         "rounds × eta, so at equal rounds a slow learning rate always looks worst and is cut before it converges.",
     )
