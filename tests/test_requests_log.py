@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,6 +15,7 @@ from tests.conftest import ADULT_RECORD
 
 COLUMNS = {"age": "int64", "workclass": "str", "hum": "float64"}
 ROW = {"age": 39, "workclass": None, "hum": 50.5}
+T0 = datetime(2026, 3, 4, 10, 0, 0, 123456, tzinfo=UTC)
 
 
 def test_rows_keep_their_types_even_when_a_column_is_all_missing(tmp_path: Path) -> None:
@@ -88,8 +90,8 @@ def test_many_single_record_requests_make_one_table_in_their_order(tmp_path: Pat
     # The service's common case: thousands of one-record requests in one flush, next to a larger one.
     log = RequestLog("adult", COLUMNS, RequestLogConfig(), root=tmp_path)
     for i in range(300):
-        log.add([{**ROW, "age": i}], "m:1", f"r{i}", [i / 1000], labels=["yes"])
-    log.add([{**ROW, "age": 1000}, {**ROW, "workclass": "Private"}, ROW], "m:2", "big", [0.1, 0.2, 0.3])
+        log.add([{**ROW, "age": i}], "m:1", f"r{i}", [i / 1000], labels=["yes"], at=T0 + timedelta(seconds=i))
+    log.add([{**ROW, "age": 1000}, {**ROW, "workclass": "Private"}, ROW], "m:2", "big", [0.1, 0.2, 0.3], at=T0)
     table = pq.read_table(log.flush())
     assert table.num_rows == 303
     assert table.column("age").to_pylist()[:3] == [0, 1, 2] and table.column("age")[300].as_py() == 1000
@@ -99,11 +101,12 @@ def test_many_single_record_requests_make_one_table_in_their_order(tmp_path: Pat
     assert table.column("_prediction")[5].as_py() == 0.005 and table.column("_label").to_pylist()[299:] == [
         "yes", None, None, None]  # fmt: skip
     assert table.column("workclass").to_pylist()[300:] == [None, "Private", None]
-    assert len(set(table.column("_ts").to_pylist()[:300])) >= 1  # each request its own time, read back as written
+    stamps = table.column("_ts").to_pylist()  # each request its own time, repeated for its records
+    assert stamps[:300] == [T0 + timedelta(seconds=i) for i in range(300)] and stamps[300:] == [T0] * 3
 
 
 def test_a_buffered_request_gives_the_garbage_collector_nothing_to_walk(tmp_path: Path) -> None:
-    # Held as lists, 10,000 buffered requests were 300,000 objects more for every full collection of the service.
+    # Held as lists, every buffered request is a list per field for each full collection of the service to walk.
     log = RequestLog("adult", COLUMNS, RequestLogConfig(), root=tmp_path)
     log.add_fields({"age": [39, 40], "workclass": [None, "Private"], "hum": [1.5, 2.0]}, 2, "m:1", "r", [0.1, 0.2])
     gc.collect()

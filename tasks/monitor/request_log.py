@@ -106,8 +106,8 @@ class RequestLog:
         logged empty)."""
         if records != len(predictions) or (labels is not None and len(labels) != records):
             raise ValueError(f"{records} rows but {len(predictions)} predictions")
-        # Tuples of plain values, which the garbage collector stops tracking: 10,000 buffered requests held as
-        # lists were 300,000 more objects for every full collection to walk (100-190 ms pauses of the service).
+        # Tuples of plain values, which the garbage collector stops tracking: held as lists, every buffered request
+        # is a list per field for every full collection of the service to walk until the flush.
         values = tuple(None if (given := fields.get(c)) is None else tuple(given) for c in self.columns)
         entry = Pending(values, records, model, request_id, tuple(predictions),
                         None if labels is None else tuple(labels), at or datetime.now(UTC))  # fmt: skip
