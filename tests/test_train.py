@@ -103,7 +103,7 @@ def test_streamed_rows_on_one_machine_train_one_trial_at_a_time_on_every_cpu() -
 
 def test_the_booster_keeper_keeps_the_best_offer_and_answers_with_its_score() -> None:
     # A trial reads the answer later, without waiting, and offers nothing no better than it.
-    from mlcycle.tasks.train.trial import BoosterKeeper
+    from mlcycle.tasks.train.keeper import BoosterKeeper
 
     keeper = BoosterKeeper()
     assert keeper.best_score() == float("inf") and keeper.get() is None

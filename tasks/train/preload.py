@@ -16,10 +16,13 @@ import os
 import sys
 import time
 
+from mlcycle.tasks.train.keeper import LIGHT_WORKER
+
 PRELOADED = "mlcycle: a trial's modules imported"
 _began = time.monotonic()
 
-import mlcycle.tasks.train.trial  # noqa: E402, F401
+if not os.environ.get(LIGHT_WORKER):  # a worker for an actor that needs none of them (tasks.train.keeper)
+    import mlcycle.tasks.train.trial  # noqa: F401
 
-# In the worker's log (Ray's session logs/worker-*-<pid>.err): how long the imports took, and that they are done.
-print(f"{PRELOADED} in {time.monotonic() - _began:.1f} s (pid {os.getpid()})", file=sys.stderr, flush=True)
+    # In the worker's log (Ray's session logs/worker-*-<pid>.err): how long the imports took, and that they are done.
+    print(f"{PRELOADED} in {time.monotonic() - _began:.1f} s (pid {os.getpid()})", file=sys.stderr, flush=True)

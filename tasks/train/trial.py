@@ -148,23 +148,3 @@ class BestBooster:
                 self.kept = min(self.kept, float(ray.get(self.answer)))
             self.answer = None
         return self.kept
-
-
-class BoosterKeeper:
-    """A Ray actor of the search's (no CPU of its own): the best booster offered so far, as XGBoost's binary JSON
-    with its score, best round and trial. In Ray's memory, so trials on any node reach it with no shared disk."""
-
-    def __init__(self) -> None:
-        self.best: tuple[float, int, str, bytes] | None = None
-
-    def offer(self, score: float, rounds: int, trial_id: str, raw: bytes) -> float:
-        """Keep the booster if it is the best offered so far; returns the best score kept."""
-        if self.best is None or score < self.best[0]:
-            self.best = (score, rounds, trial_id, raw)
-        return self.best[0]
-
-    def best_score(self) -> float:
-        return math.inf if self.best is None else self.best[0]
-
-    def get(self) -> tuple[float, int, str, bytes] | None:
-        return self.best

@@ -401,11 +401,20 @@ def tune_xgboost(
     else:
         # Imported here, not at the top: a data-parallel trial's worker imports this module, and tasks.train.trial trims
         # what a Ray worker that imports it may load.
-        from mlcycle.tasks.train.trial import BoosterKeeper, TrialSettings, run_trial
+        from mlcycle.tasks.train.keeper import LIGHT_WORKER, BoosterKeeper
+        from mlcycle.tasks.train.trial import TrialSettings, run_trial
 
+        # On a Ray of mlcycle's own, in a light worker of its own (tasks.train.keeper): in one of the workers Ray
+        # starts warm, one per CPU, it left a trial to wait for a cold one (Tune's debug log on Adult: of four trials
+        # on two CPUs, the second trial's actor had not started when all four had run, one after another, in the
+        # one warm worker left). Not on a cluster: its nodes import nothing ahead (unless set up to), and a worker
+        # started for a runtime environment held up a one-CPU node's first trial worker until Tune had moved that
+        # trial to a free process elsewhere (test_trials_run_on_both_nodes_of_a_real_cluster).
+        own = _OWN_RAY.get("local", False)
         keeper_name = f"mlcycle-keeper-{path.name}-{os.getpid()}"
-        keeper = ray.remote(num_cpus=0)(BoosterKeeper).options(name=keeper_name).remote()
-        lend = _OWN_RAY.get("local", False) and not settings.gpus_per_trial and len(ray.nodes()) == 1
+        light = {"runtime_env": {"env_vars": {LIGHT_WORKER: "1"}}} if own else {}
+        keeper = ray.remote(num_cpus=0)(BoosterKeeper).options(name=keeper_name, **light).remote()
+        lend = own and not settings.gpus_per_trial and len(ray.nodes()) == 1
         if lend:
             share = path / ".cpu-share"  # the experiment's own: the same again when the search is resumed
             callbacks.append(_LendFreedCpus(share, cpus, settings.cpus_per_trial, settings.num_samples))

@@ -209,7 +209,8 @@ def test_data_parallel_trials_train_across_two_workers_on_two_nodes() -> None:
 
 def test_trials_start_on_the_workers_ray_started_warm() -> None:
     # The workers a local Ray starts with its node import a trial's modules as they start (tasks.train.preload), and
-    # the search's trials run in them, not in fresh workers that would import for seconds first.
+    # the search's trials run in them, side by side, not in fresh workers that would import for seconds first. (The
+    # search's booster keeper took one of them once, and the second trial ran after the first, in its process.)
     proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/warm_search.py")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -217,3 +218,4 @@ def test_trials_start_on_the_workers_ray_started_warm() -> None:
     assert len(report["warm"]) == report["cpus"] >= 2
     assert len(report["trial_pids"]) == report["cpus"]
     assert set(report["trial_pids"]) <= set(report["warm"]), report["processes"]
+    assert len(set(report["trial_pids"])) == report["cpus"], report["processes"]

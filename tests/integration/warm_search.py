@@ -61,12 +61,16 @@ def main() -> None:
     deadline = time.monotonic() + 120
     while len(warm := warm_workers()) < cpus and time.monotonic() < deadline:
         time.sleep(0.5)
+    # Trials long enough (a few hundred milliseconds) that a trial whose actor waited for a cold worker would find
+    # the first trial's process free first and run in it after it (Tune reuses actors): then fewer processes ran
+    # trials than there are CPUs.
     rng = np.random.default_rng(0)
-    x = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
-    y = (x["a"] - x["b"] > 0).to_numpy(dtype=float)
-    settings = TuneConfig(num_samples=cpus, max_rounds=20, report_every=10, grace_progress=1, resume=False)
+    x = pd.DataFrame({"a": rng.normal(size=4000), "b": rng.normal(size=4000), "c": rng.normal(size=4000)})
+    y = (x["a"] - x["b"] + rng.normal(size=4000) > 0).to_numpy(dtype=float)
+    settings = TuneConfig(num_samples=cpus, max_rounds=300, early_stopping_rounds=300, report_every=10,
+                          grace_progress=1000, resume=False)  # fmt: skip
     with tempfile.TemporaryDirectory() as storage:
-        result = tune_xgboost(TrainingData(x[:300], y[:300], x[300:], y[300:]), "binary", settings, seed=0,
+        result = tune_xgboost(TrainingData(x[:3000], y[:3000], x[3000:], y[3000:]), "binary", settings, seed=0,
                               storage=Path(storage), experiment="warm")  # fmt: skip
     rows, parent = processes()
     print(REPORT + json.dumps({"cpus": cpus, "warm": warm, "trial_pids": [t["pid"] for t in result.trials],
