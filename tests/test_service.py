@@ -587,7 +587,8 @@ def test_the_python_api_reads_codes_and_ignores_dropped_columns_as_the_service_d
 
 def test_the_request_timeout_leaves_no_timer_behind_and_still_answers_504(service_module: Any) -> None:
     # BentoML 1.4's TimeoutMiddleware leaves each request's timer scheduled for the whole timeout; under load that
-    # was tens of thousands of live timers for the garbage collector to walk. The service's app uses the cancelling one instead.
+    # was tens of thousands of live timers for the garbage collector to walk. The service's app uses the cancelling
+    # one instead.
     app = service_module.MLCycleService.to_asgi()
     assert service_module.CancellingTimeout in [m.cls for m in app.user_middleware]
 

@@ -1,7 +1,7 @@
 """The search's keeper of the best booster: a Ray actor that imports nothing but this module.
 
 Apart from `tasks.train.trial` on purpose. The keeper runs in a worker of its own, and on a Ray that mlcycle starts
-every worker imports a trial's modules as it starts (`tasks.train.preload`: Ray Tune, XGBoost, 1.2–4.9 s on this
+every worker imports a trial's modules as it starts (`tasks.train.preload`: Ray Tune, XGBoost, 1.2–2.0 s on this
 project's 2-core machine), except one started with `LIGHT_WORKER` in its environment. The keeper is started in such
 a worker (`tasks.train.tune`): it needs none of those modules, and the warm workers are left to the trials.
 """

@@ -404,12 +404,10 @@ def tune_xgboost(
         from mlcycle.tasks.train.keeper import LIGHT_WORKER, BoosterKeeper
         from mlcycle.tasks.train.trial import TrialSettings, run_trial
 
-        # On a Ray of mlcycle's own, in a light worker of its own (tasks.train.keeper): in one of the workers Ray
-        # starts warm, one per CPU, it left a trial to wait for a cold one (Tune's debug log on Adult: of four trials
-        # on two CPUs, the second trial's actor had not started when all four had run, one after another, in the
-        # one warm worker left). Not on a cluster: its nodes import nothing ahead (unless set up to), and a worker
-        # started for a runtime environment held up a one-CPU node's first trial worker until Tune had moved that
-        # trial to a free process elsewhere (test_trials_run_on_both_nodes_of_a_real_cluster).
+        # On a Ray of mlcycle's own, in a light worker of its own (tasks.train.keeper), so that every warm worker is
+        # a trial's: in one of them, it left the second trial waiting for a cold one. Not on a cluster: its nodes
+        # import nothing ahead (unless set up to), and a worker started for a runtime environment held up a one-CPU
+        # node's first trial worker until Tune had moved that trial elsewhere (test_trials_run_on_both_nodes_...).
         own = _OWN_RAY.get("local", False)
         keeper_name = f"mlcycle-keeper-{path.name}-{os.getpid()}"
         light = {"runtime_env": {"env_vars": {LIGHT_WORKER: "1"}}} if own else {}

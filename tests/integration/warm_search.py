@@ -61,7 +61,7 @@ def main() -> None:
     deadline = time.monotonic() + 120
     while len(warm := warm_workers()) < cpus and time.monotonic() < deadline:
         time.sleep(0.5)
-    # Trials long enough (a few hundred milliseconds) that a trial whose actor waited for a cold worker would find
+    # Trials long enough (300 rounds, no early stop) that a trial whose actor waited for a cold worker would find
     # the first trial's process free first and run in it after it (Tune reuses actors): then fewer processes ran
     # trials than there are CPUs.
     rng = np.random.default_rng(0)
