@@ -73,8 +73,9 @@ def train(
     reused: the same config on the same data is the same model. Exits 0 when the model was promoted (or is the
     champion), 3 when the gate rejected it, 1 when training failed."""
     pipeline = load_pipeline(config, set_)
-    from mlcycle.flows.training import train_flow
+    from mlcycle.flows.training import prestart_ray, train_flow
 
+    prestart_ray(pipeline, cache=not no_cache)  # Ray starts while Prefect does
     _trained(train_flow(pipeline, cache=not no_cache), json_, config)
 
 

@@ -17,8 +17,8 @@ import sys
 import time
 
 from mlcycle.tasks.train.keeper import LIGHT_WORKER
+from mlcycle.tasks.train.warm import PRELOADED
 
-PRELOADED = "mlcycle: a trial's modules imported"
 _began = time.monotonic()
 
 if not os.environ.get(LIGHT_WORKER):  # a worker for an actor that needs none of them (tasks.train.keeper)
