@@ -5,7 +5,7 @@ test. The same 24 configurations (those mlcycle's seeded random search samples) 
   (a) mlcycle   tune_xgboost as the training flow runs it (ASHA at equal learning progress, parallel trials, reused
                 actors): Ray is started first and the data read and prepared; (a)'s wall time is what the tuning
                 task takes once the data is ready and Ray's workers have imported a trial's modules, as in
-                `mlcycle train`, which starts Ray before Prefect's flow engine (its workers are ready 3-4 s before the
+                `mlcycle train`, which starts Ray before Prefect's flow engine (its workers are ready 3-5 s before the
                 search there: docs/performance.md). Ray's start-up, those imports included, is reported apart.
                 Its trials score the validation split every `tune.eval_every` rounds (5)
   (b) loop      the same configurations trained one after another with bare `xgb.train`, 2 threads each, XGBoost's

@@ -332,7 +332,7 @@ def train_flow(config: PipelineConfig, cache: bool = True) -> TrainResult:
     `cache=False` (`mlcycle train --no-cache`) computes every step again."""
     steps = StepStore.for_dataset(config.name)
     schema_hash = schema_fingerprint(resolve_schema(config.schema_ref))
-    prestart_ray(config, cache)  # a no-op when `mlcycle train` began it before the flow
+    prestart_ray(config, cache, steps, schema_hash)  # a no-op when `mlcycle train` began it before the flow
     if config.source.snapshot is None:
         ingest_flow(config)  # admits new batches first; fails, naming the file, if one is rejected
     snapshot = snapshot_task(config)
@@ -398,14 +398,20 @@ def train_flow(config: PipelineConfig, cache: bool = True) -> TrainResult:
                       tuning_seconds=0.0 if "search" in reused else tuned.elapsed_s, report=str(files.html))  # fmt: skip
 
 
-def prestart_ray(config: PipelineConfig, cache: bool = True) -> None:
+def prestart_ray(
+    config: PipelineConfig, cache: bool = True, steps: StepStore | None = None, schema_hash: str | None = None
+) -> None:
     """Begin Ray's start-up in the background (tasks.train.tune.start_ray) unless the search is stored for the data
     as it stands: then Ray starts only if ingest adds rows. Ray's start-up and its trial workers' imports
-    (tasks.train.preload) take 4–5 s here; `mlcycle train` calls this before the flow, so they overlap Prefect's
-    start-up as well as ingest and preparation, and the search starts on workers that are ready."""
-    steps = StepStore.for_dataset(config.name)
-    if not (cache and search_stored(steps, config, schema_fingerprint(resolve_schema(config.schema_ref)))):
-        start_ray(config.tune.ray_address)
+    (tasks.train.preload) take about 4 s here; `mlcycle train` calls this before the flow, so they overlap Prefect's
+    start-up as well as ingest and preparation, and the search starts on workers that are ready. The flow passes
+    the step store and schema fingerprint it already has."""
+    if cache:
+        steps = steps or StepStore.for_dataset(config.name)
+        schema_hash = schema_hash or schema_fingerprint(resolve_schema(config.schema_ref))
+        if search_stored(steps, config, schema_hash):
+            return
+    start_ray(config.tune.ray_address)
 
 
 def search_stored(steps: StepStore, config: PipelineConfig, schema_hash: str) -> bool:

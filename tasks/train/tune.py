@@ -123,7 +123,7 @@ def _without_idle_monitors() -> Iterator[None]:
     has nothing to scale) and the log monitor (which only forwards workers' output to the driver, and mlcycle's Ray
     runs with `log_to_driver=False`; workers' logs stay in Ray's session directory). Both import Ray and poll for
     as long as Ray lives, on the two cores the warm workers are importing a trial's modules on: without them a
-    local Ray's own processes use about half the CPU time before the workers are ready (1.5–2.0 s → 0.8–1.0 s,
+    local Ray's own processes use about half the CPU time before the workers are ready (1.5–2.0 s → 0.7–1.0 s,
     measured in docs/performance.md). `ray.init` has no switch for either, so for the call its `RayParams` (Ray's
     `ray start --no-monitor --include-log-monitor=false`) defaults them off."""
     import ray._private.parameter as parameter

@@ -20,8 +20,8 @@ import ray
 
 from mlcycle.schemas.config import TuneConfig
 from mlcycle.tasks.train.boost import TrainingData
-from mlcycle.tasks.train.preload import PRELOADED
 from mlcycle.tasks.train.tune import ensure_ray, tune_xgboost
+from mlcycle.tasks.train.warm import warm_workers
 
 REPORT = "REPORT "  # marked: Ray's raylet may print warnings to stdout after it
 
@@ -41,17 +41,12 @@ def ours(pid: int, parent: dict[int, int]) -> bool:
     return False
 
 
-def warm_workers() -> list[int]:
-    """This process's Ray's idle worker processes that have finished importing a trial's modules: each says so in
-    its log (tasks.train.preload)."""
+def idle_warm_workers() -> list[int]:
+    """This process's Ray's idle worker processes that have finished importing a trial's modules (tasks.train.warm)."""
     rows, parent = processes()
-    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
-    warm = []
-    for pid, _, *args in rows:
-        idle = args and "ray::IDLE" in args[0] and ours(int(pid), parent)
-        if idle and any(PRELOADED in log.read_text(errors="replace") for log in logs.glob(f"worker-*-{pid}.err")):
-            warm.append(int(pid))
-    return warm
+    warm = warm_workers(Path(ray._private.worker._global_node.get_logs_dir_path()))
+    return [int(pid) for pid, _, *args in rows
+            if int(pid) in warm and args and "ray::IDLE" in args[0] and ours(int(pid), parent)]  # fmt: skip
 
 
 def main() -> None:
@@ -59,7 +54,7 @@ def main() -> None:
     ensure_ray(None)
     cpus = int(ray.cluster_resources()["CPU"])
     deadline = time.monotonic() + 120
-    while len(warm := warm_workers()) < cpus and time.monotonic() < deadline:
+    while len(warm := idle_warm_workers()) < cpus and time.monotonic() < deadline:
         time.sleep(0.5)
     # Trials long enough (300 rounds, no early stop) that a trial whose actor waited for a cold worker would find
     # the first trial's process free first and run in it after it (Tune reuses actors): then fewer processes ran
